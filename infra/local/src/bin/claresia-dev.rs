@@ -1,0 +1,119 @@
+//! `claresia-dev`: the whole connector on localhost. Starts moto (DynamoDB + Secrets Manager), creates the
+//! tables from template.yaml, starts the Anthropic simulator with demo data, and serves the API through a
+//! dev gateway that verifies JWTs like API Gateway. Prints ready tokens and curl commands. Ctrl-C stops all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anthropic_sim::{demo, Sim, SimServer};
+use claresia_api::{App, Config};
+use claresia_local::jwt::DevSigner;
+use claresia_local::{gateway, moto::Moto, sdk_config, tables};
+
+const STAGE: &str = "local";
+
+fn env_addr(name: &str, default: &str) -> Result<SocketAddr, String> {
+    let v = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    v.parse().map_err(|e| format!("{name}={v:?}: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("claresia-dev: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(claresia_api::logging::filter())
+        .with_target(false)
+        .init();
+    let api_addr = env_addr("CLARESIA_API_ADDR", "127.0.0.1:3000")?;
+    let sim_addr = env_addr("CLARESIA_SIM_ADDR", "127.0.0.1:4010")?;
+    let moto_port: u16 = std::env::var("CLARESIA_MOTO_PORT")
+        .unwrap_or_else(|_| "5000".into())
+        .parse()
+        .map_err(|e| format!("CLARESIA_MOTO_PORT: {e}"))?;
+
+    eprintln!("starting moto on 127.0.0.1:{moto_port} …");
+    let moto = Moto::start_on(moto_port).map_err(|e| e.to_string())?;
+    let sdk = sdk_config(moto.endpoint()).await;
+    let names = tables::create_all(&aws_sdk_dynamodb::Client::new(&sdk), STAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let sim = Sim::new();
+    demo::seed(&sim);
+    let sim_server = SimServer::start(sim_addr, sim)
+        .await
+        .map_err(|e| format!("simulator on {sim_addr}: {e}"))?;
+
+    let config = Config {
+        stage: STAGE.into(),
+        hub_table: names.get("HubTable").cloned().ok_or("template has no HubTable")?,
+        anthropic_base_url: sim_server.base_url(),
+        secret_recovery_window_days: 7,
+        request_budget: Duration::from_secs(25),
+    };
+    let app = Arc::new(App::new(config, &sdk).map_err(|e| e.to_string())?);
+    let signer = Arc::new(DevSigner::from_env());
+    let tenant_token = signer.sign("portal-admin@dainese", &[("claresia:tenant", "dainese")], 86_400);
+    let operator_token = signer.sign("operator@claresia", &[("claresia:role", "operator")], 86_400);
+
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|e| format!("API on {api_addr}: {e}"))?;
+    let api = format!("http://{api_addr}");
+    println!(
+        r#"
+Claresia connector running locally
+  API                 {api}   (dev gateway: verifies JWTs like API Gateway)
+  Anthropic simulator {sim}   (controls under {sim}/_sim/state)
+  moto                {moto}   (DynamoDB + Secrets Manager)
+  hub table           {table}
+
+Demo keys (simulator only):
+  good              {good}
+  rotated (good)    {rotated}
+  no Audit:read     {noaudit}
+  zero-retention off {nozr}
+
+Tokens (24 h):
+  export TOKEN={tenant_token}
+  export OPERATOR_TOKEN={operator_token}
+
+Try:
+  curl -s -X PUT {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN" \
+       -H 'content-type: application/json' -d '{{"admin_api_key": "{good} "}}'
+  curl -s {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN"
+
+Ctrl-C stops everything.
+"#,
+        sim = sim_server.base_url(),
+        moto = moto.endpoint(),
+        table = app.config.hub_table,
+        good = demo::GOOD_KEY,
+        rotated = demo::ROTATED_KEY,
+        noaudit = demo::NO_AUDIT_KEY,
+        nozr = demo::NO_ZR_KEY,
+    );
+
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        eprintln!("\nstopping …");
+    };
+    axum::serve(listener, gateway::router(app, signer))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(sim_server);
+    drop(moto);
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! moto's server mode on loopback: started as a child process, killed with us.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MotoError {
+    #[error("moto_server not found (looked at $MOTO_SERVER, {0} and $PATH): run `make test` or `make dev`, which install it into .venv from infra/requirements.txt")]
+    NotInstalled(String),
+    #[error("moto_server could not be started: {0}")]
+    Spawn(String),
+    #[error("moto_server did not become ready on {endpoint} within {secs}s; its output:\n{output}")]
+    NotReady {
+        endpoint: String,
+        secs: u64,
+        output: String,
+    },
+}
+
+pub struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    /// Starts moto on a free loopback port and waits until it answers.
+    pub fn start() -> Result<Moto, MotoError> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| MotoError::Spawn(e.to_string()))?;
+        Moto::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Result<Moto, MotoError> {
+        let bin = find_binary()?;
+        let log = std::env::temp_dir().join(format!("moto-{port}-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).map_err(|e| MotoError::Spawn(e.to_string()))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|e| MotoError::Spawn(e.to_string()))?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err);
+        // SAFETY: prctl is async-signal-safe; it makes the kernel kill moto if our spawning thread dies,
+        // so no moto outlives a crashed test run or dev session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| MotoError::Spawn(format!("{}: {e}", bin.display())))?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        let limit = Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(MotoError::NotReady {
+                    endpoint,
+                    secs: started.elapsed().as_secs(),
+                    output: format!("(exited with {status})\n{}", tail(&log)),
+                });
+            }
+            if answers(port) {
+                return Ok(Moto { child, endpoint });
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                return Err(MotoError::NotReady {
+                    endpoint,
+                    secs: limit.as_secs(),
+                    output: tail(&log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// One moto per test binary, started on first use and killed when the process exits.
+    pub fn shared() -> Result<&'static Moto, String> {
+        static SHARED: OnceLock<Result<Moto, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::channel();
+                // The spawning thread must outlive the tests: moto dies with it (PR_SET_PDEATHSIG).
+                std::thread::spawn(move || {
+                    let _ = tx.send(Moto::start().map_err(|e| e.to_string()));
+                    loop {
+                        std::thread::park();
+                    }
+                });
+                rx.recv()
+                    .unwrap_or_else(|_| Err("moto starter thread died".into()))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_binary() -> Result<PathBuf, MotoError> {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = crate::workspace_root().join(".venv/bin/moto_server");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("moto_server");
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(MotoError::NotInstalled(venv.display().to_string()))
+}
+
+fn answers(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s
+        .write_all(b"GET /moto-api/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1."))
+}
+
+fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}

@@ -1,0 +1,345 @@
+use std::time::{Duration, Instant};
+
+use claresia_domain::AdminKey;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::AnthropicError;
+use crate::retry::{decide, parse_retry_after, Decision, RetryPolicy};
+use crate::types::{Organization, Workspace};
+
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The point in time by which a caller needs an answer; no attempt or wait runs past it.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    pub fn after(budget: Duration) -> Self {
+        Deadline(Instant::now() + budget)
+    }
+
+    pub fn at(instant: Instant) -> Self {
+        Deadline(instant)
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `https://api.anthropic.com`, or the simulator.
+    pub base_url: String,
+    pub user_agent: String,
+    pub retry: RetryPolicy,
+    /// Upper bound for one attempt (the deadline may cut it shorter).
+    pub attempt_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            user_agent: format!("claresia-connector/{}", env!("CARGO_PKG_VERSION")),
+            retry: RetryPolicy::default(),
+            attempt_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One page of a list endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+    #[serde(default)]
+    pub first_id: Option<String>,
+    #[serde(default)]
+    pub last_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A client for one Anthropic base URL. Cheap to clone; build it once per Lambda sandbox.
+#[derive(Debug, Clone)]
+pub struct AnthropicClient {
+    http: reqwest::Client,
+    base_url: String,
+    retry: RetryPolicy,
+    attempt_timeout: Duration,
+}
+
+impl AnthropicClient {
+    pub fn new(config: ClientConfig) -> Result<Self, AnthropicError> {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(AnthropicError::Config(format!(
+                "ANTHROPIC_BASE_URL must be an http(s) URL, got {base_url:?}"
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent)
+            .default_headers(headers)
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()
+            .map_err(|e| AnthropicError::Config(e.to_string()))?;
+        Ok(AnthropicClient {
+            http,
+            base_url,
+            retry: config.retry,
+            attempt_timeout: config.attempt_timeout,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one request with the contract's retry rules and decodes a JSON answer.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        key: &AdminKey,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        deadline: Deadline,
+    ) -> Result<T, AnthropicError> {
+        let url = format!("{}{}", self.base_url, path);
+        let mut key_header = HeaderValue::from_str(key.expose())
+            .map_err(|_| AnthropicError::Config("the admin key is not a valid header value".into()))?;
+        key_header.set_sensitive(true);
+
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let remaining = deadline.remaining();
+            if remaining.is_zero() {
+                return Err(AnthropicError::Transport {
+                    message: format!("deadline reached before {method} {path} could be sent"),
+                    timeout: true,
+                    attempts: attempt - 1,
+                });
+            }
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header("x-api-key", key_header.clone())
+                .timeout(remaining.min(self.attempt_timeout));
+            if !query.is_empty() {
+                req = req.query(query);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+
+            let (err, decision) = match self.attempt(req).await {
+                Ok(Answer::Ok { bytes, request_id }) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| AnthropicError::Decode {
+                        message: format!("{method} {path}: {e}"),
+                        request_id,
+                    });
+                }
+                Ok(Answer::Failed {
+                    err,
+                    retry_after,
+                    should_retry,
+                }) => {
+                    let status = err.status().unwrap_or(0);
+                    (err, decide(status, retry_after, should_retry))
+                }
+                Err(err) => (err, Decision::Backoff),
+            };
+
+            let wait = match decision {
+                Decision::Stop => return Err(err.with_attempts(attempt)),
+                Decision::After(d) if d > self.retry.max_retry_after => {
+                    return Err(err.with_attempts(attempt))
+                }
+                Decision::After(d) => d,
+                Decision::Backoff => self.retry.backoff(attempt),
+            };
+            if attempt >= self.retry.max_attempts || wait >= deadline.remaining() {
+                return Err(err.with_attempts(attempt));
+            }
+            tracing::warn!(
+                %method,
+                path,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                status = err.status(),
+                request_id = err.request_id(),
+                "Anthropic request failed; retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, req: reqwest::RequestBuilder) -> Result<Answer, AnthropicError> {
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let request_id = header("request-id")
+            .or_else(|| header("x-request-id"))
+            .map(str::to_owned);
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if (200..300).contains(&status) {
+            return Ok(Answer::Ok { bytes: bytes.to_vec(), request_id });
+        }
+        let retry_after = parse_retry_after(header("retry-after"), header("retry-after-ms"));
+        let should_retry = match header("x-should-retry") {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        };
+        let err = match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+            Ok(env) => AnthropicError::api(
+                status,
+                env.error.kind,
+                env.error.message,
+                request_id.or(env.request_id),
+            ),
+            // Proxies and load balancers answer without the envelope: classify by status.
+            Err(_) => AnthropicError::api(
+                status,
+                format!("http_{status}"),
+                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                request_id,
+            ),
+        };
+        Ok(Answer::Failed {
+            err,
+            retry_after,
+            should_retry,
+        })
+    }
+
+    /// One page of a list endpoint.
+    pub async fn list_page<T: DeserializeOwned>(
+        &self,
+        key: &AdminKey,
+        path: &str,
+        query: &[(&str, String)],
+        after_id: Option<&str>,
+        limit: u32,
+        deadline: Deadline,
+    ) -> Result<Page<T>, AnthropicError> {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        q.push(("limit", limit.to_string()));
+        if let Some(after) = after_id {
+            q.push(("after_id", after.to_owned()));
+        }
+        self.send(key, Method::GET, path, &q, None, deadline).await
+    }
+
+    /// Every item of a list endpoint, page after page. Fails as a whole if any page fails: a partial
+    /// listing must never pass for a complete one.
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        key: &AdminKey,
+        path: &str,
+        query: &[(&str, String)],
+        limit: u32,
+        deadline: Deadline,
+    ) -> Result<Vec<T>, AnthropicError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page: Page<T> = self
+                .list_page(key, path, query, after.as_deref(), limit, deadline)
+                .await?;
+            out.extend(page.data);
+            match (page.has_more, page.last_id) {
+                (true, Some(last)) if Some(&last) != after.as_ref() => after = Some(last),
+                (true, _) => {
+                    return Err(AnthropicError::Decode {
+                        message: format!("{path}: has_more is true but last_id does not advance"),
+                        request_id: None,
+                    })
+                }
+                (false, _) => return Ok(out),
+            }
+        }
+    }
+
+    /// `GET /v1/organizations/me`.
+    pub async fn organization(
+        &self,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<Organization, AnthropicError> {
+        self.send(key, Method::GET, "/v1/organizations/me", &[], None, deadline)
+            .await
+    }
+
+    /// Every non-archived workspace of the key's organization.
+    pub async fn workspaces(
+        &self,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<Vec<Workspace>, AnthropicError> {
+        let all: Vec<Workspace> = self
+            .list_all(
+                key,
+                "/v1/organizations/workspaces",
+                &[("include_archived", "false".to_owned())],
+                100,
+                deadline,
+            )
+            .await?;
+        Ok(all.into_iter().filter(|w| w.archived_at.is_none()).collect())
+    }
+}
+
+enum Answer {
+    Ok {
+        bytes: Vec<u8>,
+        request_id: Option<String>,
+    },
+    Failed {
+        err: AnthropicError,
+        retry_after: Option<Duration>,
+        should_retry: Option<bool>,
+    },
+}
+
+fn transport(e: reqwest::Error) -> AnthropicError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    AnthropicError::Transport {
+        message,
+        timeout: e.is_timeout(),
+        attempts: 1,
+    }
+}

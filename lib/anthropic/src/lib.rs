@@ -1,0 +1,15 @@
+//! The connector's Anthropic client.
+//!
+//! One generic request path (headers, error envelope, retries, deadline) serves every endpoint, so an
+//! adapter for another Anthropic surface (the public `/v1/skills`, the compliance feed) is a new module of
+//! typed calls on top of [`AnthropicClient::send`], not a rewrite.
+
+mod client;
+mod error;
+mod retry;
+pub mod types;
+
+pub use client::{AnthropicClient, ClientConfig, Deadline, Page};
+pub use error::{AnthropicError, ErrorKind};
+pub use retry::RetryPolicy;
+pub use types::{Organization, Workspace};

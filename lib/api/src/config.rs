@@ -1,0 +1,113 @@
+//! Configuration from the environment. Every variable is listed in the README's configuration table.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `STAGE`: dev, staging or prod; prefixes secret names.
+    pub stage: String,
+    /// `HUB_TABLE`: the DynamoDB hub table.
+    pub hub_table: String,
+    /// `ANTHROPIC_BASE_URL`: Anthropic, or the simulator.
+    pub anthropic_base_url: String,
+    /// `SECRET_RECOVERY_WINDOW_DAYS`: how long an offboarded tenant's key can still be restored (7–30).
+    pub secret_recovery_window_days: i64,
+    /// `REQUEST_BUDGET_MS`: how long an HTTP request may spend on Anthropic (API Gateway stops at 30 s).
+    pub request_budget: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let stage = get("STAGE").unwrap_or_else(|| "dev".into());
+        if stage.is_empty()
+            || !stage
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                name: "STAGE",
+                reason: format!("{stage:?} must be lowercase letters, digits and '-'"),
+            });
+        }
+        let hub_table = get("HUB_TABLE").unwrap_or_else(|| format!("{stage}-claresia-hub"));
+        let anthropic_base_url =
+            get("ANTHROPIC_BASE_URL").unwrap_or_else(|| "https://api.anthropic.com".into());
+        let secret_recovery_window_days = match get("SECRET_RECOVERY_WINDOW_DAYS") {
+            None => 7,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (7..=30).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "SECRET_RECOVERY_WINDOW_DAYS",
+                        reason: format!("{v:?} must be a whole number of days from 7 to 30"),
+                    })
+                }
+            },
+        };
+        let request_budget = match get("REQUEST_BUDGET_MS") {
+            None => Duration::from_secs(25),
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if (100..=29_000).contains(&ms) => Duration::from_millis(ms),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "REQUEST_BUDGET_MS",
+                        reason: format!("{v:?} must be milliseconds from 100 to 29000"),
+                    })
+                }
+            },
+        };
+        Ok(Config {
+            stage,
+            hub_table,
+            anthropic_base_url,
+            secret_recovery_window_days,
+            request_budget,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_stage() {
+        let c = cfg(&[("STAGE", "prod")]).unwrap();
+        assert_eq!(c.hub_table, "prod-claresia-hub");
+        assert_eq!(c.anthropic_base_url, "https://api.anthropic.com");
+        assert_eq!(c.secret_recovery_window_days, 7);
+        assert_eq!(c.request_budget, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_variable() {
+        for (k, v) in [
+            ("STAGE", "Prod"),
+            ("SECRET_RECOVERY_WINDOW_DAYS", "3"),
+            ("SECRET_RECOVERY_WINDOW_DAYS", "x"),
+            ("REQUEST_BUDGET_MS", "60000"),
+        ] {
+            let err = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+        }
+    }
+}

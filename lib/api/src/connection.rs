@@ -1,0 +1,313 @@
+//! Capabilities 1 and 2: connect (and rotate), test, status and disconnect a tenant's Anthropic org.
+
+use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline, ErrorKind};
+use claresia_domain::connection::{LastTest, Organization};
+use claresia_domain::{
+    AdminKey, ConnectionRecord, ConnectionState, ConnectionStatus, Scope, ScopeReport,
+    TenantSlug, TestOutcome, TestVerdict, ZeroRetention,
+};
+use http::Method;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{ApiError, App};
+
+/// An id no skill can have: deleting it proves `Skills:write` (404) without changing anything.
+const SKILLS_WRITE_PROBE_ID: &str = "skill_claresia_scope_probe_0000000000";
+
+/// Runs the connection test with `key`: `/organizations/me`, then one harmless call per required scope.
+/// `Err` only for answers that are neither a verdict nor unavailability (e.g. a 400 from Anthropic).
+pub async fn run_test(
+    client: &AnthropicClient,
+    key: &AdminKey,
+    deadline: Deadline,
+) -> Result<TestOutcome, AnthropicError> {
+    let org = match client.organization(key, deadline).await {
+        Ok(org) => org,
+        Err(e) => return verdict_from_error(e),
+    };
+    let org_path = format!("/v1/organizations/{}", org.id);
+    let skills_path = format!("{org_path}/skills");
+    let audit_path = format!("{org_path}/audit_logs");
+    let probe_path = format!("{skills_path}/{SKILLS_WRITE_PROBE_ID}");
+    let (workspaces, skills_read, audit_read, skills_write) = tokio::join!(
+        client.workspaces(key, deadline),
+        client.list_page::<serde_json::Value>(key, &skills_path, &[], None, 1, deadline),
+        client.list_page::<serde_json::Value>(key, &audit_path, &[], None, 1, deadline),
+        client.send::<serde_json::Value>(key, Method::DELETE, &probe_path, &[], None, deadline),
+    );
+
+    let mut scopes = ScopeReport::default();
+    let mut workspace_count = None;
+    let mut classify = |scope: Scope, res: Result<(), AnthropicError>| -> Option<AnthropicError> {
+        match res {
+            Ok(()) => scopes.verified.push(scope),
+            Err(e) if e.kind() == ErrorKind::Permission => {
+                match e.upstream_message().and_then(Scope::from_missing_scope_message) {
+                    Some(s) if s == scope => scopes.missing.push(scope),
+                    _ => scopes.unverified.push(scope),
+                }
+            }
+            // The write probe targets a skill that cannot exist: "not found" means the write was allowed.
+            Err(e) if scope == Scope::SkillsWrite && e.kind() == ErrorKind::NotFound => {
+                scopes.verified.push(scope)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::Authentication) || e.is_unavailable() => {
+                return Some(e)
+            }
+            Err(_) => scopes.unverified.push(scope),
+        }
+        None
+    };
+    let ws_res = workspaces.map(|list| {
+        workspace_count = Some(list.len() as u32);
+    });
+    let fatal = [
+        classify(Scope::SkillsWrite, skills_write.map(|_| ())),
+        classify(Scope::SkillsRead, skills_read.map(|_| ())),
+        classify(Scope::AuditRead, audit_read.map(|_| ())),
+        classify(Scope::WorkspacesRead, ws_res),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    if let Some(e) = fatal {
+        return verdict_from_error(e);
+    }
+    Ok(TestOutcome::decide(
+        Organization {
+            id: org.id,
+            name: org.name,
+        },
+        workspace_count,
+        ZeroRetention::from(org.zero_retention),
+        scopes,
+    ))
+}
+
+fn verdict_from_error(e: AnthropicError) -> Result<TestOutcome, AnthropicError> {
+    let rid = e.request_id().map(str::to_owned);
+    match e.kind() {
+        ErrorKind::Authentication => Ok(TestOutcome::unauthorized(rid)),
+        ErrorKind::Permission => Ok(TestOutcome::forbidden(
+            rid,
+            e.upstream_message().and_then(Scope::from_missing_scope_message),
+        )),
+        _ if e.is_unavailable() => Ok(TestOutcome::unavailable(&e.summary(), rid)),
+        _ => Err(e),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectResult {
+    pub tenant: TenantSlug,
+    pub connected: bool,
+    pub rotated: bool,
+    pub test: TestOutcome,
+    pub status: ConnectionStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DisconnectResult {
+    pub tenant: TenantSlug,
+    pub disconnected: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub secret_deletion_date: Option<OffsetDateTime>,
+    pub telemetry_kept: bool,
+}
+
+impl App {
+    async fn test_key(&self, key: &AdminKey) -> Result<TestOutcome, ApiError> {
+        let deadline = Deadline::after(self.config.request_budget);
+        run_test(&self.anthropic, key, deadline)
+            .await
+            .map_err(ApiError::AnthropicRejected)
+    }
+
+    /// `PUT /tenants/{tenant}/connection`: test the candidate key, and only if Anthropic accepts it store it
+    /// (a new secret version on rotation) and record the connection.
+    pub async fn connect(&self, tenant: &TenantSlug, key: AdminKey) -> Result<ConnectResult, ApiError> {
+        let outcome = self.test_key(&key).await?;
+        match outcome.code {
+            TestVerdict::AnthropicUnavailable => {
+                return Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
+            }
+            v if !v.key_accepted() => return Err(ApiError::KeyRejected(Box::new(outcome))),
+            _ => {}
+        }
+        let Some(org) = outcome.organization.clone() else {
+            return Err(ApiError::KeyRejected(Box::new(outcome)));
+        };
+        let stored = self.hub.connection(tenant).await?;
+        let offboarded = stored
+            .as_ref()
+            .is_some_and(|r| r.state == ConnectionState::Disconnected);
+        let existing = stored.filter(|r| r.state != ConnectionState::Disconnected);
+        if let Some(current) = &existing {
+            if current.org_id != org.id {
+                return Err(ApiError::OrganizationMismatch {
+                    tenant: tenant.to_string(),
+                    current_org: format!("{} ({})", current.org_name, current.org_id),
+                    new_org: format!("{} ({})", org.name, org.id),
+                });
+            }
+        }
+        let fingerprint = key.fingerprint().to_string();
+        let same_key = existing
+            .as_ref()
+            .is_some_and(|r| r.key_fingerprint == fingerprint);
+        let now = OffsetDateTime::now_utc();
+        if offboarded {
+            // The secret is in its recovery window: bring it back before writing the new version.
+            self.keys.restore(tenant).await?;
+        }
+        // Reconnecting with the key already stored writes no new secret version.
+        let secret_version_id = if same_key {
+            existing.as_ref().and_then(|r| r.secret_version_id.clone())
+        } else {
+            Some(self.keys.put(tenant, &key).await?)
+        };
+        let record = ConnectionRecord {
+            tenant: tenant.clone(),
+            state: ConnectionState::Connected,
+            state_reason: None,
+            org_id: org.id.clone(),
+            org_name: org.name.clone(),
+            workspace_count: outcome.workspace_count.unwrap_or(0),
+            zero_retention: outcome.zero_retention,
+            scopes_verified: outcome.scopes.verified.clone(),
+            key_fingerprint: fingerprint,
+            key_created_at: match &existing {
+                Some(r) if same_key => r.key_created_at,
+                _ => now,
+            },
+            connected_at: existing.as_ref().map_or(now, |r| r.connected_at),
+            updated_at: now,
+            secret_version_id,
+            last_test: Some(LastTest {
+                at: now,
+                code: outcome.code,
+                message: outcome.message.clone(),
+            }),
+            disconnected_at: None,
+            secret_deletion_date: None,
+        };
+        self.hub.save_connection(&record).await?;
+        let rotated = existing.is_some() && !same_key;
+        tracing::info!(
+            tenant = %tenant,
+            org_id = %record.org_id,
+            key = %record.key_fingerprint,
+            rotated,
+            zero_retention = ?record.zero_retention,
+            "tenant connected"
+        );
+        Ok(ConnectResult {
+            tenant: tenant.clone(),
+            connected: true,
+            rotated,
+            status: ConnectionStatus::of(tenant, Some(&record), now),
+            test: outcome,
+        })
+    }
+
+    /// `POST /tenants/{tenant}/connection/test`: a candidate key (nothing stored) or the stored key (the
+    /// record learns what the test saw: zero-retention, workspaces, a revoked key).
+    pub async fn test_connection(
+        &self,
+        tenant: &TenantSlug,
+        candidate: Option<AdminKey>,
+    ) -> Result<TestOutcome, ApiError> {
+        if let Some(key) = candidate {
+            let outcome = self.test_key(&key).await?;
+            return match outcome.code {
+                TestVerdict::AnthropicUnavailable => {
+                    Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
+                }
+                _ => Ok(outcome),
+            };
+        }
+        let record = self
+            .hub
+            .connection(tenant)
+            .await?
+            .filter(|r| r.state != ConnectionState::Disconnected);
+        let (Some(mut record), Some(key)) = (record, self.keys.get(tenant).await?) else {
+            return Err(ApiError::NotConnected(tenant.to_string()));
+        };
+        let outcome = self.test_key(&key).await?;
+        if outcome.code == TestVerdict::AnthropicUnavailable {
+            return Err(ApiError::AnthropicUnavailable(Box::new(outcome)));
+        }
+        let now = OffsetDateTime::now_utc();
+        match outcome.code {
+            TestVerdict::Unauthorized => {
+                record.state = ConnectionState::NeedsAttention;
+                record.state_reason = Some("Anthropic answered 401 to the stored key".into());
+            }
+            TestVerdict::MissingScopes => {
+                record.state = ConnectionState::NeedsAttention;
+                record.state_reason = Some(outcome.message.clone());
+                record.scopes_verified = outcome.scopes.verified.clone();
+            }
+            _ => {
+                record.state = ConnectionState::Connected;
+                record.state_reason = None;
+                record.scopes_verified = outcome.scopes.verified.clone();
+                record.zero_retention = outcome.zero_retention;
+                if let Some(org) = &outcome.organization {
+                    record.org_name = org.name.clone();
+                }
+                if let Some(n) = outcome.workspace_count {
+                    record.workspace_count = n;
+                }
+            }
+        }
+        record.updated_at = now;
+        record.last_test = Some(LastTest {
+            at: now,
+            code: outcome.code,
+            message: outcome.message.clone(),
+        });
+        self.hub.save_connection(&record).await?;
+        Ok(outcome)
+    }
+
+    /// `GET /tenants/{tenant}/connection`.
+    pub async fn connection_status(&self, tenant: &TenantSlug) -> Result<ConnectionStatus, ApiError> {
+        let record = self.hub.connection(tenant).await?;
+        Ok(ConnectionStatus::of(
+            tenant,
+            record.as_ref(),
+            OffsetDateTime::now_utc(),
+        ))
+    }
+
+    /// `DELETE /tenants/{tenant}/connection`: stop using the key, schedule the secret's deletion after the
+    /// recovery window, keep the telemetry. Repeating it answers the same result.
+    pub async fn disconnect(&self, tenant: &TenantSlug) -> Result<DisconnectResult, ApiError> {
+        let Some(mut record) = self.hub.connection(tenant).await? else {
+            return Err(ApiError::NotConnected(tenant.to_string()));
+        };
+        if record.state != ConnectionState::Disconnected {
+            let deletion = self
+                .keys
+                .schedule_deletion(tenant, self.config.secret_recovery_window_days)
+                .await?;
+            let now = OffsetDateTime::now_utc();
+            record.state = ConnectionState::Disconnected;
+            record.state_reason = Some("offboarded".into());
+            record.disconnected_at = Some(now);
+            record.secret_deletion_date = deletion;
+            record.updated_at = now;
+            self.hub.save_connection(&record).await?;
+            tracing::info!(tenant = %tenant, secret_deletion_date = ?deletion, "tenant disconnected");
+        }
+        Ok(DisconnectResult {
+            tenant: tenant.clone(),
+            disconnected: true,
+            secret_deletion_date: record.secret_deletion_date,
+            telemetry_kept: true,
+        })
+    }
+}

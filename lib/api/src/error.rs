@@ -1,0 +1,113 @@
+//! Every way a request can fail, mapped once to an HTTP status, a stable `code` and a human `message`.
+
+use claresia_anthropic::AnthropicError;
+use claresia_aws::StoreError;
+use claresia_domain::{AdminKeyError, TenantSlugError, TestOutcome};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid tenant slug: {0}")]
+    InvalidTenant(#[from] TenantSlugError),
+    #[error("{0}")]
+    InvalidAdminKey(#[from] AdminKeyError),
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
+    #[error("request body is {0} bytes; the limit is 256 KiB")]
+    BodyTooLarge(usize),
+    #[error("the request carries no verified identity (missing JWT claims)")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("{method} is not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("tenant {0} is not connected: connect an Anthropic Admin key first (PUT /tenants/{0}/connection)")]
+    NotConnected(String),
+    /// The candidate key failed its test; nothing was stored.
+    #[error("{}", .0.message)]
+    KeyRejected(Box<TestOutcome>),
+    #[error("the new key belongs to Anthropic organization {new_org}, but tenant {tenant} is connected to {current_org}; disconnect the tenant first to move it to another organization")]
+    OrganizationMismatch {
+        tenant: String,
+        current_org: String,
+        new_org: String,
+    },
+    #[error("{}", .0.message)]
+    AnthropicUnavailable(Box<TestOutcome>),
+    #[error("Anthropic refused the request: {0}")]
+    AnthropicRejected(AnthropicError),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidTenant(_)
+            | ApiError::InvalidAdminKey(_)
+            | ApiError::InvalidBody(_)
+            | ApiError::BodyTooLarge(_)
+            | ApiError::KeyRejected(_) => 400,
+            ApiError::Unauthenticated => 401,
+            ApiError::Forbidden(_) => 403,
+            ApiError::RouteNotFound { .. } | ApiError::NotConnected(_) => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::OrganizationMismatch { .. } => 409,
+            ApiError::AnthropicRejected(_) => 502,
+            ApiError::AnthropicUnavailable(_) => 503,
+            ApiError::Store(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidTenant(_) => "invalid_tenant",
+            ApiError::InvalidAdminKey(_) => "invalid_admin_key",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RouteNotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::NotConnected(_) => "not_connected",
+            ApiError::KeyRejected(outcome) => outcome.code.code(),
+            ApiError::OrganizationMismatch { .. } => "organization_mismatch",
+            ApiError::AnthropicUnavailable(_) => "anthropic_unavailable",
+            ApiError::AnthropicRejected(_) => "anthropic_error",
+            ApiError::Store(_) => "internal_error",
+        }
+    }
+
+    /// The JSON body: `{"error": {"code", "message", ...}}`. Internal failures are described in the logs,
+    /// not to the caller.
+    pub fn body(&self, request_id: &str) -> Value {
+        let message = match self {
+            ApiError::Store(_) => format!(
+                "An internal error occurred; nothing was half-written. Quote request id {request_id} to support."
+            ),
+            other => other.to_string(),
+        };
+        let mut error = json!({"code": self.code(), "message": message, "request_id": request_id});
+        match self {
+            ApiError::KeyRejected(outcome) | ApiError::AnthropicUnavailable(outcome) => {
+                error["test"] = json!(outcome);
+                if let Some(rid) = &outcome.request_id {
+                    error["anthropic_request_id"] = json!(rid);
+                }
+            }
+            ApiError::AnthropicRejected(e) => {
+                if let Some(rid) = e.request_id() {
+                    error["anthropic_request_id"] = json!(rid);
+                }
+            }
+            _ => {}
+        }
+        json!({ "error": error })
+    }
+}

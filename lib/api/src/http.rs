@@ -1,0 +1,169 @@
+//! Routing and the HTTP edge: parse, validate and authorize before any I/O, then answer JSON.
+
+use std::time::Instant;
+
+use claresia_domain::admin_key::redact_keys;
+use claresia_domain::{AdminKey, TenantSlug};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::auth;
+use crate::{ApiError, App};
+
+/// Request bodies above this are refused before they are parsed.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Connection,
+    ConnectionTest,
+}
+
+/// `{"admin_api_key": "..."}`; unknown fields are refused so a typo is not silently ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    admin_api_key: String,
+}
+
+impl App {
+    /// Answers one API Gateway request. Never fails: every error becomes a JSON error response.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = request_id(&req);
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
+        async move {
+            let (status, body) = match self.route(req).await {
+                Ok((status, body)) => (status, body),
+                Err(err) => {
+                    if err.status() >= 500 {
+                        tracing::error!(code = err.code(), error = %err, "request failed");
+                    } else {
+                        tracing::info!(code = err.code(), error = %err, "request refused");
+                    }
+                    (err.status(), err.body(&request_id))
+                }
+            };
+            tracing::info!(
+                status,
+                latency_ms = started.elapsed().as_millis() as u64,
+                "request handled"
+            );
+            json_response(status, &body)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn route(&self, req: Request) -> Result<(u16, Value), ApiError> {
+        let path = req.uri().path().to_owned();
+        let method = req.method().as_str().to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (raw_tenant, route) = match segments.as_slice() {
+            ["tenants", t, "connection"] => (*t, Route::Connection),
+            ["tenants", t, "connection", "test"] => (*t, Route::ConnectionTest),
+            _ => return Err(ApiError::RouteNotFound { method, path }),
+        };
+        let allowed = match route {
+            Route::Connection => "GET, PUT, DELETE",
+            Route::ConnectionTest => "POST",
+        };
+        if !allowed.split(", ").any(|m| m == method) {
+            return Err(ApiError::MethodNotAllowed {
+                method,
+                path,
+                allowed,
+            });
+        }
+        // Everything below is pure until the tenant is known to be the caller's.
+        let tenant = TenantSlug::parse(raw_tenant)?;
+        auth::caller(&req)?.authorize(&tenant)?;
+        let body = body_bytes(&req)?;
+
+        match (route, method.as_str()) {
+            (Route::Connection, "PUT") => {
+                let input: KeyBody = parse_json(body)?;
+                let key = AdminKey::parse(&input.admin_api_key)?;
+                ok(self.connect(&tenant, key).await?)
+            }
+            (Route::Connection, "GET") => ok(self.connection_status(&tenant).await?),
+            (Route::Connection, "DELETE") => ok(self.disconnect(&tenant).await?),
+            (Route::ConnectionTest, "POST") => {
+                let candidate = if body.iter().all(u8::is_ascii_whitespace) {
+                    None
+                } else {
+                    let input: KeyBody = parse_json(body)?;
+                    Some(AdminKey::parse(&input.admin_api_key)?)
+                };
+                ok(self.test_connection(&tenant, candidate).await?)
+            }
+            _ => Err(ApiError::MethodNotAllowed {
+                method,
+                path,
+                allowed,
+            }),
+        }
+    }
+}
+
+fn ok<T: Serialize>(value: T) -> Result<(u16, Value), ApiError> {
+    serde_json::to_value(value)
+        .map(|v| (200, v))
+        .map_err(|e| ApiError::InvalidBody(format!("response could not be encoded: {e}")))
+}
+
+fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::InvalidBody(
+            "a JSON body is required, e.g. {\"admin_api_key\": \"sk-ant-admin01-…\"}".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        // serde quotes offending values; a key pasted into the wrong place must not echo back.
+        ApiError::InvalidBody(redact_keys(&e.to_string()))
+    })
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    let mut resp = Response::new(Body::Text(text));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// API Gateway's request id (what its access logs show), else the Lambda invocation's.
+fn request_id(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    }
+    .or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()))
+    .unwrap_or_else(|| "local".into())
+}

@@ -1,0 +1,52 @@
+//! The connector's HTTP API as one library call: [`App::handle`] takes an API Gateway (HTTP API, payload
+//! v2) request and answers it. A Lambda's `main.rs` builds the [`App`] once and hands it every event; the
+//! local dev server hands it the same request shape.
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod http;
+pub mod logging;
+
+use claresia_anthropic::{AnthropicClient, ClientConfig};
+use claresia_aws::{HubStore, KeyStore};
+
+pub use config::Config;
+pub use error::ApiError;
+
+/// Everything a request needs, built once per Lambda sandbox (clients keep their connection pools).
+#[derive(Clone)]
+pub struct App {
+    pub config: Config,
+    pub anthropic: AnthropicClient,
+    pub hub: HubStore,
+    pub keys: KeyStore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("Anthropic client: {0}")]
+    Anthropic(#[from] claresia_anthropic::AnthropicError),
+}
+
+impl App {
+    /// Builds the app from the environment (the Lambda's configuration).
+    pub async fn from_env() -> Result<App, StartupError> {
+        let config = Config::from_env()?;
+        let sdk = claresia_aws::load_sdk_config().await;
+        App::new(config, &sdk)
+    }
+
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, StartupError> {
+        let anthropic = AnthropicClient::new(ClientConfig::new(config.anthropic_base_url.clone()))?;
+        Ok(App {
+            hub: HubStore::new(aws_sdk_dynamodb::Client::new(sdk), config.hub_table.clone()),
+            keys: KeyStore::new(aws_sdk_secretsmanager::Client::new(sdk), config.stage.clone()),
+            anthropic,
+            config,
+        })
+    }
+}

@@ -1,0 +1,38 @@
+/// A store operation failed. Messages carry the AWS error code and context, never a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB {operation} failed: {message}")]
+    Dynamo {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("Secrets Manager {operation} failed: {message}")]
+    Secrets {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("stored item is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn dynamo<E>(operation: &'static str, err: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Dynamo {
+            operation,
+            message: aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+
+    pub(crate) fn secrets<E>(operation: &'static str, err: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Secrets {
+            operation,
+            message: aws_sdk_secretsmanager::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The hub table: one DynamoDB table (`pk`, `sk`) holding each tenant's items. A sparse index `gsi1`
+//! (`gsi1pk`, `gsi1sk`) lists items by kind, e.g. every connected tenant for the poller.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use claresia_domain::{ConnectionRecord, ConnectionState, TenantSlug};
+
+use crate::StoreError;
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const GSI1: &str = "gsi1";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+
+const CONNECTION_SK: &str = "CONNECTION";
+const CONNECTED_KIND: &str = "CONNECTED";
+
+pub fn tenant_pk(tenant: &TenantSlug) -> String {
+    format!("TENANT#{tenant}")
+}
+
+#[derive(Debug, Clone)]
+pub struct HubStore {
+    client: Client,
+    table: String,
+}
+
+impl HubStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        HubStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub async fn connection(
+        &self,
+        tenant: &TenantSlug,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(tenant_pk(tenant)))
+            .key(SK, AttributeValue::S(CONNECTION_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| {
+                    StoreError::Corrupt(format!("connection of tenant {tenant}: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// Writes the whole connection record. A live connection is listed in `gsi1` under `CONNECTED` so the
+    /// poller finds it without a scan; a disconnected one drops out of that index.
+    pub async fn save_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
+        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(record)
+            .map_err(|e| StoreError::Corrupt(format!("connection record: {e}")))?;
+        item.insert(PK.into(), AttributeValue::S(tenant_pk(&record.tenant)));
+        item.insert(SK.into(), AttributeValue::S(CONNECTION_SK.into()));
+        if record.state != ConnectionState::Disconnected {
+            item.insert(GSI1_PK.into(), AttributeValue::S(CONNECTED_KIND.into()));
+            item.insert(
+                GSI1_SK.into(),
+                AttributeValue::S(record.tenant.to_string()),
+            );
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Every tenant with a live connection (connected or needing attention).
+    pub async fn connected_tenants(&self) -> Result<Vec<TenantSlug>, StoreError> {
+        let mut tenants = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", GSI1_PK)
+                .expression_attribute_values(":k", AttributeValue::S(CONNECTED_KIND.into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(t)) = item.get(GSI1_SK) {
+                    let slug = TenantSlug::parse(t)
+                        .map_err(|e| StoreError::Corrupt(format!("tenant {t:?} in gsi1: {e}")))?;
+                    tenants.push(slug);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(tenants),
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! AWS adapters: narrow, typed wrappers over the real SDK clients. The same code talks to AWS in a deployed
+//! stack and to moto on loopback in tests and the local run; only `AWS_ENDPOINT_URL` differs.
+
+pub mod error;
+pub mod hub;
+pub mod keys;
+
+pub use error::StoreError;
+pub use hub::HubStore;
+pub use keys::KeyStore;
+
+/// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}

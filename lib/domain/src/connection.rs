@@ -1,0 +1,508 @@
+//! A tenant's connection to its Anthropic organization: the verdict of a connection test, the stored
+//! record, and the status the portal reads.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::scope::{Scope, ScopeReport};
+use crate::tenant::TenantSlug;
+
+/// Keys older than this are due for rotation (the practice note's 90-day cycle).
+pub const ROTATION_DUE_DAYS: i64 = 90;
+
+const REMINT_HINT: &str = "Re-mint the Admin key with Skills:write, Skills:read, Audit:read, Workspaces:read.";
+
+/// Whether the organization has zero-retention on. `Unknown` (Anthropic did not say) counts as off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroRetention {
+    Enabled,
+    Disabled,
+    Unknown,
+}
+
+impl From<Option<bool>> for ZeroRetention {
+    fn from(v: Option<bool>) -> Self {
+        match v {
+            Some(true) => ZeroRetention::Enabled,
+            Some(false) => ZeroRetention::Disabled,
+            None => ZeroRetention::Unknown,
+        }
+    }
+}
+
+/// The verdict of a connection test, with a stable machine code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestVerdict {
+    Success,
+    ZeroRetentionDisabled,
+    Unauthorized,
+    MissingScopes,
+    AnthropicUnavailable,
+}
+
+impl TestVerdict {
+    pub fn code(self) -> &'static str {
+        match self {
+            TestVerdict::Success => "success",
+            TestVerdict::ZeroRetentionDisabled => "zero_retention_disabled",
+            TestVerdict::Unauthorized => "unauthorized",
+            TestVerdict::MissingScopes => "missing_scopes",
+            TestVerdict::AnthropicUnavailable => "anthropic_unavailable",
+        }
+    }
+
+    /// Whether the key itself is good enough to store (zero-retention is a property of the org, not the key).
+    pub fn key_accepted(self) -> bool {
+        matches!(self, TestVerdict::Success | TestVerdict::ZeroRetentionDisabled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+}
+
+/// Everything a connection test found out, and what it tells the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestOutcome {
+    pub code: TestVerdict,
+    pub ok: bool,
+    pub message: String,
+    pub organization: Option<Organization>,
+    pub workspace_count: Option<u32>,
+    pub zero_retention: ZeroRetention,
+    pub scopes: ScopeReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl TestOutcome {
+    /// The verdict once Anthropic answered `/organizations/me`: missing scopes first (the key must be
+    /// re-minted), then zero-retention (an org setting), else success.
+    pub fn decide(
+        organization: Organization,
+        workspace_count: Option<u32>,
+        zero_retention: ZeroRetention,
+        scopes: ScopeReport,
+    ) -> Self {
+        let (code, message) = if !scopes.missing.is_empty() {
+            let names: Vec<&str> = scopes.missing.iter().map(|s| s.as_str()).collect();
+            (
+                TestVerdict::MissingScopes,
+                format!(
+                    "403 Forbidden — the key lacks the required scope{} {}. {REMINT_HINT}",
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ),
+            )
+        } else {
+            match zero_retention {
+                ZeroRetention::Enabled => {
+                    let mut m = format!(
+                        "Connected to {} — {} workspace{}, zero-retention enabled.",
+                        organization.name,
+                        workspace_count.unwrap_or(0),
+                        if workspace_count == Some(1) { "" } else { "s" }
+                    );
+                    if !scopes.unverified.is_empty() {
+                        let names: Vec<&str> = scopes.unverified.iter().map(|s| s.as_str()).collect();
+                        m.push_str(&format!(
+                            " Could not confirm {}; the first publish will.",
+                            names.join(", ")
+                        ));
+                    }
+                    (TestVerdict::Success, m)
+                }
+                ZeroRetention::Disabled => (
+                    TestVerdict::ZeroRetentionDisabled,
+                    "Zero-retention not enabled — Claresia refuses to publish. Enable zero-retention in Anthropic Console → Settings → Privacy.".to_owned(),
+                ),
+                ZeroRetention::Unknown => (
+                    TestVerdict::ZeroRetentionDisabled,
+                    "Zero-retention could not be confirmed (Anthropic did not report it) — Claresia refuses to publish until it is confirmed. Enable zero-retention in Anthropic Console → Settings → Privacy, then test again.".to_owned(),
+                ),
+            }
+        };
+        TestOutcome {
+            ok: code == TestVerdict::Success,
+            code,
+            message,
+            organization: Some(organization),
+            workspace_count,
+            zero_retention,
+            scopes,
+            request_id: None,
+        }
+    }
+
+    /// Anthropic answered 401: the key is wrong, revoked or was pasted incompletely.
+    pub fn unauthorized(request_id: Option<String>) -> Self {
+        TestOutcome {
+            code: TestVerdict::Unauthorized,
+            ok: false,
+            message: "401 Unauthorized — Anthropic rejected the key. Re-paste the key (most common: a trailing space or a partial copy; we trim spaces, so check the key was copied whole and not revoked).".to_owned(),
+            organization: None,
+            workspace_count: None,
+            zero_retention: ZeroRetention::Unknown,
+            scopes: ScopeReport::default(),
+            request_id,
+        }
+    }
+
+    /// Anthropic answered 403 on `/organizations/me` itself, which needs no scope: not an admin key's scope
+    /// problem we can name, but still a permission problem the user must fix by re-minting.
+    pub fn forbidden(request_id: Option<String>, scope: Option<Scope>) -> Self {
+        let scopes = ScopeReport {
+            missing: scope.into_iter().collect(),
+            unverified: Scope::REQUIRED
+                .into_iter()
+                .filter(|s| Some(*s) != scope)
+                .collect(),
+            verified: vec![],
+        };
+        let what = match scope {
+            Some(s) => format!("the key lacks the required scope {}", s.as_str()),
+            None => "the key is not allowed to read the organization".to_owned(),
+        };
+        TestOutcome {
+            code: TestVerdict::MissingScopes,
+            ok: false,
+            message: format!("403 Forbidden — {what}. {REMINT_HINT}"),
+            organization: None,
+            workspace_count: None,
+            zero_retention: ZeroRetention::Unknown,
+            scopes,
+            request_id,
+        }
+    }
+
+    /// Anthropic kept failing (5xx, 529, timeouts) after our retries.
+    pub fn unavailable(detail: &str, request_id: Option<String>) -> Self {
+        let rid = request_id
+            .as_deref()
+            .map(|r| format!(" (Anthropic request id {r})"))
+            .unwrap_or_default();
+        TestOutcome {
+            code: TestVerdict::AnthropicUnavailable,
+            ok: false,
+            message: format!(
+                "Anthropic is unavailable right now: {detail}{rid}. Nothing was changed; try again in a few minutes and check status.anthropic.com."
+            ),
+            organization: None,
+            workspace_count: None,
+            zero_retention: ZeroRetention::Unknown,
+            scopes: ScopeReport::default(),
+            request_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connected,
+    /// The stored key stopped working (a 401 while polling or testing): an admin must act.
+    NeedsAttention,
+    Disconnected,
+}
+
+/// The last connection test run with the stored key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastTest {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub code: TestVerdict,
+    pub message: String,
+}
+
+/// What we store about a tenant's connection (never the key itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub tenant: TenantSlug,
+    pub state: ConnectionState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    pub org_id: String,
+    pub org_name: String,
+    pub workspace_count: u32,
+    pub zero_retention: ZeroRetention,
+    pub scopes_verified: Vec<Scope>,
+    pub key_fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub key_created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub connected_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test: Option<LastTest>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub disconnected_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub secret_deletion_date: Option<OffsetDateTime>,
+}
+
+impl ConnectionRecord {
+    /// Why publishing is refused right now, or `None` when it is allowed.
+    pub fn publish_refusal(&self) -> Option<String> {
+        match self.state {
+            ConnectionState::Disconnected => {
+                return Some("The tenant is disconnected; connect an Admin key first.".to_owned())
+            }
+            ConnectionState::NeedsAttention => {
+                return Some(format!(
+                    "The stored Admin key needs attention ({}); re-paste or rotate the key.",
+                    self.state_reason.as_deref().unwrap_or("Anthropic rejected it")
+                ))
+            }
+            ConnectionState::Connected => {}
+        }
+        match self.zero_retention {
+            ZeroRetention::Enabled => None,
+            ZeroRetention::Disabled => Some("Zero-retention not enabled — Claresia refuses to publish. Enable zero-retention in Anthropic Console → Settings → Privacy.".to_owned()),
+            ZeroRetention::Unknown => Some("Zero-retention could not be confirmed — Claresia refuses to publish until a test or republish sees it enabled.".to_owned()),
+        }
+    }
+
+    pub fn key_age_days(&self, now: OffsetDateTime) -> i64 {
+        (now - self.key_created_at).whole_days().max(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyStatus {
+    pub fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub age_days: i64,
+    pub rotation_due: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublishingStatus {
+    pub allowed: bool,
+    pub reason: Option<String>,
+}
+
+/// The connection status the portal reads (`GET /tenants/{tenant}/connection`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionStatus {
+    pub tenant: TenantSlug,
+    pub connected: bool,
+    pub state: Option<ConnectionState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    pub organization: Option<Organization>,
+    pub workspace_count: Option<u32>,
+    pub zero_retention: Option<ZeroRetention>,
+    pub scopes_verified: Vec<Scope>,
+    pub key: Option<KeyStatus>,
+    pub publishing: PublishingStatus,
+    pub last_test: Option<LastTest>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub disconnected_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub secret_deletion_date: Option<OffsetDateTime>,
+}
+
+impl ConnectionStatus {
+    pub fn of(tenant: &TenantSlug, record: Option<&ConnectionRecord>, now: OffsetDateTime) -> Self {
+        let Some(r) = record else {
+            return ConnectionStatus {
+                tenant: tenant.clone(),
+                connected: false,
+                state: None,
+                state_reason: None,
+                organization: None,
+                workspace_count: None,
+                zero_retention: None,
+                scopes_verified: vec![],
+                key: None,
+                publishing: PublishingStatus {
+                    allowed: false,
+                    reason: Some("Not connected; connect an Anthropic Admin key first.".to_owned()),
+                },
+                last_test: None,
+                disconnected_at: None,
+                secret_deletion_date: None,
+            };
+        };
+        let live = r.state != ConnectionState::Disconnected;
+        let age = r.key_age_days(now);
+        let refusal = r.publish_refusal();
+        ConnectionStatus {
+            tenant: tenant.clone(),
+            connected: live,
+            state: Some(r.state),
+            state_reason: r.state_reason.clone(),
+            organization: Some(Organization {
+                id: r.org_id.clone(),
+                name: r.org_name.clone(),
+            }),
+            workspace_count: Some(r.workspace_count),
+            zero_retention: Some(r.zero_retention),
+            scopes_verified: r.scopes_verified.clone(),
+            key: live.then(|| KeyStatus {
+                fingerprint: r.key_fingerprint.clone(),
+                created_at: r.key_created_at,
+                age_days: age,
+                rotation_due: age >= ROTATION_DUE_DAYS,
+            }),
+            publishing: PublishingStatus {
+                allowed: refusal.is_none(),
+                reason: refusal,
+            },
+            last_test: r.last_test.clone(),
+            disconnected_at: r.disconnected_at,
+            secret_deletion_date: r.secret_deletion_date,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn org() -> Organization {
+        Organization {
+            id: "org-1".into(),
+            name: "Dainese S.p.A.".into(),
+        }
+    }
+
+    fn all_verified() -> ScopeReport {
+        ScopeReport {
+            verified: Scope::REQUIRED.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn record(zr: ZeroRetention, state: ConnectionState) -> ConnectionRecord {
+        ConnectionRecord {
+            tenant: TenantSlug::parse("dainese").unwrap(),
+            state,
+            state_reason: None,
+            org_id: "org-1".into(),
+            org_name: "Dainese S.p.A.".into(),
+            workspace_count: 3,
+            zero_retention: zr,
+            scopes_verified: Scope::REQUIRED.to_vec(),
+            key_fingerprint: "…WXYZ sha256:01234567".into(),
+            key_created_at: datetime!(2026-08-01 00:00 UTC),
+            connected_at: datetime!(2026-08-01 00:00 UTC),
+            updated_at: datetime!(2026-08-01 00:00 UTC),
+            secret_version_id: None,
+            last_test: None,
+            disconnected_at: None,
+            secret_deletion_date: None,
+        }
+    }
+
+    #[test]
+    fn success_needs_all_scopes_and_zero_retention() {
+        let o = TestOutcome::decide(org(), Some(3), ZeroRetention::Enabled, all_verified());
+        assert_eq!(o.code, TestVerdict::Success);
+        assert!(o.ok);
+        assert_eq!(o.message, "Connected to Dainese S.p.A. — 3 workspaces, zero-retention enabled.");
+        let one = TestOutcome::decide(org(), Some(1), ZeroRetention::Enabled, all_verified());
+        assert!(one.message.contains("1 workspace,"));
+    }
+
+    #[test]
+    fn zero_retention_off_or_unknown_is_the_seed_warning() {
+        let off = TestOutcome::decide(org(), Some(3), ZeroRetention::Disabled, all_verified());
+        assert_eq!(off.code.code(), "zero_retention_disabled");
+        assert_eq!(off.message, "Zero-retention not enabled — Claresia refuses to publish. Enable zero-retention in Anthropic Console → Settings → Privacy.");
+        assert!(!off.ok);
+        assert!(off.code.key_accepted());
+        let unknown = TestOutcome::decide(org(), Some(3), ZeroRetention::Unknown, all_verified());
+        assert_eq!(unknown.code, TestVerdict::ZeroRetentionDisabled);
+        assert!(unknown.message.contains("could not be confirmed"));
+    }
+
+    #[test]
+    fn missing_scopes_win_and_are_named() {
+        let scopes = ScopeReport {
+            verified: vec![Scope::WorkspacesRead, Scope::SkillsRead, Scope::SkillsWrite],
+            missing: vec![Scope::AuditRead],
+            unverified: vec![],
+        };
+        let o = TestOutcome::decide(org(), Some(3), ZeroRetention::Disabled, scopes);
+        assert_eq!(o.code.code(), "missing_scopes");
+        assert!(!o.code.key_accepted());
+        assert!(o.message.contains("scope Audit:read"), "{}", o.message);
+        assert!(o.message.contains("Skills:write, Skills:read, Audit:read, Workspaces:read"));
+        let two = ScopeReport {
+            missing: vec![Scope::AuditRead, Scope::SkillsWrite],
+            ..Default::default()
+        };
+        let o = TestOutcome::decide(org(), None, ZeroRetention::Enabled, two);
+        assert!(o.message.contains("scopes Audit:read, Skills:write"), "{}", o.message);
+    }
+
+    #[test]
+    fn unauthorized_and_unavailable_messages() {
+        let u = TestOutcome::unauthorized(Some("req_1".into()));
+        assert_eq!(u.code.code(), "unauthorized");
+        assert!(u.message.contains("re-paste the key") || u.message.contains("Re-paste the key"));
+        assert!(!u.code.key_accepted());
+        let d = TestOutcome::unavailable("HTTP 529 overloaded_error after 4 attempts", Some("req_9".into()));
+        assert_eq!(d.code.code(), "anthropic_unavailable");
+        assert!(d.message.contains("req_9"));
+        assert!(!d.code.key_accepted());
+        let f = TestOutcome::forbidden(None, None);
+        assert_eq!(f.code, TestVerdict::MissingScopes);
+    }
+
+    #[test]
+    fn status_reports_key_age_and_rotation() {
+        let r = record(ZeroRetention::Enabled, ConnectionState::Connected);
+        let t = TenantSlug::parse("dainese").unwrap();
+        let s = ConnectionStatus::of(&t, Some(&r), datetime!(2026-10-29 23:59 UTC));
+        let key = s.key.clone().unwrap();
+        assert_eq!(key.age_days, 89);
+        assert!(!key.rotation_due);
+        assert!(s.publishing.allowed);
+        let s = ConnectionStatus::of(&t, Some(&r), datetime!(2026-10-30 00:00 UTC));
+        assert_eq!(s.key.unwrap().age_days, 90);
+        let s = ConnectionStatus::of(&t, Some(&r), datetime!(2026-10-30 00:00 UTC));
+        assert!(s.key.unwrap().rotation_due);
+        // A clock behind the key's creation never shows negative ages.
+        let s = ConnectionStatus::of(&t, Some(&r), datetime!(2026-07-01 00:00 UTC));
+        assert_eq!(s.key.unwrap().age_days, 0);
+    }
+
+    #[test]
+    fn publishing_refused_with_a_reason() {
+        let t = TenantSlug::parse("dainese").unwrap();
+        let now = datetime!(2026-08-02 00:00 UTC);
+        let none = ConnectionStatus::of(&t, None, now);
+        assert!(!none.connected && !none.publishing.allowed);
+        for (zr, state, needle) in [
+            (ZeroRetention::Disabled, ConnectionState::Connected, "Zero-retention not enabled"),
+            (ZeroRetention::Unknown, ConnectionState::Connected, "could not be confirmed"),
+            (ZeroRetention::Enabled, ConnectionState::NeedsAttention, "needs attention"),
+            (ZeroRetention::Enabled, ConnectionState::Disconnected, "disconnected"),
+        ] {
+            let s = ConnectionStatus::of(&t, Some(&record(zr, state)), now);
+            assert!(!s.publishing.allowed);
+            assert!(s.publishing.reason.as_deref().unwrap().contains(needle), "{needle}");
+        }
+        let gone = ConnectionStatus::of(&t, Some(&record(ZeroRetention::Enabled, ConnectionState::Disconnected)), now);
+        assert!(!gone.connected);
+        assert!(gone.key.is_none());
+    }
+
+    #[test]
+    fn record_round_trips_through_json() {
+        let r = record(ZeroRetention::Unknown, ConnectionState::NeedsAttention);
+        let back: ConnectionRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+}

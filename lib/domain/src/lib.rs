@@ -1,0 +1,17 @@
+//! The connector's domain: pure, deterministic code with no I/O.
+//!
+//! Everything here is named in the product's own words (tenant, admin key, scope, connection) and is
+//! unit-tested exhaustively; adapters for Anthropic, DynamoDB and Secrets Manager live in other crates.
+
+pub mod admin_key;
+pub mod connection;
+pub mod scope;
+pub mod tenant;
+
+pub use admin_key::{AdminKey, AdminKeyError, KeyFingerprint};
+pub use connection::{
+    ConnectionRecord, ConnectionState, ConnectionStatus, TestOutcome, TestVerdict, ZeroRetention,
+    ROTATION_DUE_DAYS,
+};
+pub use scope::{Scope, ScopeReport};
+pub use tenant::{TenantSlug, TenantSlugError};

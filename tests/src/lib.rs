@@ -1,0 +1,187 @@
+//! The integration-test harness: one moto per test binary (started here, failing loudly if it cannot),
+//! a fresh stage (tables and secret names) and a fresh Anthropic simulator per test, and the real
+//! `App::handle` fed API Gateway v2 requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anthropic_sim::{demo, Sim, SimServer};
+use aws_config::SdkConfig;
+use claresia_api::{App, Config};
+use claresia_local::{gateway, moto::Moto, sdk_config, tables};
+use rand::Rng;
+use serde_json::{json, Value};
+
+pub use anthropic_sim::demo::*;
+
+pub struct TestEnv {
+    pub sim: SimServer,
+    pub app: Arc<App>,
+    pub sdk: SdkConfig,
+    pub stage: String,
+    pub http: reqwest::Client,
+}
+
+/// Who the request claims to be (the JWT claims API Gateway verified).
+#[derive(Clone, Copy)]
+pub enum As<'a> {
+    Tenant(&'a str),
+    Operator,
+    Anonymous,
+}
+
+impl TestEnv {
+    /// moto (shared by the test binary) + tables for a fresh stage + a seeded simulator + the app.
+    pub async fn start() -> TestEnv {
+        let moto = Moto::shared().unwrap_or_else(|e| panic!("moto is required for this test: {e}"));
+        let stage = format!("t{:08x}", rand::thread_rng().gen::<u32>());
+        let sdk = sdk_config(moto.endpoint()).await;
+        let names = tables::create_all(&aws_sdk_dynamodb::Client::new(&sdk), &stage)
+            .await
+            .expect("create tables in moto");
+        let sim = Sim::new();
+        demo::seed(&sim);
+        let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), sim)
+            .await
+            .expect("start simulator");
+        let config = Config {
+            stage: stage.clone(),
+            hub_table: names["HubTable"].clone(),
+            anthropic_base_url: sim.base_url(),
+            secret_recovery_window_days: 7,
+            request_budget: Duration::from_secs(20),
+        };
+        let app = Arc::new(App::new(config, &sdk).expect("app"));
+        TestEnv {
+            sim,
+            app,
+            sdk,
+            stage,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request through the real handler, as API Gateway would deliver it.
+    pub async fn call(&self, who: As<'_>, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("https://api.example.com{path}"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let claims = match who {
+            As::Tenant(t) => json!({"sub": "user-1", "claresia:tenant": t}),
+            As::Operator => json!({"sub": "op-1", "claresia:role": "operator"}),
+            As::Anonymous => json!({}),
+        };
+        let mut lambda_req = gateway::to_lambda_request(
+            parts,
+            body.unwrap_or_default().as_bytes().to_vec(),
+            claims.as_object().cloned().unwrap(),
+        );
+        if matches!(who, As::Anonymous) {
+            // No authorizer at all, as when a route is misconfigured without one.
+            lambda_req = strip_authorizer(lambda_req);
+        }
+        let resp = self.app.handle(lambda_req).await;
+        let status = resp.status().as_u16();
+        let text = match resp.body() {
+            lambda_http::Body::Text(t) => t.clone(),
+            lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn connect(&self, tenant: &str, key: &str) -> (u16, Value) {
+        let body = json!({"admin_api_key": key}).to_string();
+        self.call(
+            As::Tenant(tenant),
+            "PUT",
+            &format!("/tenants/{tenant}/connection"),
+            Some(&body),
+        )
+        .await
+    }
+
+    pub async fn sim_get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn sim_send(&self, method: &str, path: &str, body: Value) -> Value {
+        self.http
+            .request(method.parse().unwrap(), format!("{}{path}", self.sim.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Requests the simulator received on the real API (not the controls).
+    pub async fn sim_requests(&self) -> Vec<Value> {
+        self.sim_get("/_sim/requests").await["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+    }
+
+    pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    pub fn secret_name(&self, tenant: &str) -> String {
+        format!("claresia/{}/tenants/{tenant}/anthropic-admin-key", self.stage)
+    }
+
+    /// The tenant's current secret value, or `None` if there is none (or it is scheduled for deletion).
+    pub async fn secret_value(&self, tenant: &str) -> Option<String> {
+        self.secrets()
+            .get_secret_value()
+            .secret_id(self.secret_name(tenant))
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.secret_string)
+    }
+
+    /// Every item of the hub table, as JSON text (to search for things that must not be there).
+    pub async fn hub_dump(&self) -> String {
+        let out = self
+            .dynamo()
+            .scan()
+            .table_name(&self.app.config.hub_table)
+            .send()
+            .await
+            .unwrap();
+        format!("{:?}", out.items.unwrap_or_default())
+    }
+}
+
+fn strip_authorizer(req: lambda_http::Request) -> lambda_http::Request {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let ctx = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) => {
+            let mut c = c.clone();
+            c.authorizer = None;
+            c
+        }
+        _ => return req,
+    };
+    req.with_request_context(RequestContext::ApiGatewayV2(ctx))
+}
