@@ -62,7 +62,13 @@ impl TestEnv {
     }
 
     /// Sends a request through the real handler, as API Gateway would deliver it.
-    pub async fn call(&self, who: As<'_>, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        who: As<'_>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("https://api.example.com{path}"))
@@ -91,7 +97,10 @@ impl TestEnv {
             lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
             _ => String::new(),
         };
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn connect(&self, tenant: &str, key: &str) -> (u16, Value) {
@@ -118,7 +127,10 @@ impl TestEnv {
 
     pub async fn sim_send(&self, method: &str, path: &str, body: Value) -> Value {
         self.http
-            .request(method.parse().unwrap(), format!("{}{path}", self.sim.base_url()))
+            .request(
+                method.parse().unwrap(),
+                format!("{}{path}", self.sim.base_url()),
+            )
             .json(&body)
             .send()
             .await
@@ -145,7 +157,10 @@ impl TestEnv {
     }
 
     pub fn secret_name(&self, tenant: &str) -> String {
-        format!("claresia/{}/tenants/{tenant}/anthropic-admin-key", self.stage)
+        format!(
+            "claresia/{}/tenants/{tenant}/anthropic-admin-key",
+            self.stage
+        )
     }
 
     /// The tenant's current secret value, or `None` if there is none (or it is scheduled for deletion).

@@ -16,10 +16,18 @@ async fn connect_trims_the_key_stores_it_and_reports_status() {
     assert_eq!(body["rotated"], false);
     assert_eq!(body["test"]["code"], "success");
     assert_eq!(body["test"]["organization"]["name"], "Dainese S.p.A.");
-    assert_eq!(body["test"]["workspace_count"], 3, "archived workspaces do not count");
+    assert_eq!(
+        body["test"]["workspace_count"], 3,
+        "archived workspaces do not count"
+    );
     assert_eq!(
         body["test"]["scopes"]["verified"],
-        json!(["Skills:write", "Skills:read", "Audit:read", "Workspaces:read"])
+        json!([
+            "Skills:write",
+            "Skills:read",
+            "Audit:read",
+            "Workspaces:read"
+        ])
     );
 
     // The trimmed key is the secret's value, under the spec's name, tagged with the tenant.
@@ -34,17 +42,33 @@ async fn connect_trims_the_key_stores_it_and_reports_status() {
     let tags: Vec<(String, String)> = described
         .tags()
         .iter()
-        .map(|t| (t.key().unwrap_or_default().into(), t.value().unwrap_or_default().into()))
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().into(),
+                t.value().unwrap_or_default().into(),
+            )
+        })
         .collect();
-    assert!(tags.contains(&("claresia:tenant".into(), "dainese".into())), "{tags:?}");
+    assert!(
+        tags.contains(&("claresia:tenant".into(), "dainese".into())),
+        "{tags:?}"
+    );
 
     // The key is nowhere in DynamoDB or the response; the fingerprint is.
     let dump = env.hub_dump().await;
-    assert!(!dump.contains(GOOD_KEY) && !dump.contains("demo-dainese-good"), "{dump}");
+    assert!(
+        !dump.contains(GOOD_KEY) && !dump.contains("demo-dainese-good"),
+        "{dump}"
+    );
     assert!(!body.to_string().contains("demo-dainese-good"));
 
     let (status, st) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(st["connected"], true);
@@ -66,8 +90,13 @@ async fn connect_trims_the_key_stores_it_and_reports_status() {
         .expect("called /organizations/me");
     assert_eq!(me["api_key_last4"], "GOOD");
     assert_eq!(me["anthropic_version"], "2023-06-01");
-    assert!(me["user_agent"].as_str().unwrap().starts_with("claresia-connector/"));
-    assert!(reqs.iter().any(|r| r["route"] == "GET /v1/organizations/workspaces"));
+    assert!(me["user_agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("claresia-connector/"));
+    assert!(reqs
+        .iter()
+        .any(|r| r["route"] == "GET /v1/organizations/workspaces"));
 }
 
 #[tokio::test]
@@ -96,7 +125,11 @@ async fn candidate_key_tests_give_each_verdict_and_store_nothing() {
     assert_eq!(noaudit["code"], "missing_scopes");
     assert_eq!(noaudit["scopes"]["missing"], json!(["Audit:read"]));
     let msg = noaudit["message"].as_str().unwrap();
-    assert!(msg.contains("Audit:read") && msg.contains("Skills:write, Skills:read, Audit:read, Workspaces:read"), "{msg}");
+    assert!(
+        msg.contains("Audit:read")
+            && msg.contains("Skills:write, Skills:read, Audit:read, Workspaces:read"),
+        "{msg}"
+    );
 
     let (s, nozr) = test(NO_ZR_KEY).await;
     assert_eq!(s, 200);
@@ -111,18 +144,29 @@ async fn candidate_key_tests_give_each_verdict_and_store_nothing() {
     assert_eq!(s, 200);
     assert_eq!(unknown["code"], "zero_retention_disabled");
     assert_eq!(unknown["zero_retention"], "unknown");
-    assert!(unknown["message"].as_str().unwrap().contains("could not be confirmed"));
+    assert!(unknown["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be confirmed"));
 
     let (s, bad) = test(REVOKED_KEY).await;
     assert_eq!(s, 200);
     assert_eq!(bad["code"], "unauthorized");
-    assert!(bad["message"].as_str().unwrap().contains("Re-paste the key"));
+    assert!(bad["message"]
+        .as_str()
+        .unwrap()
+        .contains("Re-paste the key"));
     assert!(bad["request_id"].as_str().unwrap().starts_with("req_"));
 
     // Nothing was stored by any of it.
     assert_eq!(env.secret_value("dainese").await, None);
     let (_, st) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(st["connected"], false);
     assert_eq!(env.hub_dump().await, "[]");
@@ -133,15 +177,24 @@ async fn connect_refuses_bad_keys_and_writes_nothing() {
     let env = TestEnv::start().await;
     let (s, b) = env.connect("dainese", NO_AUDIT_KEY).await;
     assert_eq!((s, code(&b)), (400, "missing_scopes"), "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("Audit:read"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Audit:read"));
     let (s, b) = env.connect("dainese", REVOKED_KEY).await;
     assert_eq!((s, code(&b)), (400, "unauthorized"), "{b}");
     let (s, b) = env.connect("dainese", "sk-ant-api03-regular-key").await;
     assert_eq!((s, code(&b)), (400, "invalid_admin_key"));
-    assert!(b["error"]["message"].as_str().unwrap().contains("Admin API key"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Admin API key"));
     let (s, b) = env.connect("dainese", "hello").await;
     assert_eq!((s, code(&b)), (400, "invalid_admin_key"));
-    assert!(b["error"]["message"].as_str().unwrap().contains("sk-ant-admin01-"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sk-ant-admin01-"));
     assert_eq!(env.secret_value("dainese").await, None);
     assert_eq!(env.hub_dump().await, "[]");
 }
@@ -158,14 +211,28 @@ async fn zero_retention_off_saves_the_connection_but_refuses_publishing() {
         .unwrap()
         .contains("Zero-retention not enabled"));
     // A later test that sees it enabled lifts the refusal.
-    env.sim_send("PATCH", &format!("/_sim/orgs/{NO_ZR_ORG_ID}"), json!({"zero_retention": true}))
-        .await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{NO_ZR_ORG_ID}"),
+        json!({"zero_retention": true}),
+    )
+    .await;
     let (s, t) = env
-        .call(As::Tenant("retention"), "POST", "/tenants/retention/connection/test", None)
+        .call(
+            As::Tenant("retention"),
+            "POST",
+            "/tenants/retention/connection/test",
+            None,
+        )
         .await;
     assert_eq!((s, t["code"].as_str()), (200, Some("success")), "{t}");
     let (_, st) = env
-        .call(As::Tenant("retention"), "GET", "/tenants/retention/connection", None)
+        .call(
+            As::Tenant("retention"),
+            "GET",
+            "/tenants/retention/connection",
+            None,
+        )
         .await;
     assert_eq!(st["publishing"]["allowed"], true);
     assert_eq!(st["last_test"]["code"], "success");
@@ -178,7 +245,10 @@ async fn rotation_tests_first_and_keeps_the_old_key_when_the_new_one_fails() {
     let (s, b) = env.connect("dainese", ROTATED_KEY).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["rotated"], true);
-    assert_eq!(env.secret_value("dainese").await.as_deref(), Some(ROTATED_KEY));
+    assert_eq!(
+        env.secret_value("dainese").await.as_deref(),
+        Some(ROTATED_KEY)
+    );
     let versions = env
         .secrets()
         .list_secret_version_ids()
@@ -186,20 +256,38 @@ async fn rotation_tests_first_and_keeps_the_old_key_when_the_new_one_fails() {
         .send()
         .await
         .unwrap();
-    assert_eq!(versions.versions().len(), 2, "a new version, the old one kept");
+    assert_eq!(
+        versions.versions().len(),
+        2,
+        "a new version, the old one kept"
+    );
 
     // A failing new key changes nothing.
     let (s, b) = env.connect("dainese", REVOKED_KEY).await;
     assert_eq!((s, code(&b)), (400, "unauthorized"));
-    assert_eq!(env.secret_value("dainese").await.as_deref(), Some(ROTATED_KEY));
+    assert_eq!(
+        env.secret_value("dainese").await.as_deref(),
+        Some(ROTATED_KEY)
+    );
     let (_, st) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
-    assert!(st["key"]["fingerprint"].as_str().unwrap().starts_with("…ROTA"));
+    assert!(st["key"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("…ROTA"));
     assert_eq!(st["state"], "connected");
 
     // Reconnecting with the same key writes no new secret version.
-    assert_eq!(env.connect("dainese", ROTATED_KEY).await.1["rotated"], false);
+    assert_eq!(
+        env.connect("dainese", ROTATED_KEY).await.1["rotated"],
+        false
+    );
     let versions = env
         .secrets()
         .list_secret_version_ids()
@@ -212,7 +300,10 @@ async fn rotation_tests_first_and_keeps_the_old_key_when_the_new_one_fails() {
     // A key of another organization is refused: the tenant must be disconnected first.
     let (s, b) = env.connect("dainese", NO_ZR_KEY).await;
     assert_eq!((s, code(&b)), (409, "organization_mismatch"), "{b}");
-    assert_eq!(env.secret_value("dainese").await.as_deref(), Some(ROTATED_KEY));
+    assert_eq!(
+        env.secret_value("dainese").await.as_deref(),
+        Some(ROTATED_KEY)
+    );
 }
 
 #[tokio::test]
@@ -220,23 +311,44 @@ async fn stored_key_test_marks_a_revoked_key_needs_attention() {
     let env = TestEnv::start().await;
     assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
     let (s, t) = env
-        .call(As::Tenant("dainese"), "POST", "/tenants/dainese/connection/test", None)
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/connection/test",
+            None,
+        )
         .await;
     assert_eq!((s, t["code"].as_str()), (200, Some("success")));
-    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": GOOD_KEY})).await;
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": GOOD_KEY}))
+        .await;
     let (s, t) = env
-        .call(As::Tenant("dainese"), "POST", "/tenants/dainese/connection/test", Some(""))
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/connection/test",
+            Some(""),
+        )
         .await;
     assert_eq!((s, t["code"].as_str()), (200, Some("unauthorized")), "{t}");
     let (_, st) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(st["state"], "needs_attention");
     assert_eq!(st["publishing"]["allowed"], false);
     // Rotating to a working key clears it.
     assert_eq!(env.connect("dainese", ROTATED_KEY).await.0, 200);
     let (_, st) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(st["state"], "connected");
 }
@@ -245,12 +357,22 @@ async fn stored_key_test_marks_a_revoked_key_needs_attention() {
 async fn disconnect_schedules_the_secret_deletion_and_can_be_repeated() {
     let env = TestEnv::start().await;
     let (s, b) = env
-        .call(As::Tenant("dainese"), "DELETE", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!((s, code(&b)), (404, "not_connected"));
     assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
     let (s, b) = env
-        .call(As::Tenant("dainese"), "DELETE", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["disconnected"], true);
@@ -273,16 +395,31 @@ async fn disconnect_schedules_the_secret_deletion_and_can_be_repeated() {
     assert_eq!(env.secret_value("dainese").await, None);
 
     let (_, st) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(st["connected"], false);
     assert_eq!(st["state"], "disconnected");
     let (s, t) = env
-        .call(As::Tenant("dainese"), "POST", "/tenants/dainese/connection/test", None)
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/connection/test",
+            None,
+        )
         .await;
     assert_eq!((s, code(&t)), (404, "not_connected"));
     let (s, again) = env
-        .call(As::Tenant("dainese"), "DELETE", "/tenants/dainese/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/connection",
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(again["secret_deletion_date"], b["secret_deletion_date"]);
@@ -290,7 +427,10 @@ async fn disconnect_schedules_the_secret_deletion_and_can_be_repeated() {
     // Reconnecting restores the secret and stores the new key.
     let (s, b) = env.connect("dainese", ROTATED_KEY).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(env.secret_value("dainese").await.as_deref(), Some(ROTATED_KEY));
+    assert_eq!(
+        env.secret_value("dainese").await.as_deref(),
+        Some(ROTATED_KEY)
+    );
 }
 
 #[tokio::test]
@@ -327,24 +467,42 @@ async fn tenant_isolation_is_enforced_before_any_io() {
     let env = TestEnv::start().await;
     let body = json!({"admin_api_key": GOOD_KEY}).to_string();
     let (s, b) = env
-        .call(As::Tenant("acme"), "PUT", "/tenants/dainese/connection", Some(&body))
+        .call(
+            As::Tenant("acme"),
+            "PUT",
+            "/tenants/dainese/connection",
+            Some(&body),
+        )
         .await;
     assert_eq!((s, code(&b)), (403, "forbidden"));
     let (s, _) = env
-        .call(As::Tenant("dainese"), "GET", "/tenants/dainese-sales/connection", None)
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese-sales/connection",
+            None,
+        )
         .await;
     assert_eq!(s, 403, "a prefix is not a parent");
     let (s, b) = env
         .call(As::Anonymous, "GET", "/tenants/dainese/connection", None)
         .await;
     assert_eq!((s, code(&b)), (401, "unauthenticated"));
-    assert!(env.sim_requests().await.is_empty(), "Anthropic was not called");
+    assert!(
+        env.sim_requests().await.is_empty(),
+        "Anthropic was not called"
+    );
     assert_eq!(env.hub_dump().await, "[]");
     assert_eq!(env.secret_value("dainese").await, None);
 
     // An operator may act on any tenant.
     let (s, _) = env
-        .call(As::Operator, "PUT", "/tenants/dainese/connection", Some(&body))
+        .call(
+            As::Operator,
+            "PUT",
+            "/tenants/dainese/connection",
+            Some(&body),
+        )
         .await;
     assert_eq!(s, 200);
 }
@@ -358,7 +516,12 @@ async fn malformed_input_gets_a_clear_400() {
     };
     for bad in ["Dainese", "dai--nese", "-x", "a_b", &"a".repeat(33)] {
         let (s, b) = env
-            .call(As::Operator, "GET", &format!("/tenants/{bad}/connection"), None)
+            .call(
+                As::Operator,
+                "GET",
+                &format!("/tenants/{bad}/connection"),
+                None,
+            )
             .await;
         assert_eq!((s, code(&b)), (400, "invalid_tenant"), "{bad}");
     }
@@ -374,7 +537,10 @@ async fn malformed_input_gets_a_clear_400() {
     assert_eq!((s, code(&b)), (400, "invalid_body"));
     let msg = b["error"]["message"].as_str().unwrap();
     assert!(msg.contains("admin_api_kye"), "{msg}");
-    assert!(!b.to_string().contains("demo-dainese-good"), "the key is not echoed");
+    assert!(
+        !b.to_string().contains("demo-dainese-good"),
+        "the key is not echoed"
+    );
     let (s, b) = put(
         "/tenants/dainese/connection",
         json!({"admin_api_key": 42}).to_string(),

@@ -216,7 +216,11 @@ async fn list_workspaces(
     let include_archived = match q.include_archived.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return invalid(format!("include_archived: must be true or false, got {other:?}")),
+        Some(other) => {
+            return invalid(format!(
+                "include_archived: must be true or false, got {other:?}"
+            ))
+        }
     };
     let items = match with_org(&sim, &key.org_id, |org| {
         org.workspaces
@@ -241,7 +245,9 @@ async fn list_skills(
     Path(org_id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let key = match authorize(&sim, &headers, Some("Skills:read")).and_then(|k| check_org(&k, &org_id).map(|_| k)) {
+    let key = match authorize(&sim, &headers, Some("Skills:read"))
+        .and_then(|k| check_org(&k, &org_id).map(|_| k))
+    {
         Ok(k) => k,
         Err(r) => return r,
     };
@@ -276,17 +282,24 @@ async fn create_skill(
     Path(org_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&sim, &headers, Some("Skills:write")).and_then(|k| check_org(&k, &org_id)) {
+    if let Err(r) =
+        authorize(&sim, &headers, Some("Skills:write")).and_then(|k| check_org(&k, &org_id))
+    {
         return r;
     }
-    let def = match parse_body(&body).and_then(|d| skills::validate(&d).map_err(invalid).map(|_| d)) {
+    let def = match parse_body(&body).and_then(|d| skills::validate(&d).map_err(invalid).map(|_| d))
+    {
         Ok(d) => d,
         Err(r) => return r,
     };
     let result = with_org(&sim, &org_id, |org| {
         let name = def.get("name").and_then(Value::as_str).unwrap_or_default();
         if org.skills.iter().any(|s| s.name() == name) {
-            return Err(error_response(409, "conflict_error", "skill name already exists"));
+            return Err(error_response(
+                409,
+                "conflict_error",
+                "skill name already exists",
+            ));
         }
         let now = now_rfc3339();
         let skill = Skill {
@@ -307,12 +320,7 @@ async fn create_skill(
     }
 }
 
-fn skill_route(
-    sim: &Sim,
-    headers: &HeaderMap,
-    org_id: &str,
-    scope: &str,
-) -> Result<(), Response> {
+fn skill_route(sim: &Sim, headers: &HeaderMap, org_id: &str, scope: &str) -> Result<(), Response> {
     authorize(sim, headers, Some(scope)).and_then(|k| check_org(&k, org_id))
 }
 
@@ -329,7 +337,10 @@ async fn get_skill(
         return r;
     }
     match with_org(&sim, &org_id, |org| {
-        org.skills.iter().find(|s| s.id == skill_id).map(Skill::to_json)
+        org.skills
+            .iter()
+            .find(|s| s.id == skill_id)
+            .map(Skill::to_json)
     }) {
         Ok(Some(v)) => ok(v),
         Ok(None) => missing_skill(&skill_id),
@@ -346,14 +357,27 @@ async fn replace_skill(
     if let Err(r) = skill_route(&sim, &headers, &org_id, "Skills:write") {
         return r;
     }
-    let def = match parse_body(&body).and_then(|d| skills::validate(&d).map_err(invalid).map(|_| d)) {
+    let def = match parse_body(&body).and_then(|d| skills::validate(&d).map_err(invalid).map(|_| d))
+    {
         Ok(d) => d,
         Err(r) => return r,
     };
     let result = with_org(&sim, &org_id, |org| {
-        let name = def.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        if org.skills.iter().any(|s| s.name() == name && s.id != skill_id) {
-            return Err(error_response(409, "conflict_error", "skill name already exists"));
+        let name = def
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if org
+            .skills
+            .iter()
+            .any(|s| s.name() == name && s.id != skill_id)
+        {
+            return Err(error_response(
+                409,
+                "conflict_error",
+                "skill name already exists",
+            ));
         }
         let Some(skill) = org.skills.iter_mut().find(|s| s.id == skill_id) else {
             return Err(missing_skill(&skill_id));
@@ -419,7 +443,10 @@ async fn put_acl(
         (Ok(w), Ok(g)) => (w, g),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    if let Some(extra) = body.keys().find(|k| *k != "workspace_ids" && *k != "group_ids") {
+    if let Some(extra) = body
+        .keys()
+        .find(|k| *k != "workspace_ids" && *k != "group_ids")
+    {
         return invalid(format!("{extra}: extra inputs are not permitted"));
     }
     let result = with_org(&sim, &org_id, |org| {
@@ -464,25 +491,37 @@ async fn audit_logs(
     Path(org_id): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&sim, &headers, Some("Audit:read")).and_then(|k| check_org(&k, &org_id)) {
+    if let Err(r) =
+        authorize(&sim, &headers, Some("Audit:read")).and_then(|k| check_org(&k, &org_id))
+    {
         return r;
     }
     let mut st = sim.lock();
-    let bucket = st
-        .audit_buckets
-        .entry(org_id.clone())
-        .or_insert_with(|| TokenBucket::new(AUDIT_REQUESTS_PER_MINUTE / 60.0, AUDIT_REQUESTS_PER_MINUTE));
+    let bucket = st.audit_buckets.entry(org_id.clone()).or_insert_with(|| {
+        TokenBucket::new(AUDIT_REQUESTS_PER_MINUTE / 60.0, AUDIT_REQUESTS_PER_MINUTE)
+    });
     if let Err(wait) = bucket.take() {
-        return faults::rate_limited(wait, AUDIT_REQUESTS_PER_MINUTE, "Audit log rate limit exceeded (600 requests per minute per organization)");
+        return faults::rate_limited(
+            wait,
+            AUDIT_REQUESTS_PER_MINUTE,
+            "Audit log rate limit exceeded (600 requests per minute per organization)",
+        );
     }
     let Some(org) = st.orgs.get(&org_id) else {
         return not_found_error(format!("organization {org_id} not found"));
     };
-    let types: Option<Vec<&str>> = q
-        .event_types
-        .as_deref()
-        .map(|t| t.split(',').map(str::trim).filter(|s| !s.is_empty()).collect());
-    let id_of = |e: &Value| e.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let types: Option<Vec<&str>> = q.event_types.as_deref().map(|t| {
+        t.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let id_of = |e: &Value| {
+        e.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     // Resolve after_id against the full log (an id of a filtered-out type is still a valid cursor).
     let start = match q.after_id.as_deref() {
         None => 0,

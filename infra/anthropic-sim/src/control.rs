@@ -32,7 +32,10 @@ pub fn routes(sim: Sim) -> Router {
             "/_sim/orgs/{org_id}/audit_events/redeliver",
             post(redeliver_events),
         )
-        .route("/_sim/orgs/{org_id}/audit_events/expire", post(expire_events))
+        .route(
+            "/_sim/orgs/{org_id}/audit_events/expire",
+            post(expire_events),
+        )
         .route("/_sim/faults", put(set_faults))
         .route("/_sim/faults", delete(clear_faults))
         .with_state(sim)
@@ -121,7 +124,8 @@ async fn create_org(State(sim): State<Sim>, Json(body): Json<NewOrg>) -> Respons
             audit_expired_through: None,
         },
     );
-    Json(json!({"id": id, "name": body.name, "zero_retention": body.zero_retention})).into_response()
+    Json(json!({"id": id, "name": body.name, "zero_retention": body.zero_retention}))
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -154,7 +158,8 @@ async fn update_org(
     if let Some(zr) = body.zero_retention {
         org.zero_retention = zr;
     }
-    Json(json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention})).into_response()
+    Json(json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention}))
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -237,9 +242,12 @@ async fn create_key(
     if let Some(bad_scope) = scopes.iter().find(|s| !ALL_SCOPES.contains(&s.as_str())) {
         return bad(format!("unknown scope {bad_scope}"));
     }
-    let key = body
-        .key
-        .unwrap_or_else(|| format!("sk-ant-admin01-sim{}", ids::request_id().trim_start_matches("req_")));
+    let key = body.key.unwrap_or_else(|| {
+        format!(
+            "sk-ant-admin01-sim{}",
+            ids::request_id().trim_start_matches("req_")
+        )
+    });
     let mut st = sim.lock();
     if !st.orgs.contains_key(&org_id) {
         return no_org(&org_id);
@@ -313,8 +321,10 @@ async fn emit_events(
         };
         let id = ids::audit_event_id();
         obj.entry("id").or_insert_with(|| json!(id));
-        obj.entry("created_at").or_insert_with(|| json!(now_rfc3339()));
-        obj.entry("organization_id").or_insert_with(|| json!(org_id));
+        obj.entry("created_at")
+            .or_insert_with(|| json!(now_rfc3339()));
+        obj.entry("organization_id")
+            .or_insert_with(|| json!(org_id));
         emitted.push(obj.get("id").cloned().unwrap_or(Value::Null));
         org.audit.push(e);
     }
@@ -408,8 +418,11 @@ async fn expire_events(
         return no_org(&org_id);
     };
     let before = org.audit.len();
-    org.audit
-        .retain(|e| e.get("id").and_then(Value::as_str).is_some_and(|id| id > body.through_id.as_str()));
+    org.audit.retain(|e| {
+        e.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| id > body.through_id.as_str())
+    });
     org.audit_expired_through = Some(body.through_id);
     Json(json!({"expired": before - org.audit.len()})).into_response()
 }
@@ -435,7 +448,10 @@ struct FailSpec {
 
 async fn set_faults(State(sim): State<Sim>, Json(spec): Json<FaultSpec>) -> Response {
     let mut st = sim.lock();
-    let f = st.faults.entry(spec.route.clone()).or_insert_with(RouteFaults::default);
+    let f = st
+        .faults
+        .entry(spec.route.clone())
+        .or_insert_with(RouteFaults::default);
     if let Some(ms) = spec.latency_ms {
         f.latency = Duration::from_millis(ms);
     }
@@ -446,7 +462,8 @@ async fn set_faults(State(sim): State<Sim>, Json(spec): Json<FaultSpec>) -> Resp
         if !(400..=599).contains(&fail.status) {
             return bad("fail.status must be an HTTP error status");
         }
-        f.fail.extend(std::iter::repeat_n(fail.status, fail.count as usize));
+        f.fail
+            .extend(std::iter::repeat_n(fail.status, fail.count as usize));
     }
     if let Some(n) = spec.drop_connections {
         f.drop_connections += n;
@@ -454,8 +471,11 @@ async fn set_faults(State(sim): State<Sim>, Json(spec): Json<FaultSpec>) -> Resp
     if let Some(n) = spec.spend_cap {
         f.spend_cap += n;
     }
-    Json(json!({"route": spec.route, "pending_failures": f.fail.len(),
-                "pending_drops": f.drop_connections})).into_response()
+    Json(
+        json!({"route": spec.route, "pending_failures": f.fail.len(),
+                "pending_drops": f.drop_connections}),
+    )
+    .into_response()
 }
 
 async fn clear_faults(State(sim): State<Sim>) -> Response {

@@ -54,7 +54,10 @@ fn org(id: &str, name: &str, zero_retention: Option<bool>, workspaces: Vec<Works
 fn key(org_id: &str, scopes: &[&str]) -> Key {
     Key {
         org_id: org_id.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        scopes: scopes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
         revoked: false,
     }
 }
@@ -75,24 +78,47 @@ pub fn seed(sim: &Sim) {
         ],
     );
     dainese.groups = vec![
-        Group { id: "grp_engineering".into(), name: "Engineering".into() },
-        Group { id: "grp_product".into(), name: "Product".into() },
+        Group {
+            id: "grp_engineering".into(),
+            name: "Engineering".into(),
+        },
+        Group {
+            id: "grp_product".into(),
+            name: "Product".into(),
+        },
     ];
     st.orgs.insert(DAINESE_ORG_ID.into(), dainese);
     st.orgs.insert(
         NO_ZR_ORG_ID.into(),
-        org(NO_ZR_ORG_ID, "Retention Off Ltd", Some(false), vec![ws("wrkspc_01DemoNoZrDefault00000000", "default", true, false)]),
+        org(
+            NO_ZR_ORG_ID,
+            "Retention Off Ltd",
+            Some(false),
+            vec![ws(
+                "wrkspc_01DemoNoZrDefault00000000",
+                "default",
+                true,
+                false,
+            )],
+        ),
     );
     st.orgs.insert(
         UNKNOWN_ZR_ORG_ID.into(),
         org(UNKNOWN_ZR_ORG_ID, "Quiet Org GmbH", None, vec![]),
     );
-    st.keys.insert(GOOD_KEY.into(), key(DAINESE_ORG_ID, &ALL_SCOPES));
-    st.keys.insert(ROTATED_KEY.into(), key(DAINESE_ORG_ID, &ALL_SCOPES));
+    st.keys
+        .insert(GOOD_KEY.into(), key(DAINESE_ORG_ID, &ALL_SCOPES));
+    st.keys
+        .insert(ROTATED_KEY.into(), key(DAINESE_ORG_ID, &ALL_SCOPES));
     st.keys.insert(
         NO_AUDIT_KEY.into(),
-        key(DAINESE_ORG_ID, &["Skills:write", "Skills:read", "Workspaces:read"]),
+        key(
+            DAINESE_ORG_ID,
+            &["Skills:write", "Skills:read", "Workspaces:read"],
+        ),
     );
-    st.keys.insert(NO_ZR_KEY.into(), key(NO_ZR_ORG_ID, &ALL_SCOPES));
-    st.keys.insert(UNKNOWN_ZR_KEY.into(), key(UNKNOWN_ZR_ORG_ID, &ALL_SCOPES));
+    st.keys
+        .insert(NO_ZR_KEY.into(), key(NO_ZR_ORG_ID, &ALL_SCOPES));
+    st.keys
+        .insert(UNKNOWN_ZR_KEY.into(), key(UNKNOWN_ZR_ORG_ID, &ALL_SCOPES));
 }

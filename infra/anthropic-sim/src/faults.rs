@@ -108,7 +108,9 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         let mut latency = Duration::ZERO;
         let mut verdict = Verdict::Serve;
         for key in ["*", route.as_str()] {
-            let Some(f) = st.faults.get_mut(key) else { continue };
+            let Some(f) = st.faults.get_mut(key) else {
+                continue;
+            };
             latency += f.latency;
             if !matches!(verdict, Verdict::Serve) {
                 continue;
@@ -198,13 +200,11 @@ pub fn rate_limited(retry_after: Duration, limit: f64, message: &str) -> Respons
         "anthropic-ratelimit-requests-remaining",
         HeaderValue::from_static("0"),
     );
-    if let Ok(v) = reset
+    if let Ok(Ok(v)) = reset
         .format(&time::format_description::well_known::Rfc3339)
         .map(|s| HeaderValue::from_str(&s))
     {
-        if let Ok(v) = v {
-            h.insert("anthropic-ratelimit-requests-reset", v);
-        }
+        h.insert("anthropic-ratelimit-requests-reset", v);
     }
     resp
 }

@@ -26,7 +26,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         demo::seed(&sim);
     }
     let server = SimServer::start(addr, sim).await?;
-    println!("Anthropic simulator on {} (controls under /_sim)", server.base_url());
+    println!(
+        "Anthropic simulator on {} (controls under /_sim)",
+        server.base_url()
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -75,7 +75,9 @@ pub fn validate(def: &Map<String, Value>) -> Result<(), String> {
         ));
     }
     if fm_description != description {
-        return Err("SKILL.md: front matter description does not match the skill description".into());
+        return Err(
+            "SKILL.md: front matter description does not match the skill description".into(),
+        );
     }
     Ok(())
 }
@@ -121,7 +123,9 @@ fn front_matter(md: &str) -> Result<(String, String), String> {
     let mut name = None;
     let mut description = None;
     for line in rest[..end].lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = unquote(v.trim())?;
         match k.trim() {
             "name" => name = Some(v),
@@ -166,7 +170,10 @@ mod tests {
 
     #[test]
     fn accepts_a_valid_skill() {
-        assert_eq!(validate(&skill("claresia-d-x", "Does x: well", "claresia-d-x")), Ok(()));
+        assert_eq!(
+            validate(&skill("claresia-d-x", "Does x: well", "claresia-d-x")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -182,7 +189,10 @@ mod tests {
         s.insert("metadata".into(), json!({"n": 1}));
         assert!(validate(&s).unwrap_err().contains("metadata.n"));
         let mut s = skill("ok", "d", "ok");
-        s.insert("files".into(), json!([{"path": "elsewhere/SKILL.md", "content": "x"}]));
+        s.insert(
+            "files".into(),
+            json!([{"path": "elsewhere/SKILL.md", "content": "x"}]),
+        );
         assert!(validate(&s).is_err());
     }
 }

@@ -8,7 +8,12 @@ use serde_json::Value;
 
 use crate::faults::RouteFaults;
 
-pub const ALL_SCOPES: [&str; 4] = ["Skills:write", "Skills:read", "Audit:read", "Workspaces:read"];
+pub const ALL_SCOPES: [&str; 4] = [
+    "Skills:write",
+    "Skills:read",
+    "Audit:read",
+    "Workspaces:read",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Workspace {

@@ -50,13 +50,20 @@ async fn forward(State(gw): State<Gateway>, req: Request) -> Response {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     let Some(claims) = token.and_then(|t| gw.signer.verify(t.trim()).ok()) else {
         return unauthorized();
     };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, GATEWAY_PAYLOAD_LIMIT).await else {
-        return (http::StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large").into_response();
+        return (
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "Request Entity Too Large",
+        )
+            .into_response();
     };
     let lambda_req = to_lambda_request(parts, bytes.to_vec(), claims);
     let resp = gw.app.handle(lambda_req).await;

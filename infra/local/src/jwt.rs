@@ -40,7 +40,9 @@ impl DevSigner {
     }
 
     pub fn from_env() -> Self {
-        DevSigner::new(&std::env::var("CLARESIA_DEV_JWT_SECRET").unwrap_or_else(|_| DEV_SECRET.into()))
+        DevSigner::new(
+            &std::env::var("CLARESIA_DEV_JWT_SECRET").unwrap_or_else(|_| DEV_SECRET.into()),
+        )
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -68,7 +70,8 @@ impl DevSigner {
     /// Verifies and returns the claims.
     pub fn verify(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(JwtError::Malformed);
         };
@@ -82,7 +85,11 @@ impl DevSigner {
         mac.verify_slice(&sig).map_err(|_| JwtError::Signature)?;
         let claims: Map<String, Value> = decode(p)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp <= now) {
+        if claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .is_none_or(|exp| exp <= now)
+        {
             return Err(JwtError::Expired);
         }
         if claims.get("iss").and_then(Value::as_str) != Some(DEV_ISSUER) {
@@ -101,7 +108,9 @@ impl DevSigner {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, JwtError> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
 }
 

@@ -14,7 +14,9 @@ pub enum MotoError {
     NotInstalled(String),
     #[error("moto_server could not be started: {0}")]
     Spawn(String),
-    #[error("moto_server did not become ready on {endpoint} within {secs}s; its output:\n{output}")]
+    #[error(
+        "moto_server did not become ready on {endpoint} within {secs}s; its output:\n{output}"
+    )]
     NotReady {
         endpoint: String,
         secs: u64,
@@ -138,15 +140,13 @@ fn find_binary() -> Result<PathBuf, MotoError> {
 }
 
 fn answers(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    ) else {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /moto-api/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /moto-api/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;

@@ -90,7 +90,10 @@ pub fn table_defs() -> Result<Vec<TableDef>, TableError> {
         }
         let props = field(res, "Properties")?;
         let mut indexes = Vec::new();
-        if let Some(gsis) = props.get("GlobalSecondaryIndexes").and_then(Value::as_sequence) {
+        if let Some(gsis) = props
+            .get("GlobalSecondaryIndexes")
+            .and_then(Value::as_sequence)
+        {
             for g in gsis {
                 indexes.push(IndexDef {
                     name: text(g, "IndexName")?,

@@ -131,8 +131,9 @@ impl AnthropicClient {
         deadline: Deadline,
     ) -> Result<T, AnthropicError> {
         let url = format!("{}{}", self.base_url, path);
-        let mut key_header = HeaderValue::from_str(key.expose())
-            .map_err(|_| AnthropicError::Config("the admin key is not a valid header value".into()))?;
+        let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
+            AnthropicError::Config("the admin key is not a valid header value".into())
+        })?;
         key_header.set_sensitive(true);
 
         let mut attempt = 0u32;
@@ -210,7 +211,10 @@ impl AnthropicClient {
             .map(str::to_owned);
         let bytes = resp.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {
-            return Ok(Answer::Ok { bytes: bytes.to_vec(), request_id });
+            return Ok(Answer::Ok {
+                bytes: bytes.to_vec(),
+                request_id,
+            });
         }
         let retry_after = parse_retry_after(header("retry-after"), header("retry-after-ms"));
         let should_retry = match header("x-should-retry") {
@@ -294,8 +298,15 @@ impl AnthropicClient {
         key: &AdminKey,
         deadline: Deadline,
     ) -> Result<Organization, AnthropicError> {
-        self.send(key, Method::GET, "/v1/organizations/me", &[], None, deadline)
-            .await
+        self.send(
+            key,
+            Method::GET,
+            "/v1/organizations/me",
+            &[],
+            None,
+            deadline,
+        )
+        .await
     }
 
     /// Every non-archived workspace of the key's organization.
@@ -313,7 +324,10 @@ impl AnthropicClient {
                 deadline,
             )
             .await?;
-        Ok(all.into_iter().filter(|w| w.archived_at.is_none()).collect())
+        Ok(all
+            .into_iter()
+            .filter(|w| w.archived_at.is_none())
+            .collect())
     }
 }
 

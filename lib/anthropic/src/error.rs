@@ -109,7 +109,10 @@ impl AnthropicError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self.kind(),
-            ErrorKind::RateLimited | ErrorKind::Server | ErrorKind::Overloaded | ErrorKind::Transport
+            ErrorKind::RateLimited
+                | ErrorKind::Server
+                | ErrorKind::Overloaded
+                | ErrorKind::Transport
         )
     }
 
@@ -123,14 +126,18 @@ impl AnthropicError {
 
     pub fn attempts(&self) -> u32 {
         match self {
-            AnthropicError::Api { attempts, .. } | AnthropicError::Transport { attempts, .. } => *attempts,
+            AnthropicError::Api { attempts, .. } | AnthropicError::Transport { attempts, .. } => {
+                *attempts
+            }
             _ => 1,
         }
     }
 
     pub(crate) fn with_attempts(mut self, n: u32) -> Self {
         match &mut self {
-            AnthropicError::Api { attempts, .. } | AnthropicError::Transport { attempts, .. } => *attempts = n,
+            AnthropicError::Api { attempts, .. } | AnthropicError::Transport { attempts, .. } => {
+                *attempts = n
+            }
             _ => {}
         }
         self
@@ -152,7 +159,11 @@ impl AnthropicError {
                 timeout, attempts, ..
             } => format!(
                 "{} after {attempts} attempt{}",
-                if *timeout { "timed out" } else { "connection failed" },
+                if *timeout {
+                    "timed out"
+                } else {
+                    "connection failed"
+                },
                 if *attempts == 1 { "" } else { "s" }
             ),
             other => other.to_string(),

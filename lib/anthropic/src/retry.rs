@@ -35,7 +35,11 @@ pub(crate) enum Decision {
 }
 
 /// Classifies an HTTP answer. `should_retry` is the `x-should-retry` header, which overrides the status rule.
-pub(crate) fn decide(status: u16, retry_after: Option<Duration>, should_retry: Option<bool>) -> Decision {
+pub(crate) fn decide(
+    status: u16,
+    retry_after: Option<Duration>,
+    should_retry: Option<bool>,
+) -> Decision {
     let by_status = match status {
         // A 429 without retry-after is a spend cap, not a rate limit: waiting will not help.
         429 => match retry_after {
@@ -85,7 +89,10 @@ mod tests {
     #[test]
     fn status_rules_follow_the_contract() {
         let s = Some(Duration::from_secs(2));
-        assert_eq!(decide(429, s, None), Decision::After(Duration::from_secs(2)));
+        assert_eq!(
+            decide(429, s, None),
+            Decision::After(Duration::from_secs(2))
+        );
         assert_eq!(decide(429, None, None), Decision::Stop);
         for st in [500, 502, 503, 504, 529] {
             assert_eq!(decide(st, None, None), Decision::Backoff, "{st}");
@@ -98,7 +105,10 @@ mod tests {
     #[test]
     fn x_should_retry_overrides_status() {
         assert_eq!(decide(500, None, Some(false)), Decision::Stop);
-        assert_eq!(decide(429, Some(Duration::from_secs(1)), Some(false)), Decision::Stop);
+        assert_eq!(
+            decide(429, Some(Duration::from_secs(1)), Some(false)),
+            Decision::Stop
+        );
         assert_eq!(decide(409, None, Some(true)), Decision::Backoff);
         assert_eq!(decide(429, None, Some(true)), Decision::Backoff);
         assert_eq!(decide(529, None, Some(true)), Decision::Backoff);
@@ -117,9 +127,18 @@ mod tests {
 
     #[test]
     fn parses_retry_after_forms() {
-        assert_eq!(parse_retry_after(Some("3"), None), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(Some("0.5"), None), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after(Some("1"), Some("250")), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_retry_after(Some("3"), None),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after(Some("0.5"), None),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("1"), Some("250")),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_retry_after(Some("soon"), None), None);
         assert_eq!(parse_retry_after(Some("-1"), None), None);
         assert_eq!(parse_retry_after(None, None), None);

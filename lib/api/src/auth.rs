@@ -52,7 +52,9 @@ pub fn caller(req: &Request) -> Result<Caller, ApiError> {
             .map(|jwt| &jwt.claims),
         _ => None,
     };
-    claims.map(Caller::from_claims).ok_or(ApiError::Unauthenticated)
+    claims
+        .map(Caller::from_claims)
+        .ok_or(ApiError::Unauthenticated)
 }
 
 #[cfg(test)]

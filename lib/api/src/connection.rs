@@ -3,8 +3,8 @@
 use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline, ErrorKind};
 use claresia_domain::connection::{LastTest, Organization};
 use claresia_domain::{
-    AdminKey, ConnectionRecord, ConnectionState, ConnectionStatus, Scope, ScopeReport,
-    TenantSlug, TestOutcome, TestVerdict, ZeroRetention,
+    AdminKey, ConnectionRecord, ConnectionState, ConnectionStatus, Scope, ScopeReport, TenantSlug,
+    TestOutcome, TestVerdict, ZeroRetention,
 };
 use http::Method;
 use serde::Serialize;
@@ -43,7 +43,10 @@ pub async fn run_test(
         match res {
             Ok(()) => scopes.verified.push(scope),
             Err(e) if e.kind() == ErrorKind::Permission => {
-                match e.upstream_message().and_then(Scope::from_missing_scope_message) {
+                match e
+                    .upstream_message()
+                    .and_then(Scope::from_missing_scope_message)
+                {
                     Some(s) if s == scope => scopes.missing.push(scope),
                     _ => scopes.unverified.push(scope),
                 }
@@ -91,7 +94,8 @@ fn verdict_from_error(e: AnthropicError) -> Result<TestOutcome, AnthropicError> 
         ErrorKind::Authentication => Ok(TestOutcome::unauthorized(rid)),
         ErrorKind::Permission => Ok(TestOutcome::forbidden(
             rid,
-            e.upstream_message().and_then(Scope::from_missing_scope_message),
+            e.upstream_message()
+                .and_then(Scope::from_missing_scope_message),
         )),
         _ if e.is_unavailable() => Ok(TestOutcome::unavailable(&e.summary(), rid)),
         _ => Err(e),
@@ -126,7 +130,11 @@ impl App {
 
     /// `PUT /tenants/{tenant}/connection`: test the candidate key, and only if Anthropic accepts it store it
     /// (a new secret version on rotation) and record the connection.
-    pub async fn connect(&self, tenant: &TenantSlug, key: AdminKey) -> Result<ConnectResult, ApiError> {
+    pub async fn connect(
+        &self,
+        tenant: &TenantSlug,
+        key: AdminKey,
+    ) -> Result<ConnectResult, ApiError> {
         let outcome = self.test_key(&key).await?;
         match outcome.code {
             TestVerdict::AnthropicUnavailable => {
@@ -274,7 +282,10 @@ impl App {
     }
 
     /// `GET /tenants/{tenant}/connection`.
-    pub async fn connection_status(&self, tenant: &TenantSlug) -> Result<ConnectionStatus, ApiError> {
+    pub async fn connection_status(
+        &self,
+        tenant: &TenantSlug,
+    ) -> Result<ConnectionStatus, ApiError> {
         let record = self.hub.connection(tenant).await?;
         Ok(ConnectionStatus::of(
             tenant,

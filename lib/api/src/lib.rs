@@ -44,7 +44,10 @@ impl App {
         let anthropic = AnthropicClient::new(ClientConfig::new(config.anthropic_base_url.clone()))?;
         Ok(App {
             hub: HubStore::new(aws_sdk_dynamodb::Client::new(sdk), config.hub_table.clone()),
-            keys: KeyStore::new(aws_sdk_secretsmanager::Client::new(sdk), config.stage.clone()),
+            keys: KeyStore::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+                config.stage.clone(),
+            ),
             anthropic,
             config,
         })

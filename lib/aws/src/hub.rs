@@ -56,9 +56,8 @@ impl HubStore {
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
         out.item
             .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| {
-                    StoreError::Corrupt(format!("connection of tenant {tenant}: {e}"))
-                })
+                serde_dynamo::from_item(item)
+                    .map_err(|e| StoreError::Corrupt(format!("connection of tenant {tenant}: {e}")))
             })
             .transpose()
     }
@@ -72,10 +71,7 @@ impl HubStore {
         item.insert(SK.into(), AttributeValue::S(CONNECTION_SK.into()));
         if record.state != ConnectionState::Disconnected {
             item.insert(GSI1_PK.into(), AttributeValue::S(CONNECTED_KIND.into()));
-            item.insert(
-                GSI1_SK.into(),
-                AttributeValue::S(record.tenant.to_string()),
-            );
+            item.insert(GSI1_SK.into(), AttributeValue::S(record.tenant.to_string()));
         }
         self.client
             .put_item()

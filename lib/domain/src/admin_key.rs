@@ -88,7 +88,10 @@ impl fmt::Debug for AdminKey {
 }
 
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    matches!(
+        c,
+        '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}'
+    )
 }
 
 /// What identifies a key to a human without revealing it: its last 4 characters and a SHA-256 prefix.
@@ -153,7 +156,10 @@ mod tests {
             AdminKey::parse("SK-ANT-ADMIN01-abc"),
             Err(AdminKeyError::NotAdminKey)
         );
-        assert_eq!(AdminKey::parse("sk-ant-admin01-"), Err(AdminKeyError::Truncated));
+        assert_eq!(
+            AdminKey::parse("sk-ant-admin01-"),
+            Err(AdminKeyError::Truncated)
+        );
         assert!(matches!(
             AdminKey::parse("sk-ant-admin01-abc def"),
             Err(AdminKeyError::Malformed(_))
@@ -174,9 +180,15 @@ mod tests {
 
     #[test]
     fn error_messages_say_an_admin_key_is_needed() {
-        assert!(AdminKeyError::NotAdminKey.to_string().contains("Admin API key"));
-        assert!(AdminKeyError::NotAdminKey.to_string().contains("sk-ant-admin01-"));
-        assert!(AdminKeyError::RegularApiKey.to_string().contains("Admin API key"));
+        assert!(AdminKeyError::NotAdminKey
+            .to_string()
+            .contains("Admin API key"));
+        assert!(AdminKeyError::NotAdminKey
+            .to_string()
+            .contains("sk-ant-admin01-"));
+        assert!(AdminKeyError::RegularApiKey
+            .to_string()
+            .contains("Admin API key"));
     }
 
     #[test]
@@ -189,7 +201,10 @@ mod tests {
         assert_eq!(fp.sha256_prefix.len(), 8);
         assert_eq!(fp.to_string(), format!("…WXYZ sha256:{}", fp.sha256_prefix));
         // Deterministic, and different keys differ.
-        assert_eq!(key.fingerprint(), AdminKey::parse(KEY).unwrap().fingerprint());
+        assert_eq!(
+            key.fingerprint(),
+            AdminKey::parse(KEY).unwrap().fingerprint()
+        );
         let other = AdminKey::parse("sk-ant-admin01-other-WXYZ").unwrap();
         assert_ne!(other.fingerprint().sha256_prefix, fp.sha256_prefix);
     }
@@ -200,7 +215,10 @@ mod tests {
             redact_keys("bad value \"sk-ant-admin01-abc_DEF-123\" here"),
             "bad value \"[redacted key]\" here"
         );
-        assert_eq!(redact_keys("sk-ant-api03-x and sk-ant-admin01-y"), "[redacted key] and [redacted key]");
+        assert_eq!(
+            redact_keys("sk-ant-api03-x and sk-ant-admin01-y"),
+            "[redacted key] and [redacted key]"
+        );
         assert_eq!(redact_keys("nothing to hide"), "nothing to hide");
     }
 }

@@ -10,7 +10,8 @@ use crate::tenant::TenantSlug;
 /// Keys older than this are due for rotation (the practice note's 90-day cycle).
 pub const ROTATION_DUE_DAYS: i64 = 90;
 
-const REMINT_HINT: &str = "Re-mint the Admin key with Skills:write, Skills:read, Audit:read, Workspaces:read.";
+const REMINT_HINT: &str =
+    "Re-mint the Admin key with Skills:write, Skills:read, Audit:read, Workspaces:read.";
 
 /// Whether the organization has zero-retention on. `Unknown` (Anthropic did not say) counts as off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +56,10 @@ impl TestVerdict {
 
     /// Whether the key itself is good enough to store (zero-retention is a property of the org, not the key).
     pub fn key_accepted(self) -> bool {
-        matches!(self, TestVerdict::Success | TestVerdict::ZeroRetentionDisabled)
+        matches!(
+            self,
+            TestVerdict::Success | TestVerdict::ZeroRetentionDisabled
+        )
     }
 }
 
@@ -241,9 +245,17 @@ pub struct ConnectionRecord {
     pub secret_version_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test: Option<LastTest>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub disconnected_at: Option<OffsetDateTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub secret_deletion_date: Option<OffsetDateTime>,
 }
 
@@ -257,7 +269,9 @@ impl ConnectionRecord {
             ConnectionState::NeedsAttention => {
                 return Some(format!(
                     "The stored Admin key needs attention ({}); re-paste or rotate the key.",
-                    self.state_reason.as_deref().unwrap_or("Anthropic rejected it")
+                    self.state_reason
+                        .as_deref()
+                        .unwrap_or("Anthropic rejected it")
                 ))
             }
             ConnectionState::Connected => {}
@@ -304,9 +318,15 @@ pub struct ConnectionStatus {
     pub key: Option<KeyStatus>,
     pub publishing: PublishingStatus,
     pub last_test: Option<LastTest>,
-    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub disconnected_at: Option<OffsetDateTime>,
-    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub secret_deletion_date: Option<OffsetDateTime>,
 }
 
@@ -409,7 +429,10 @@ mod tests {
         let o = TestOutcome::decide(org(), Some(3), ZeroRetention::Enabled, all_verified());
         assert_eq!(o.code, TestVerdict::Success);
         assert!(o.ok);
-        assert_eq!(o.message, "Connected to Dainese S.p.A. — 3 workspaces, zero-retention enabled.");
+        assert_eq!(
+            o.message,
+            "Connected to Dainese S.p.A. — 3 workspaces, zero-retention enabled."
+        );
         let one = TestOutcome::decide(org(), Some(1), ZeroRetention::Enabled, all_verified());
         assert!(one.message.contains("1 workspace,"));
     }
@@ -437,13 +460,19 @@ mod tests {
         assert_eq!(o.code.code(), "missing_scopes");
         assert!(!o.code.key_accepted());
         assert!(o.message.contains("scope Audit:read"), "{}", o.message);
-        assert!(o.message.contains("Skills:write, Skills:read, Audit:read, Workspaces:read"));
+        assert!(o
+            .message
+            .contains("Skills:write, Skills:read, Audit:read, Workspaces:read"));
         let two = ScopeReport {
             missing: vec![Scope::AuditRead, Scope::SkillsWrite],
             ..Default::default()
         };
         let o = TestOutcome::decide(org(), None, ZeroRetention::Enabled, two);
-        assert!(o.message.contains("scopes Audit:read, Skills:write"), "{}", o.message);
+        assert!(
+            o.message.contains("scopes Audit:read, Skills:write"),
+            "{}",
+            o.message
+        );
     }
 
     #[test]
@@ -452,7 +481,10 @@ mod tests {
         assert_eq!(u.code.code(), "unauthorized");
         assert!(u.message.contains("re-paste the key") || u.message.contains("Re-paste the key"));
         assert!(!u.code.key_accepted());
-        let d = TestOutcome::unavailable("HTTP 529 overloaded_error after 4 attempts", Some("req_9".into()));
+        let d = TestOutcome::unavailable(
+            "HTTP 529 overloaded_error after 4 attempts",
+            Some("req_9".into()),
+        );
         assert_eq!(d.code.code(), "anthropic_unavailable");
         assert!(d.message.contains("req_9"));
         assert!(!d.code.key_accepted());
@@ -485,16 +517,42 @@ mod tests {
         let none = ConnectionStatus::of(&t, None, now);
         assert!(!none.connected && !none.publishing.allowed);
         for (zr, state, needle) in [
-            (ZeroRetention::Disabled, ConnectionState::Connected, "Zero-retention not enabled"),
-            (ZeroRetention::Unknown, ConnectionState::Connected, "could not be confirmed"),
-            (ZeroRetention::Enabled, ConnectionState::NeedsAttention, "needs attention"),
-            (ZeroRetention::Enabled, ConnectionState::Disconnected, "disconnected"),
+            (
+                ZeroRetention::Disabled,
+                ConnectionState::Connected,
+                "Zero-retention not enabled",
+            ),
+            (
+                ZeroRetention::Unknown,
+                ConnectionState::Connected,
+                "could not be confirmed",
+            ),
+            (
+                ZeroRetention::Enabled,
+                ConnectionState::NeedsAttention,
+                "needs attention",
+            ),
+            (
+                ZeroRetention::Enabled,
+                ConnectionState::Disconnected,
+                "disconnected",
+            ),
         ] {
             let s = ConnectionStatus::of(&t, Some(&record(zr, state)), now);
             assert!(!s.publishing.allowed);
-            assert!(s.publishing.reason.as_deref().unwrap().contains(needle), "{needle}");
+            assert!(
+                s.publishing.reason.as_deref().unwrap().contains(needle),
+                "{needle}"
+            );
         }
-        let gone = ConnectionStatus::of(&t, Some(&record(ZeroRetention::Enabled, ConnectionState::Disconnected)), now);
+        let gone = ConnectionStatus::of(
+            &t,
+            Some(&record(
+                ZeroRetention::Enabled,
+                ConnectionState::Disconnected,
+            )),
+            now,
+        );
         assert!(!gone.connected);
         assert!(gone.key.is_none());
     }
@@ -502,7 +560,8 @@ mod tests {
     #[test]
     fn record_round_trips_through_json() {
         let r = record(ZeroRetention::Unknown, ConnectionState::NeedsAttention);
-        let back: ConnectionRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let back: ConnectionRecord =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
     }
 }

@@ -33,7 +33,9 @@ impl Scope {
     }
 
     pub fn parse(s: &str) -> Option<Scope> {
-        Scope::REQUIRED.into_iter().find(|scope| scope.as_str() == s)
+        Scope::REQUIRED
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
     }
 
     /// Reads the scope out of Anthropic's 403 message `API key is missing required scope: <Scope>`.
@@ -84,7 +86,13 @@ mod tests {
             Scope::from_missing_scope_message("API key is missing required scope: Skills:write."),
             Some(Scope::SkillsWrite)
         );
-        assert_eq!(Scope::from_missing_scope_message("Admin key principal is not a member"), None);
-        assert_eq!(Scope::from_missing_scope_message("missing required scope: Foo:bar"), None);
+        assert_eq!(
+            Scope::from_missing_scope_message("Admin key principal is not a member"),
+            None
+        );
+        assert_eq!(
+            Scope::from_missing_scope_message("missing required scope: Foo:bar"),
+            None
+        );
     }
 }

@@ -74,24 +74,62 @@ mod tests {
 
     #[test]
     fn accepts_valid_slugs() {
-        for ok in ["dainese", "dainese-eng", "a", "a1", "1a", "x-y-z", &"a".repeat(32)] {
-            assert_eq!(TenantSlug::parse(ok).map(|s| s.to_string()), Ok(ok.to_string()));
+        for ok in [
+            "dainese",
+            "dainese-eng",
+            "a",
+            "a1",
+            "1a",
+            "x-y-z",
+            &"a".repeat(32),
+        ] {
+            assert_eq!(
+                TenantSlug::parse(ok).map(|s| s.to_string()),
+                Ok(ok.to_string())
+            );
         }
     }
 
     #[test]
     fn rejects_each_rule_with_its_reason() {
         assert_eq!(TenantSlug::parse(""), Err(TenantSlugError::Empty));
-        assert_eq!(TenantSlug::parse(&"a".repeat(33)), Err(TenantSlugError::TooLong(33)));
-        assert_eq!(TenantSlug::parse("Dainese"), Err(TenantSlugError::InvalidChar('D')));
-        assert_eq!(TenantSlug::parse("dai_nese"), Err(TenantSlugError::InvalidChar('_')));
-        assert_eq!(TenantSlug::parse("dai nese"), Err(TenantSlugError::InvalidChar(' ')));
-        assert_eq!(TenantSlug::parse("dainesé"), Err(TenantSlugError::InvalidChar('é')));
-        assert_eq!(TenantSlug::parse("../x"), Err(TenantSlugError::InvalidChar('.')));
-        assert_eq!(TenantSlug::parse("-dainese"), Err(TenantSlugError::EdgeHyphen));
-        assert_eq!(TenantSlug::parse("dainese-"), Err(TenantSlugError::EdgeHyphen));
+        assert_eq!(
+            TenantSlug::parse(&"a".repeat(33)),
+            Err(TenantSlugError::TooLong(33))
+        );
+        assert_eq!(
+            TenantSlug::parse("Dainese"),
+            Err(TenantSlugError::InvalidChar('D'))
+        );
+        assert_eq!(
+            TenantSlug::parse("dai_nese"),
+            Err(TenantSlugError::InvalidChar('_'))
+        );
+        assert_eq!(
+            TenantSlug::parse("dai nese"),
+            Err(TenantSlugError::InvalidChar(' '))
+        );
+        assert_eq!(
+            TenantSlug::parse("dainesé"),
+            Err(TenantSlugError::InvalidChar('é'))
+        );
+        assert_eq!(
+            TenantSlug::parse("../x"),
+            Err(TenantSlugError::InvalidChar('.'))
+        );
+        assert_eq!(
+            TenantSlug::parse("-dainese"),
+            Err(TenantSlugError::EdgeHyphen)
+        );
+        assert_eq!(
+            TenantSlug::parse("dainese-"),
+            Err(TenantSlugError::EdgeHyphen)
+        );
         assert_eq!(TenantSlug::parse("-"), Err(TenantSlugError::EdgeHyphen));
-        assert_eq!(TenantSlug::parse("dai--nese"), Err(TenantSlugError::DoubleHyphen));
+        assert_eq!(
+            TenantSlug::parse("dai--nese"),
+            Err(TenantSlugError::DoubleHyphen)
+        );
     }
 
     #[test]

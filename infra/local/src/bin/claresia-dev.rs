@@ -53,15 +53,26 @@ async fn run() -> Result<(), String> {
 
     let config = Config {
         stage: STAGE.into(),
-        hub_table: names.get("HubTable").cloned().ok_or("template has no HubTable")?,
+        hub_table: names
+            .get("HubTable")
+            .cloned()
+            .ok_or("template has no HubTable")?,
         anthropic_base_url: sim_server.base_url(),
         secret_recovery_window_days: 7,
         request_budget: Duration::from_secs(25),
     };
     let app = Arc::new(App::new(config, &sdk).map_err(|e| e.to_string())?);
     let signer = Arc::new(DevSigner::from_env());
-    let tenant_token = signer.sign("portal-admin@dainese", &[("claresia:tenant", "dainese")], 86_400);
-    let operator_token = signer.sign("operator@claresia", &[("claresia:role", "operator")], 86_400);
+    let tenant_token = signer.sign(
+        "portal-admin@dainese",
+        &[("claresia:tenant", "dainese")],
+        86_400,
+    );
+    let operator_token = signer.sign(
+        "operator@claresia",
+        &[("claresia:role", "operator")],
+        86_400,
+    );
 
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
@@ -102,7 +113,8 @@ Ctrl-C stops everything.
     );
 
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}

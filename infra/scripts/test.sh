@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every check and test: formatting, clippy, cfn-lint, the arm64 deploy artefacts, then unit, simulator,
+# integration (moto + simulator) and event tests. CI (.ci/run) runs exactly this.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+started=$(date +%s)
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python tools (.venv from infra/requirements.txt)"
+source infra/scripts/venv.sh
+moto_server --help >/dev/null || { echo "moto_server is not runnable" >&2; exit 1; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cfn-lint template.yaml"
+cfn-lint template.yaml
+
+step "cargo lambda build --release --arm64 (deploy artefacts)"
+infra/scripts/lambda-build.sh
+
+step "cargo test (unit, simulator, integration against moto + simulator, events, template)"
+log="$(mktemp)"
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ncargo test: %d passed, %d failed\n", p, f }' "$log" > "$log.sum"
+echo "all checks passed in $(( $(date +%s) - started ))s"
+cat "$log.sum"
+rm -f "$log" "$log.sum"

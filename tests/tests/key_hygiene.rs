@@ -1,0 +1,135 @@
+//! The key never reaches a log line: every log line the connect, test, rotate and disconnect flows write is
+//! captured (at trace level for our crates, the shipped filter for dependencies) and searched for the keys.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use claresia_tests::*;
+use serde_json::json;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_key_in_any_log_line() {
+    let capture = Capture::default();
+    // Production's filter, with our own crates and the HTTP client turned all the way up.
+    let filter = format!(
+        "{},claresia_api=trace,claresia_anthropic=trace,claresia_aws=trace,reqwest=trace",
+        claresia_api::logging::DEFAULT_FILTER
+    );
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_current_span(true)
+        .with_writer(capture.clone())
+        .init();
+
+    let env = TestEnv::start().await;
+    let test = |key: &'static str| {
+        let env = &env;
+        async move {
+            let body = json!({"admin_api_key": key}).to_string();
+            env.call(
+                As::Tenant("dainese"),
+                "POST",
+                "/tenants/dainese/connection/test",
+                Some(&body),
+            )
+            .await
+        }
+    };
+    assert_eq!(env.connect("dainese", &format!("{GOOD_KEY} ")).await.0, 200);
+    for key in [
+        GOOD_KEY,
+        NO_AUDIT_KEY,
+        NO_ZR_KEY,
+        UNKNOWN_ZR_KEY,
+        REVOKED_KEY,
+    ] {
+        assert_eq!(test(key).await.0, 200);
+    }
+    assert_eq!(env.connect("dainese", NO_AUDIT_KEY).await.0, 400);
+    assert_eq!(env.connect("dainese", REVOKED_KEY).await.0, 400);
+    assert_eq!(env.connect("dainese", ROTATED_KEY).await.0, 200);
+    // A key pasted into the wrong field, a malformed body quoting it.
+    let wrong = format!(r#"{{"admin_api_key": "{GOOD_KEY}", "extra": "{GOOD_KEY}"}}"#);
+    env.call(
+        As::Tenant("dainese"),
+        "PUT",
+        "/tenants/dainese/connection",
+        Some(&wrong),
+    )
+    .await;
+    let broken = format!(r#"{{"admin_api_key": 1, "x": "{GOOD_KEY}""#);
+    env.call(
+        As::Tenant("dainese"),
+        "PUT",
+        "/tenants/dainese/connection",
+        Some(&broken),
+    )
+    .await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/organizations/me", "fail": {"status": 529, "count": 4}}),
+    )
+    .await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 503);
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": ROTATED_KEY}))
+        .await;
+    env.call(
+        As::Tenant("dainese"),
+        "POST",
+        "/tenants/dainese/connection/test",
+        None,
+    )
+    .await;
+    assert_eq!(
+        env.call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/connection",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.lines().count() > 20, "the flows were logged: {logs}");
+    assert!(logs.contains("tenant connected"), "{logs}");
+    for key in [
+        GOOD_KEY,
+        ROTATED_KEY,
+        NO_AUDIT_KEY,
+        NO_ZR_KEY,
+        UNKNOWN_ZR_KEY,
+        REVOKED_KEY,
+    ] {
+        let secret_part = &key["sk-ant-admin01-".len()..key.len() - 4];
+        assert!(
+            !logs.contains(secret_part),
+            "a key reached the logs:\n{logs}"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! template.yaml and the code agree: table keys, secret path, routes, runtime, one resource per function.
+
+use claresia_aws::hub;
+use claresia_local::tables::{table_defs, TEMPLATE};
+use serde_norway::Value;
+
+fn doc() -> Value {
+    serde_norway::from_str(TEMPLATE).unwrap()
+}
+
+#[test]
+fn hub_table_has_the_keys_the_store_uses() {
+    let defs = table_defs().unwrap();
+    let hub_def = defs.iter().find(|d| d.logical_id == "HubTable").unwrap();
+    assert_eq!(hub_def.name("prod"), "prod-claresia-hub");
+    assert_eq!(
+        hub_def.key_schema,
+        vec![
+            (hub::PK.into(), "HASH".into()),
+            (hub::SK.into(), "RANGE".into())
+        ]
+    );
+    let gsi = hub_def
+        .indexes
+        .iter()
+        .find(|i| i.name == hub::GSI1)
+        .unwrap();
+    assert_eq!(
+        gsi.key_schema,
+        vec![
+            (hub::GSI1_PK.into(), "HASH".into()),
+            (hub::GSI1_SK.into(), "RANGE".into())
+        ]
+    );
+}
+
+#[test]
+fn every_function_crate_is_deployed_arm64_al2023_with_cargo_lambda() {
+    let d = doc();
+    let globals = &d["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+    let root = claresia_local::workspace_root().join("functions");
+    let mut crates: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    crates.sort();
+    let resources = d["Resources"].as_mapping().unwrap();
+    let mut deployed: Vec<String> = resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|r| {
+            assert_eq!(
+                r["Metadata"]["BuildMethod"].as_str(),
+                Some("rust-cargolambda")
+            );
+            r["Properties"]["CodeUri"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("functions/")
+                .to_owned()
+        })
+        .collect();
+    deployed.sort();
+    assert_eq!(crates, deployed);
+}
+
+#[test]
+fn secrets_are_limited_to_the_stage_tenant_path() {
+    let text = TEMPLATE;
+    assert!(text.contains(":secret:claresia/${Stage}/tenants/*"));
+    assert!(!text.contains("secretsmanager:*"));
+    assert!(!text.contains("dynamodb:*"));
+    assert!(!text.contains("Resource: \"*\""));
+}
+
+#[test]
+fn connection_routes_are_in_the_template() {
+    let d = doc();
+    let events = &d["Resources"]["ConnectionApiFunction"]["Properties"]["Events"];
+    let mut routes: Vec<String> = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["Properties"]["Method"].as_str().unwrap(),
+                e["Properties"]["Path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        vec![
+            "DELETE /tenants/{tenant}/connection",
+            "GET /tenants/{tenant}/connection",
+            "POST /tenants/{tenant}/connection/test",
+            "PUT /tenants/{tenant}/connection",
+        ]
+    );
+}
