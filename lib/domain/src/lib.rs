@@ -4,9 +4,13 @@
 //! unit-tested exhaustively; adapters for Anthropic, DynamoDB and Secrets Manager live in other crates.
 
 pub mod admin_key;
+pub mod catalog;
 pub mod connection;
+pub mod footer;
 pub mod scope;
+pub mod skill_ir;
 pub mod tenant;
+pub mod transpile;
 
 pub use admin_key::{AdminKey, AdminKeyError, KeyFingerprint};
 pub use connection::{
