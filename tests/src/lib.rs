@@ -50,6 +50,8 @@ impl TestEnv {
             anthropic_base_url: sim.base_url(),
             secret_recovery_window_days: 7,
             request_budget: Duration::from_secs(20),
+            publish_concurrency: 8,
+            anthropic_max_rps: 50.0,
         };
         let app = Arc::new(App::new(config, &sdk).expect("app"));
         TestEnv {
@@ -112,6 +114,67 @@ impl TestEnv {
             Some(&body),
         )
         .await
+    }
+
+    /// PUTs a JSON document as tenant `tenant` (path relative to `/tenants/{tenant}`).
+    pub async fn put_doc(&self, tenant: &str, rel: &str, doc: &Value) -> (u16, Value) {
+        self.call(
+            As::Tenant(tenant),
+            "PUT",
+            &format!("/tenants/{tenant}{rel}"),
+            Some(&doc.to_string()),
+        )
+        .await
+    }
+
+    /// Loads the product page's catalog (three skills, two archetypes) for `tenant`.
+    pub async fn load_examples(&self, tenant: &str) {
+        for id in ["incident-postmortem", "prd-review", "standup-notes"] {
+            let (s, b) = self
+                .put_doc(
+                    tenant,
+                    &format!("/skills/{id}"),
+                    &example(&format!("skill-{id}.json")),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+        }
+        for a in ["engineer", "product-manager"] {
+            let (s, b) = self
+                .put_doc(
+                    tenant,
+                    &format!("/archetypes/{a}"),
+                    &example(&format!("archetype-{a}.json")),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    }
+
+    /// The simulator's skills of the Dainese org.
+    pub async fn sim_skills(&self) -> Vec<Value> {
+        let state = self.sim_get("/_sim/state").await;
+        state["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["id"] == DAINESE_ORG_ID)
+            .unwrap()["skills"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Writes (non-GET requests) the simulator has taken on skill routes so far.
+    pub async fn sim_skill_writes(&self) -> u64 {
+        let state = self.sim_get("/_sim/state").await;
+        state["routes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(route, _)| route.contains("/skills"))
+            .map(|(_, c)| c["writes"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     pub async fn sim_get(&self, path: &str) -> Value {
@@ -185,6 +248,14 @@ impl TestEnv {
             .unwrap();
         format!("{:?}", out.items.unwrap_or_default())
     }
+}
+
+/// A document from `lib/domain/tests/fixtures/examples` (the spec's example catalog).
+pub fn example(name: &str) -> Value {
+    let path = claresia_local::workspace_root()
+        .join("lib/domain/tests/fixtures/examples")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn strip_authorizer(req: lambda_http::Request) -> lambda_http::Request {

@@ -3,6 +3,7 @@
 use claresia_tests::TestEnv;
 use serde_json::Value;
 
+/// In order: each case's status and one JSON pointer's value in the answer.
 const CASES: &[(&str, u16, &str, &str)] = &[
     ("put-connection.json", 200, "/connected", "true"),
     ("get-connection.json", 200, "/state", "\"connected\""),
@@ -13,8 +14,62 @@ const CASES: &[(&str, u16, &str, &str)] = &[
         "/code",
         "\"missing_scopes\"",
     ),
+    ("put-skill.json", 200, "/created", "true"),
+    ("get-skill.json", 200, "/id", "\"incident-postmortem\""),
+    (
+        "list-skills.json",
+        200,
+        "/skills/0/id",
+        "\"incident-postmortem\"",
+    ),
+    (
+        "put-archetype.json",
+        200,
+        "/publish/targets/0/created/0",
+        "\"claresia-dainese-incident-postmortem\"",
+    ),
+    (
+        "get-archetype.json",
+        200,
+        "/group_ids/0",
+        "\"grp_engineering\"",
+    ),
+    (
+        "list-archetypes.json",
+        200,
+        "/archetypes/engineer/skills/0",
+        "\"incident-postmortem\"",
+    ),
+    (
+        "put-workspaces.json",
+        200,
+        "/mappings/0/sub_tenant",
+        "\"dainese-eng\"",
+    ),
+    (
+        "get-workspaces.json",
+        200,
+        "/mappings/1/workspace_id",
+        "\"wrkspc_01DemoCorporate0000000000\"",
+    ),
+    ("post-republish.json", 200, "/complete", "true"),
+    (
+        "delete-archetype.json",
+        200,
+        "/publish/targets/0/deleted/0",
+        "\"claresia-dainese-incident-postmortem\"",
+    ),
+    (
+        "delete-skill.json",
+        200,
+        "/deleted",
+        "\"incident-postmortem\"",
+    ),
     ("delete-connection.json", 200, "/disconnected", "true"),
 ];
+
+/// Events of scheduled functions: (file, JSON pointer, value) of the function's answer.
+const SCHEDULED: &[(&str, &str, &str)] = &[("publish-sweeper-scheduled.json", "/complete", "true")];
 
 #[tokio::test]
 async fn every_sample_event_is_answered_by_its_handler() {
@@ -25,7 +80,11 @@ async fn every_sample_event_is_answered_by_its_handler() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     files.sort();
-    let mut covered: Vec<String> = CASES.iter().map(|c| c.0.to_owned()).collect();
+    let mut covered: Vec<String> = CASES
+        .iter()
+        .map(|c| c.0.to_owned())
+        .chain(SCHEDULED.iter().map(|c| c.0.to_owned()))
+        .collect();
     covered.sort();
     assert_eq!(
         files, covered,
@@ -47,6 +106,19 @@ async fn every_sample_event_is_answered_by_its_handler() {
             body.pointer(pointer).map(Value::to_string).as_deref(),
             Some(*expected),
             "{file}: {body}"
+        );
+    }
+    for (file, pointer, expected) in SCHEDULED {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{file} is not an EventBridge event: {e}"));
+        let deadline_ms = (time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 55) * 1000;
+        let answer = env.app.handle_sweep(&event, deadline_ms).await.unwrap();
+        assert_eq!(
+            answer.pointer(pointer).map(Value::to_string).as_deref(),
+            Some(*expected),
+            "{file}: {answer}"
         );
     }
 }

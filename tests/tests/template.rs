@@ -102,3 +102,47 @@ fn connection_routes_are_in_the_template() {
         ]
     );
 }
+
+#[test]
+fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
+    let d = doc();
+    let events = &d["Resources"]["CatalogApiFunction"]["Properties"]["Events"];
+    let mut routes: Vec<String> = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["Properties"]["Method"].as_str().unwrap(),
+                e["Properties"]["Path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        vec![
+            "DELETE /tenants/{tenant}/archetypes/{archetype}",
+            "DELETE /tenants/{tenant}/skills/{skill_id}",
+            "GET /tenants/{tenant}/archetypes",
+            "GET /tenants/{tenant}/archetypes/{archetype}",
+            "GET /tenants/{tenant}/skills",
+            "GET /tenants/{tenant}/skills/{skill_id}",
+            "GET /tenants/{tenant}/workspaces",
+            "POST /tenants/{tenant}/republish",
+            "PUT /tenants/{tenant}/archetypes/{archetype}",
+            "PUT /tenants/{tenant}/skills/{skill_id}",
+            "PUT /tenants/{tenant}/workspaces",
+        ]
+    );
+    let sweep = &d["Resources"]["PublishSweeperFunction"]["Properties"];
+    assert_eq!(
+        sweep["Events"]["EveryMinute"]["Properties"]["Schedule"].as_str(),
+        Some("rate(1 minute)")
+    );
+    assert!(
+        sweep["Timeout"].as_u64().unwrap() < 60,
+        "a sweep ends before the next tick"
+    );
+}

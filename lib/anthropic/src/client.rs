@@ -39,6 +39,9 @@ pub struct ClientConfig {
     /// Upper bound for one attempt (the deadline may cut it shorter).
     pub attempt_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Client-side pacing so bursts (a 1,000-skill publish) stay under Anthropic's rate limit instead of
+    /// riding on 429s; `None` disables it. 429 + `retry-after` remains the backstop.
+    pub requests_per_second: Option<f64>,
 }
 
 impl ClientConfig {
@@ -49,6 +52,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             attempt_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            requests_per_second: None,
         }
     }
 }
@@ -86,6 +90,33 @@ pub struct AnthropicClient {
     base_url: String,
     retry: RetryPolicy,
     attempt_timeout: Duration,
+    pacer: Option<std::sync::Arc<Pacer>>,
+}
+
+/// A token bucket shared by every request of a client: callers reserve the next free slot and sleep until
+/// it comes, so `n` requests per second leave evenly however many tasks send them.
+#[derive(Debug)]
+struct Pacer {
+    interval: Duration,
+    next_free: tokio::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self, deadline: Deadline) -> bool {
+        let slot = {
+            let mut next = self.next_free.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        let wait = slot.saturating_duration_since(Instant::now());
+        if wait >= deadline.remaining() {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
 }
 
 impl AnthropicClient {
@@ -108,11 +139,21 @@ impl AnthropicClient {
             .pool_idle_timeout(Duration::from_secs(50))
             .build()
             .map_err(|e| AnthropicError::Config(e.to_string()))?;
+        let pacer = config
+            .requests_per_second
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|rps| {
+                std::sync::Arc::new(Pacer {
+                    interval: Duration::from_secs_f64(1.0 / rps),
+                    next_free: tokio::sync::Mutex::new(Instant::now()),
+                })
+            });
         Ok(AnthropicClient {
             http,
             base_url,
             retry: config.retry,
             attempt_timeout: config.attempt_timeout,
+            pacer,
         })
     }
 
@@ -139,6 +180,15 @@ impl AnthropicClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if let Some(p) = &self.pacer {
+                if !p.wait(deadline).await {
+                    return Err(AnthropicError::Transport {
+                        message: format!("deadline reached while pacing {method} {path}"),
+                        timeout: true,
+                        attempts: attempt - 1,
+                    });
+                }
+            }
             let remaining = deadline.remaining();
             if remaining.is_zero() {
                 return Err(AnthropicError::Transport {

@@ -14,6 +14,10 @@ pub struct Config {
     pub secret_recovery_window_days: i64,
     /// `REQUEST_BUDGET_MS`: how long an HTTP request may spend on Anthropic (API Gateway stops at 30 s).
     pub request_budget: Duration,
+    /// `PUBLISH_CONCURRENCY`: skill writes in flight at once during a publish (1–64).
+    pub publish_concurrency: usize,
+    /// `ANTHROPIC_MAX_RPS`: client-side pacing of Anthropic requests per sandbox; 0 disables it.
+    pub anthropic_max_rps: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +70,33 @@ impl Config {
                 }
             },
         };
+        let publish_concurrency = match get("PUBLISH_CONCURRENCY") {
+            None => 8,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "PUBLISH_CONCURRENCY",
+                        reason: format!("{v:?} must be a whole number from 1 to 64"),
+                    })
+                }
+            },
+        };
+        let anthropic_max_rps = match get("ANTHROPIC_MAX_RPS") {
+            None => 50.0,
+            Some(v) => match v.parse::<f64>() {
+                Ok(n) if n.is_finite() && n >= 0.0 => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "ANTHROPIC_MAX_RPS",
+                        reason: format!("{v:?} must be a number ≥ 0 (0 disables pacing)"),
+                    })
+                }
+            },
+        };
         Ok(Config {
+            publish_concurrency,
+            anthropic_max_rps,
             stage,
             hub_table,
             anthropic_base_url,

@@ -109,6 +109,8 @@ pub struct ConnectResult {
     pub rotated: bool,
     pub test: TestOutcome,
     pub status: ConnectionStatus,
+    /// The publish that follows a connect, or why it was skipped.
+    pub publish: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +120,11 @@ pub struct DisconnectResult {
     #[serde(with = "time::serde::rfc3339::option")]
     pub secret_deletion_date: Option<OffsetDateTime>,
     pub telemetry_kept: bool,
+    /// Skills Claresia had published for the tenant and its sub-tenants, now removed from Anthropic.
+    pub skills_removed: usize,
+    /// Set when Anthropic refused the stored key, so the skills could not be removed by us.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skills_cleanup_warning: Option<String>,
 }
 
 impl App {
@@ -210,12 +217,14 @@ impl App {
             zero_retention = ?record.zero_retention,
             "tenant connected"
         );
+        let publish = self.publish_after_change(tenant, None).await?;
         Ok(ConnectResult {
             tenant: tenant.clone(),
             connected: true,
             rotated,
             status: ConnectionStatus::of(tenant, Some(&record), now),
             test: outcome,
+            publish,
         })
     }
 
@@ -281,17 +290,18 @@ impl App {
         Ok(outcome)
     }
 
-    /// `GET /tenants/{tenant}/connection`.
+    /// `GET /tenants/{tenant}/connection`: the connection, the last publish per target, sub-tenants.
     pub async fn connection_status(
         &self,
         tenant: &TenantSlug,
-    ) -> Result<ConnectionStatus, ApiError> {
+    ) -> Result<serde_json::Value, ApiError> {
         let record = self.hub.connection(tenant).await?;
-        Ok(ConnectionStatus::of(
-            tenant,
-            record.as_ref(),
-            OffsetDateTime::now_utc(),
-        ))
+        let status = ConnectionStatus::of(tenant, record.as_ref(), OffsetDateTime::now_utc());
+        let mut out = serde_json::to_value(&status).unwrap_or_default();
+        out["last_publish"] = serde_json::json!(self.hub.publish_reports(tenant).await?);
+        out["publish_pending"] = serde_json::json!(self.hub.pending_token(tenant).await?.is_some());
+        out["sub_tenants"] = serde_json::json!(self.sub_tenants(tenant).await?);
+        Ok(out)
     }
 
     /// `DELETE /tenants/{tenant}/connection`: stop using the key, schedule the secret's deletion after the
@@ -300,7 +310,30 @@ impl App {
         let Some(mut record) = self.hub.connection(tenant).await? else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
+        let mut skills_removed = 0;
+        let mut skills_cleanup_warning = None;
         if record.state != ConnectionState::Disconnected {
+            // Remove what we published while the key still works. If Anthropic is unavailable nothing is
+            // disconnected (retry); if it refuses the key (revoked first, a common offboarding order),
+            // blocking offboarding forever helps no one: disconnect and say what is left to remove.
+            if let Some(key) = self.keys.get(tenant).await? {
+                match self.unpublish_all(tenant, &record, &key).await {
+                    Ok(n) => skills_removed = n,
+                    Err(ApiError::AnthropicRejected(e))
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::Authentication | ErrorKind::Permission
+                        ) =>
+                    {
+                        tracing::warn!(tenant = %tenant, error = %e, "could not remove published skills");
+                        skills_cleanup_warning = Some(format!(
+                            "Anthropic refused the stored key ({}), so Claresia could not remove its published skills: delete the skills named claresia-{tenant}-… in the Anthropic Console.",
+                            e.summary()
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let deletion = self
                 .keys
                 .schedule_deletion(tenant, self.config.secret_recovery_window_days)
@@ -319,6 +352,8 @@ impl App {
             disconnected: true,
             secret_deletion_date: record.secret_deletion_date,
             telemetry_kept: true,
+            skills_removed,
+            skills_cleanup_warning,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use claresia_anthropic::AnthropicError;
 use claresia_aws::StoreError;
+use claresia_domain::skill_ir::Problem;
 use claresia_domain::{AdminKeyError, TenantSlugError, TestOutcome};
 use serde_json::{json, Value};
 
@@ -44,6 +45,21 @@ pub enum ApiError {
     AnthropicRejected(AnthropicError),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
+    #[error("the {kind} document has {} problem(s); see `problems`", .problems.len())]
+    InvalidDocument {
+        kind: &'static str,
+        problems: Vec<Problem>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("publishing refused: {0}")]
+    PublishRefused(String),
+    #[error(
+        "could not remove the published skills ({0}); nothing was disconnected, retry the request"
+    )]
+    CleanupFailed(String),
 }
 
 impl ApiError {
@@ -53,13 +69,18 @@ impl ApiError {
             | ApiError::InvalidAdminKey(_)
             | ApiError::InvalidBody(_)
             | ApiError::BodyTooLarge(_)
-            | ApiError::KeyRejected(_) => 400,
+            | ApiError::KeyRejected(_)
+            | ApiError::InvalidDocument { .. } => 400,
             ApiError::Unauthenticated => 401,
             ApiError::Forbidden(_) => 403,
-            ApiError::RouteNotFound { .. } | ApiError::NotConnected(_) => 404,
+            ApiError::RouteNotFound { .. } | ApiError::NotConnected(_) | ApiError::NotFound(_) => {
+                404
+            }
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::OrganizationMismatch { .. } => 409,
-            ApiError::AnthropicRejected(_) => 502,
+            ApiError::OrganizationMismatch { .. }
+            | ApiError::Conflict(_)
+            | ApiError::PublishRefused(_) => 409,
+            ApiError::AnthropicRejected(_) | ApiError::CleanupFailed(_) => 502,
             ApiError::AnthropicUnavailable(_) => 503,
             ApiError::Store(_) => 500,
         }
@@ -81,6 +102,15 @@ impl ApiError {
             ApiError::AnthropicUnavailable(_) => "anthropic_unavailable",
             ApiError::AnthropicRejected(_) => "anthropic_error",
             ApiError::Store(_) => "internal_error",
+            ApiError::InvalidDocument { kind: "skill", .. } => "invalid_skill",
+            ApiError::InvalidDocument {
+                kind: "archetype", ..
+            } => "invalid_archetype",
+            ApiError::InvalidDocument { .. } => "invalid_document",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PublishRefused(_) => "publish_refused",
+            ApiError::CleanupFailed(_) => "cleanup_failed",
         }
     }
 
@@ -100,6 +130,9 @@ impl ApiError {
                 if let Some(rid) = &outcome.request_id {
                     error["anthropic_request_id"] = json!(rid);
                 }
+            }
+            ApiError::InvalidDocument { problems, .. } => {
+                error["problems"] = json!(problems);
             }
             ApiError::AnthropicRejected(e) => {
                 if let Some(rid) = e.request_id() {

@@ -20,6 +20,12 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 enum Route {
     Connection,
     ConnectionTest,
+    Skills,
+    Skill,
+    Archetypes,
+    Archetype,
+    Workspaces,
+    Republish,
 }
 
 /// `{"admin_api_key": "..."}`; unknown fields are refused so a typo is not silently ignored.
@@ -64,14 +70,23 @@ impl App {
         let path = req.uri().path().to_owned();
         let method = req.method().as_str().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (raw_tenant, route) = match segments.as_slice() {
-            ["tenants", t, "connection"] => (*t, Route::Connection),
-            ["tenants", t, "connection", "test"] => (*t, Route::ConnectionTest),
+        let (raw_tenant, route, item) = match segments.as_slice() {
+            ["tenants", t, "connection"] => (*t, Route::Connection, None),
+            ["tenants", t, "connection", "test"] => (*t, Route::ConnectionTest, None),
+            ["tenants", t, "skills"] => (*t, Route::Skills, None),
+            ["tenants", t, "skills", id] => (*t, Route::Skill, Some(*id)),
+            ["tenants", t, "archetypes"] => (*t, Route::Archetypes, None),
+            ["tenants", t, "archetypes", a] => (*t, Route::Archetype, Some(*a)),
+            ["tenants", t, "workspaces"] => (*t, Route::Workspaces, None),
+            ["tenants", t, "republish"] => (*t, Route::Republish, None),
             _ => return Err(ApiError::RouteNotFound { method, path }),
         };
         let allowed = match route {
             Route::Connection => "GET, PUT, DELETE",
-            Route::ConnectionTest => "POST",
+            Route::ConnectionTest | Route::Republish => "POST",
+            Route::Skills | Route::Archetypes => "GET",
+            Route::Skill | Route::Archetype => "GET, PUT, DELETE",
+            Route::Workspaces => "GET, PUT",
         };
         if !allowed.split(", ").any(|m| m == method) {
             return Err(ApiError::MethodNotAllowed {
@@ -82,8 +97,18 @@ impl App {
         }
         // Everything below is pure until the tenant is known to be the caller's.
         let tenant = TenantSlug::parse(raw_tenant)?;
-        auth::caller(&req)?.authorize(&tenant)?;
+        let item = item.unwrap_or_default();
+        let caller = auth::caller(&req)?;
         let body = body_bytes(&req)?;
+        // A sub-tenant shares its parent's Hub and connection, and accepts the parent's token: the one
+        // lookup that may precede the isolation check, and only for a token of another tenant.
+        let hub = match caller.authorize(&tenant) {
+            Ok(()) => self.hub_of(&tenant).await?,
+            Err(refused) => match self.hub.parent_of(&tenant).await? {
+                Some(parent) if caller.authorize(&parent).is_ok() => parent,
+                _ => return Err(refused),
+            },
+        };
 
         match (route, method.as_str()) {
             (Route::Connection, "PUT") => {
@@ -91,8 +116,19 @@ impl App {
                 let key = AdminKey::parse(&input.admin_api_key)?;
                 ok(self.connect(&tenant, key).await?)
             }
-            (Route::Connection, "GET") => ok(self.connection_status(&tenant).await?),
+            (Route::Connection, "GET") => ok(self.connection_status(&hub).await?),
             (Route::Connection, "DELETE") => ok(self.disconnect(&tenant).await?),
+            (Route::Skills, "GET") => ok(self.list_skills(&hub).await?),
+            (Route::Skill, "GET") => ok(self.get_skill(&hub, item).await?),
+            (Route::Skill, "PUT") => ok(self.put_skill(&hub, item, body).await?),
+            (Route::Skill, "DELETE") => ok(self.delete_skill(&hub, item).await?),
+            (Route::Archetypes, "GET") => ok(self.list_archetypes(&hub).await?),
+            (Route::Archetype, "GET") => ok(self.get_archetype(&hub, item).await?),
+            (Route::Archetype, "PUT") => ok(self.put_archetype(&hub, item, body).await?),
+            (Route::Archetype, "DELETE") => ok(self.delete_archetype(&hub, item).await?),
+            (Route::Workspaces, "GET") => ok(self.get_workspaces(&hub).await?),
+            (Route::Workspaces, "PUT") => ok(self.put_workspaces(&hub, body).await?),
+            (Route::Republish, "POST") => ok(self.republish(&hub).await?),
             (Route::ConnectionTest, "POST") => {
                 let candidate = if body.iter().all(u8::is_ascii_whitespace) {
                     None

@@ -3,11 +3,13 @@
 //! local dev server hands it the same request shape.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod publish;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
 use claresia_aws::{HubStore, KeyStore};
@@ -41,7 +43,10 @@ impl App {
     }
 
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, StartupError> {
-        let anthropic = AnthropicClient::new(ClientConfig::new(config.anthropic_base_url.clone()))?;
+        let mut client = ClientConfig::new(config.anthropic_base_url.clone());
+        client.requests_per_second =
+            (config.anthropic_max_rps > 0.0).then_some(config.anthropic_max_rps);
+        let anthropic = AnthropicClient::new(client)?;
         Ok(App {
             hub: HubStore::new(aws_sdk_dynamodb::Client::new(sdk), config.hub_table.clone()),
             keys: KeyStore::new(

@@ -40,6 +40,10 @@ impl HubStore {
         &self.table
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub async fn connection(
         &self,
         tenant: &TenantSlug,
@@ -85,32 +89,6 @@ impl HubStore {
 
     /// Every tenant with a live connection (connected or needing attention).
     pub async fn connected_tenants(&self) -> Result<Vec<TenantSlug>, StoreError> {
-        let mut tenants = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI1)
-                .key_condition_expression("#k = :k")
-                .expression_attribute_names("#k", GSI1_PK)
-                .expression_attribute_values(":k", AttributeValue::S(CONNECTED_KIND.into()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", e))?;
-            for item in out.items.unwrap_or_default() {
-                if let Some(AttributeValue::S(t)) = item.get(GSI1_SK) {
-                    let slug = TenantSlug::parse(t)
-                        .map_err(|e| StoreError::Corrupt(format!("tenant {t:?} in gsi1: {e}")))?;
-                    tenants.push(slug);
-                }
-            }
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(tenants),
-            }
-        }
+        self.index_tenants(CONNECTED_KIND).await
     }
 }

@@ -1,10 +1,12 @@
 //! AWS adapters: narrow, typed wrappers over the real SDK clients. The same code talks to AWS in a deployed
 //! stack and to moto on loopback in tests and the local run; only `AWS_ENDPOINT_URL` differs.
 
+pub mod catalog;
 pub mod error;
 pub mod hub;
 pub mod keys;
 
+pub use catalog::LedgerEntry;
 pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;

@@ -60,6 +60,8 @@ async fn run() -> Result<(), String> {
         anthropic_base_url: sim_server.base_url(),
         secret_recovery_window_days: 7,
         request_budget: Duration::from_secs(25),
+        publish_concurrency: 8,
+        anthropic_max_rps: 50.0,
     };
     let app = Arc::new(App::new(config, &sdk).map_err(|e| e.to_string())?);
     let signer = Arc::new(DevSigner::from_env());

@@ -1,0 +1,16 @@
+//! The catalog API Lambda: builds the app once per sandbox, then answers every event with it.
+
+use std::sync::Arc;
+
+use lambda_http::{service_fn, Error, Request};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    claresia_api::logging::init();
+    let app = Arc::new(claresia_api::App::from_env().await?);
+    lambda_http::run(service_fn(move |req: Request| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Error>(app.handle(req).await) }
+    }))
+    .await
+}

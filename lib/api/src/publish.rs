@@ -1,0 +1,687 @@
+//! Capability 3: publish the Hub catalog to Anthropic. The plan is pure (`claresia_domain::catalog`); this
+//! executes it with bounded concurrency, adopts skills a crashed run already created (409), records what was
+//! published in the ledger, and leaves a pending marker for whatever the time budget did not cover.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use claresia_anthropic::{AnthropicError, Deadline, ErrorKind};
+use claresia_aws::LedgerEntry;
+use claresia_domain::catalog::{
+    desired_state, plan, Acl, Action, Archetype, DesiredSkill, RemoteSkill, WorkspaceMapping,
+};
+use claresia_domain::skill_ir::SkillIr;
+use claresia_domain::{AdminKey, ConnectionRecord, ConnectionState, TenantSlug};
+use futures::stream::{self, StreamExt};
+use http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::{ApiError, App};
+
+/// Below this much time left, an action is not started (it is left for the sweep).
+const MIN_ACTION_BUDGET: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkillFailure {
+    pub skill_id: String,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The publish report of one target (the tenant or a sub-tenant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub tenant: TenantSlug,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub complete: bool,
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub deleted: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub failed: Vec<SkillFailure>,
+    /// Actions left for the scheduled sweep (time budget spent or Anthropic unavailable).
+    pub pending: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishReport {
+    pub tenant: TenantSlug,
+    pub complete: bool,
+    pub pending: bool,
+    pub targets: Vec<TargetReport>,
+}
+
+enum Outcome {
+    Created(String),
+    Updated(String),
+    Deleted(String),
+    Failed(SkillFailure, Option<String>),
+    Pending(String),
+}
+
+/// What publishing works with: the org, the key, and where the deadline is.
+struct Ctx<'a> {
+    app: &'a App,
+    hub: &'a TenantSlug,
+    key: &'a AdminKey,
+    org_id: &'a str,
+    deadline: Deadline,
+}
+
+impl Ctx<'_> {
+    fn skills_path(&self) -> String {
+        format!("/v1/organizations/{}/skills", self.org_id)
+    }
+
+    async fn list_remote(&self) -> Result<Vec<RemoteSkill>, AnthropicError> {
+        let raw: Vec<Value> = self
+            .app
+            .anthropic
+            .list_all(self.key, &self.skills_path(), &[], 1000, self.deadline)
+            .await?;
+        Ok(raw.iter().filter_map(remote_skill).collect())
+    }
+
+    async fn put_acl(&self, remote_id: &str, acl: &Acl) -> Result<(), AnthropicError> {
+        let body = json!({"workspace_ids": acl.workspace_ids, "group_ids": acl.group_ids});
+        self.app
+            .anthropic
+            .send::<Value>(
+                self.key,
+                Method::PUT,
+                &format!("{}/{remote_id}/acl", self.skills_path()),
+                &[],
+                Some(&body),
+                self.deadline,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn ledger_put(
+        &self,
+        target: &TenantSlug,
+        d: &DesiredSkill,
+        remote_id: &str,
+    ) -> Result<(), String> {
+        let entry = LedgerEntry {
+            name: d.skill.name.clone(),
+            target: target.clone(),
+            skill_id: d.skill_id.clone(),
+            remote_id: remote_id.to_owned(),
+        };
+        self.app
+            .hub
+            .put_ledger(self.hub, &entry)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn failure(&self, skill_id: &str, name: &str, e: &AnthropicError) -> Outcome {
+        if e.is_unavailable() {
+            return Outcome::Pending(name.to_owned());
+        }
+        let workspace = (e.kind() == ErrorKind::Permission)
+            .then(|| e.upstream_message())
+            .flatten()
+            .filter(|m| m.contains("not a member of workspace"))
+            .and_then(|m| m.split_whitespace().last())
+            .map(str::to_owned);
+        let reason = match &workspace {
+            Some(ws) => format!("Add the Admin key's principal to workspace {ws}"),
+            None => e.to_string(),
+        };
+        Outcome::Failed(
+            SkillFailure {
+                skill_id: skill_id.to_owned(),
+                name: name.to_owned(),
+                reason,
+            },
+            workspace,
+        )
+    }
+
+    async fn run(&self, target: &TenantSlug, action: Action) -> Outcome {
+        let name = action.name().to_owned();
+        if self.deadline.remaining() < MIN_ACTION_BUDGET {
+            return Outcome::Pending(name);
+        }
+        match action {
+            Action::Create(d) => self.create(target, d).await,
+            Action::Update {
+                remote_id,
+                desired,
+                acl,
+            } => {
+                self.update(target, &remote_id, &desired, acl.as_ref())
+                    .await
+            }
+            Action::SetAcl {
+                remote_id,
+                skill_id,
+                name,
+                acl,
+            } => match self.put_acl(&remote_id, &acl).await {
+                Ok(()) => Outcome::Updated(name),
+                Err(e) => self.failure(&skill_id, &name, &e),
+            },
+            Action::Delete {
+                remote_id,
+                skill_id,
+                name,
+            } => {
+                let path = format!("{}/{remote_id}", self.skills_path());
+                match self
+                    .app
+                    .anthropic
+                    .send::<Value>(self.key, Method::DELETE, &path, &[], None, self.deadline)
+                    .await
+                {
+                    Ok(_) => {}
+                    // Already gone (a crashed run deleted it): the goal is reached.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return self.failure(&skill_id, &name, &e),
+                }
+                match self.app.hub.delete_ledger(self.hub, &name).await {
+                    Ok(()) => Outcome::Deleted(name),
+                    Err(e) => Outcome::Failed(
+                        SkillFailure {
+                            skill_id,
+                            name,
+                            reason: e.to_string(),
+                        },
+                        None,
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn create(&self, target: &TenantSlug, d: DesiredSkill) -> Outcome {
+        let name = d.skill.name.clone();
+        let created = self
+            .app
+            .anthropic
+            .send::<Value>(
+                self.key,
+                Method::POST,
+                &self.skills_path(),
+                &[],
+                Some(&d.skill.to_json()),
+                self.deadline,
+            )
+            .await;
+        let remote_id = match created {
+            Ok(v) => v["id"].as_str().unwrap_or_default().to_owned(),
+            // A run that crashed after its create: adopt the skill if it is ours, then converge it.
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                let existing = match self.list_remote().await {
+                    Ok(list) => list.into_iter().find(|r| r.name == name),
+                    Err(e) => return self.failure(&d.skill_id, &name, &e),
+                };
+                return match existing {
+                    Some(r) if r.owned_by(target) => {
+                        let acl = (r.acl.clone().normalized() != d.acl).then(|| d.acl.clone());
+                        if r.metadata.get("content_hash").map(String::as_str) == Some(d.skill.content_hash()) {
+                            if let Some(acl) = acl {
+                                if let Err(e) = self.put_acl(&r.id, &acl).await {
+                                    return self.failure(&d.skill_id, &name, &e);
+                                }
+                            }
+                            match self.ledger_put(target, &d, &r.id).await {
+                                Ok(()) => Outcome::Created(name),
+                                Err(reason) => Outcome::Failed(SkillFailure { skill_id: d.skill_id, name, reason }, None),
+                            }
+                        } else {
+                            self.update(target, &r.id, &d, acl.as_ref()).await
+                        }
+                    }
+                    _ => Outcome::Failed(
+                        SkillFailure {
+                            skill_id: d.skill_id.clone(),
+                            name: name.clone(),
+                            reason: format!("the name {name} is taken by a skill Claresia does not manage; rename or remove that skill in Anthropic"),
+                        },
+                        None,
+                    ),
+                };
+            }
+            Err(e) => return self.failure(&d.skill_id, &name, &e),
+        };
+        // The ledger first: a crash between here and the ACL still leaves the name resolvable.
+        if let Err(reason) = self.ledger_put(target, &d, &remote_id).await {
+            return Outcome::Failed(
+                SkillFailure {
+                    skill_id: d.skill_id,
+                    name,
+                    reason,
+                },
+                None,
+            );
+        }
+        if d.acl != Acl::default() {
+            if let Err(e) = self.put_acl(&remote_id, &d.acl).await {
+                return self.failure(&d.skill_id, &name, &e);
+            }
+        }
+        Outcome::Created(name)
+    }
+
+    async fn update(
+        &self,
+        target: &TenantSlug,
+        remote_id: &str,
+        d: &DesiredSkill,
+        acl: Option<&Acl>,
+    ) -> Outcome {
+        let name = d.skill.name.clone();
+        let path = format!("{}/{remote_id}", self.skills_path());
+        if let Err(e) = self
+            .app
+            .anthropic
+            .send::<Value>(
+                self.key,
+                Method::PUT,
+                &path,
+                &[],
+                Some(&d.skill.to_json()),
+                self.deadline,
+            )
+            .await
+        {
+            return self.failure(&d.skill_id, &name, &e);
+        }
+        if let Some(acl) = acl {
+            if let Err(e) = self.put_acl(remote_id, acl).await {
+                return self.failure(&d.skill_id, &name, &e);
+            }
+        }
+        match self.ledger_put(target, d, remote_id).await {
+            Ok(()) => Outcome::Updated(name),
+            Err(reason) => Outcome::Failed(
+                SkillFailure {
+                    skill_id: d.skill_id.clone(),
+                    name,
+                    reason,
+                },
+                None,
+            ),
+        }
+    }
+}
+
+fn remote_skill(v: &Value) -> Option<RemoteSkill> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(RemoteSkill {
+        id: v.get("id")?.as_str()?.to_owned(),
+        name: v.get("name")?.as_str()?.to_owned(),
+        metadata: v
+            .get("metadata")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        acl: Acl {
+            workspace_ids: strings(&v["acl"]["workspace_ids"]),
+            group_ids: strings(&v["acl"]["group_ids"]),
+        },
+    })
+}
+
+/// Why a publish was refused before anything was written.
+pub fn refusal(record: Option<&ConnectionRecord>) -> Option<String> {
+    match record {
+        None => Some("the tenant is not connected; connect an Anthropic Admin key first".into()),
+        Some(r) => r.publish_refusal(),
+    }
+}
+
+impl App {
+    /// The hub tenant a path tenant belongs to (a sub-tenant shares its parent's Hub and connection).
+    pub async fn hub_of(&self, tenant: &TenantSlug) -> Result<TenantSlug, ApiError> {
+        Ok(self
+            .hub
+            .parent_of(tenant)
+            .await?
+            .unwrap_or_else(|| tenant.clone()))
+    }
+
+    /// Publishes `hub`'s catalog: every target, or only `scope`'s skill ids. Refuses (writing nothing) when
+    /// the tenant is not connected or zero-retention is not confirmed.
+    pub async fn publish(
+        &self,
+        hub: &TenantSlug,
+        scope: Option<&BTreeSet<String>>,
+        deadline: Deadline,
+    ) -> Result<PublishReport, ApiError> {
+        let record = self.hub.connection(hub).await?;
+        if let Some(reason) = refusal(record.as_ref()) {
+            return Err(ApiError::PublishRefused(reason));
+        }
+        let Some(record) = record else {
+            return Err(ApiError::NotConnected(hub.to_string()));
+        };
+        let Some(key) = self.keys.get(hub).await? else {
+            return Err(ApiError::NotConnected(hub.to_string()));
+        };
+        let pending_token = self.hub.pending_token(hub).await?;
+        let skills: BTreeMap<String, SkillIr> = self.hub.skills(hub).await?;
+        let archetypes: BTreeMap<String, Archetype> = self.hub.archetypes(hub).await?;
+        let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(hub).await?;
+        let desired = desired_state(hub, &archetypes, &skills, &mappings);
+        let ctx = Ctx {
+            app: self,
+            hub,
+            key: &key,
+            org_id: &record.org_id,
+            deadline,
+        };
+
+        // A failed or partial listing is "unknown", never "empty": nothing is planned from it.
+        let remote = match ctx.list_remote().await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.hub.mark_pending(hub, &new_token()).await?;
+                }
+                return Err(anthropic_error(e));
+            }
+        };
+        // Sub-tenants that lost all their mappings and archetypes still own skills to remove.
+        let mut targets: BTreeMap<TenantSlug, _> = desired;
+        for r in &remote {
+            if let Some(t) = r
+                .metadata
+                .get("tenant")
+                .and_then(|t| TenantSlug::parse(t).ok())
+            {
+                let ours = r.metadata.get("hub_tenant").map(String::as_str) == Some(hub.as_str())
+                    || &t == hub;
+                if ours && r.owned_by(&t) {
+                    targets.entry(t).or_default();
+                }
+            }
+        }
+
+        let mut reports = Vec::new();
+        let mut missing_workspaces = BTreeSet::new();
+        for (target, state) in &targets {
+            let p = plan(target, state, &remote, scope);
+            let mut report = TargetReport {
+                tenant: target.clone(),
+                at: OffsetDateTime::now_utc(),
+                complete: true,
+                created: vec![],
+                updated: vec![],
+                deleted: vec![],
+                unchanged: p.unchanged.clone(),
+                failed: p
+                    .conflicts
+                    .iter()
+                    .map(|(id, reason)| SkillFailure {
+                        skill_id: id.clone(),
+                        name: format!("claresia-{target}-{id}"),
+                        reason: reason.clone(),
+                    })
+                    .chain(
+                        state
+                            .problems
+                            .iter()
+                            .filter(|(id, _)| scope.is_none_or(|s| s.contains(id)))
+                            .map(|(id, reason)| SkillFailure {
+                                skill_id: id.clone(),
+                                name: format!("claresia-{target}-{id}"),
+                                reason: reason.clone(),
+                            }),
+                    )
+                    .collect(),
+                pending: vec![],
+            };
+            let outcomes: Vec<Outcome> = stream::iter(p.actions)
+                .map(|a| ctx.run(target, a))
+                .buffer_unordered(self.config.publish_concurrency)
+                .collect()
+                .await;
+            for o in outcomes {
+                match o {
+                    Outcome::Created(n) => report.created.push(n),
+                    Outcome::Updated(n) => report.updated.push(n),
+                    Outcome::Deleted(n) => report.deleted.push(n),
+                    Outcome::Pending(n) => report.pending.push(n),
+                    Outcome::Failed(f, ws) => {
+                        missing_workspaces.extend(ws);
+                        report.failed.push(f);
+                    }
+                }
+            }
+            for list in [
+                &mut report.created,
+                &mut report.updated,
+                &mut report.deleted,
+                &mut report.pending,
+            ] {
+                list.sort();
+            }
+            report.failed.sort_by(|a, b| a.name.cmp(&b.name));
+            report.complete = report.pending.is_empty();
+            reports.push(report);
+        }
+
+        // Name the workspaces a 403 was about, as the troubleshooting table tells the admin to fix them.
+        if !missing_workspaces.is_empty() {
+            if let Ok(list) = self.anthropic.workspaces(&key, deadline).await {
+                for f in reports.iter_mut().flat_map(|r| r.failed.iter_mut()) {
+                    for ws in list.iter().filter(|w| missing_workspaces.contains(&w.id)) {
+                        if f.reason.ends_with(&ws.id) {
+                            f.reason = format!(
+                                "Add the Admin key's principal to workspace {} ({})",
+                                ws.name, ws.id
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        let complete = reports.iter().all(|r| r.complete);
+        for r in &reports {
+            if scope.is_none()
+                || !r.created.is_empty()
+                || !r.updated.is_empty()
+                || !r.deleted.is_empty()
+                || !r.failed.is_empty()
+                || !r.complete
+            {
+                self.hub.put_publish_report(hub, &r.tenant, r).await?;
+            }
+        }
+        if complete {
+            if let (Some(token), None) = (&pending_token, scope) {
+                self.hub.clear_pending(hub, token).await?;
+            }
+        } else {
+            self.hub.mark_pending(hub, &new_token()).await?;
+        }
+        let counts = |f: fn(&TargetReport) -> usize| reports.iter().map(f).sum::<usize>();
+        tracing::info!(
+            tenant = %hub,
+            created = counts(|r| r.created.len()),
+            updated = counts(|r| r.updated.len()),
+            deleted = counts(|r| r.deleted.len()),
+            unchanged = counts(|r| r.unchanged.len()),
+            failed = counts(|r| r.failed.len()),
+            pending = counts(|r| r.pending.len()),
+            "catalog published"
+        );
+        Ok(PublishReport {
+            tenant: hub.clone(),
+            complete,
+            pending: !complete,
+            targets: reports,
+        })
+    }
+
+    /// Publishes after a catalog change if publishing is allowed; otherwise says why it was skipped.
+    pub async fn publish_after_change(
+        &self,
+        hub: &TenantSlug,
+        scope: Option<&BTreeSet<String>>,
+    ) -> Result<Value, ApiError> {
+        let deadline = Deadline::after(self.config.request_budget);
+        match self.publish(hub, scope, deadline).await {
+            Ok(report) => Ok(json!(report)),
+            Err(ApiError::PublishRefused(reason)) => Ok(json!({"skipped": true, "reason": reason})),
+            Err(ApiError::AnthropicUnavailable(_)) | Err(ApiError::AnthropicRejected(_)) => {
+                self.hub.mark_pending(hub, &new_token()).await?;
+                Ok(json!({"skipped": true, "pending": true,
+                          "reason": "Anthropic is unavailable; the change is saved and will be published by the next sweep"}))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every skill Claresia published for `hub` and its sub-tenants (offboarding). Zero-retention
+    /// does not matter here: cleaning up must work even when publishing is refused.
+    pub async fn unpublish_all(
+        &self,
+        hub: &TenantSlug,
+        record: &ConnectionRecord,
+        key: &AdminKey,
+    ) -> Result<usize, ApiError> {
+        let deadline = Deadline::after(self.config.request_budget);
+        let ctx = Ctx {
+            app: self,
+            hub,
+            key,
+            org_id: &record.org_id,
+            deadline,
+        };
+        let remote = ctx.list_remote().await.map_err(anthropic_error)?;
+        let ours: Vec<RemoteSkill> = remote
+            .into_iter()
+            .filter(|r| {
+                let tenant = r
+                    .metadata
+                    .get("tenant")
+                    .and_then(|t| TenantSlug::parse(t).ok());
+                let belongs = r.metadata.get("hub_tenant").map(String::as_str)
+                    == Some(hub.as_str())
+                    || tenant.as_ref() == Some(hub);
+                belongs && tenant.is_some_and(|t| r.owned_by(&t))
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = stream::iter(ours)
+            .map(|r| {
+                let skill_id = r.metadata.get("skill_id").cloned().unwrap_or_default();
+                ctx.run(
+                    hub,
+                    Action::Delete {
+                        remote_id: r.id,
+                        skill_id,
+                        name: r.name,
+                    },
+                )
+            })
+            .buffer_unordered(self.config.publish_concurrency)
+            .collect()
+            .await;
+        let mut removed = 0;
+        for o in outcomes {
+            match o {
+                Outcome::Deleted(_) => removed += 1,
+                Outcome::Failed(f, _) => {
+                    return Err(ApiError::CleanupFailed(format!("{}: {}", f.name, f.reason)))
+                }
+                Outcome::Pending(n) => {
+                    return Err(ApiError::CleanupFailed(format!(
+                        "{n}: Anthropic is unavailable or the time budget ran out"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The scheduled sweep: finishes every pending publish within `deadline`.
+    pub async fn sweep_pending(&self, deadline: Deadline) -> Result<Vec<PublishReport>, ApiError> {
+        let mut done = Vec::new();
+        for hub in self.hub.pending_tenants().await? {
+            if deadline.remaining() < MIN_ACTION_BUDGET * 2 {
+                break;
+            }
+            match self.publish(&hub, None, deadline).await {
+                Ok(r) => done.push(r),
+                Err(ApiError::PublishRefused(reason)) => {
+                    // Nothing can be published until an admin acts; the status says why.
+                    tracing::warn!(tenant = %hub, %reason, "pending publish refused; clearing the marker");
+                    if let Some(token) = self.hub.pending_token(&hub).await? {
+                        self.hub.clear_pending(&hub, &token).await?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %hub, error = %e, "pending publish failed; the next sweep retries")
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    pub(crate) fn live(record: Option<ConnectionRecord>) -> Option<ConnectionRecord> {
+        record.filter(|r| r.state != ConnectionState::Disconnected)
+    }
+}
+
+fn new_token() -> String {
+    OffsetDateTime::now_utc().unix_timestamp_nanos().to_string()
+}
+
+pub(crate) fn anthropic_error(e: AnthropicError) -> ApiError {
+    if e.is_unavailable() {
+        ApiError::AnthropicUnavailable(Box::new(claresia_domain::TestOutcome::unavailable(
+            &e.summary(),
+            e.request_id().map(str::to_owned),
+        )))
+    } else {
+        ApiError::AnthropicRejected(e)
+    }
+}
+
+impl App {
+    /// One scheduled sweep tick: `deadline_ms` is the invocation's deadline (ms since the epoch); the
+    /// sweep stops 5 s before it so a tick never overruns into the next.
+    pub async fn handle_sweep(
+        &self,
+        event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
+        deadline_ms: u64,
+    ) -> Result<Value, ApiError> {
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+        let budget =
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms).saturating_sub(5_000));
+        let reports = self.sweep_pending(Deadline::after(budget)).await?;
+        tracing::info!(
+            tick = event.id.as_deref().unwrap_or_default(),
+            tenants = reports.len(),
+            complete = reports.iter().filter(|r| r.complete).count(),
+            "publish sweep finished"
+        );
+        Ok(json!({
+            "tenants_published": reports.len(),
+            "complete": reports.iter().all(|r| r.complete),
+        }))
+    }
+}

@@ -1,0 +1,415 @@
+//! The Hub catalog and publishing bookkeeping in the hub table, under the hub tenant's `pk`:
+//! `SKILL#{id}`, `ARCHETYPE#{name}`, `WORKSPACES`, `LEDGER#{published name}`, `PUBLISH#{target}`,
+//! `PENDING_PUBLISH` (listed in `gsi1`), and on a sub-tenant's own `pk`, `PARENT`.
+//! Documents are stored as JSON text in `doc`: the domain owns their shape.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use claresia_domain::TenantSlug;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::{tenant_pk, GSI1, GSI1_PK, GSI1_SK, PK, SK};
+use crate::{HubStore, StoreError};
+
+const DOC: &str = "doc";
+const PENDING_SK: &str = "PENDING_PUBLISH";
+const PENDING_KIND: &str = "PENDING_PUBLISH";
+
+/// What we published under a name, so telemetry resolves skill names without guessing by prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub name: String,
+    pub target: TenantSlug,
+    pub skill_id: String,
+    pub remote_id: String,
+}
+
+impl HubStore {
+    async fn put_doc(
+        &self,
+        pk: String,
+        sk: String,
+        doc: String,
+        extra: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item(PK, AttributeValue::S(pk))
+            .item(SK, AttributeValue::S(sk))
+            .item(DOC, AttributeValue::S(doc));
+        for (k, v) in extra {
+            req = req.item(*k, AttributeValue::S(v.clone()));
+        }
+        req.send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get_doc(&self, pk: String, sk: String) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        Ok(out.item.and_then(|i| doc_of(&i)))
+    }
+
+    /// Deletes an item; answers the document it held, if any.
+    async fn delete_doc(&self, pk: String, sk: String) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(sk))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
+        Ok(out.attributes.and_then(|i| doc_of(&i)))
+    }
+
+    /// Every `(sk suffix, doc)` under `pk` whose sort key starts with `prefix`, all pages.
+    async fn query_docs(
+        &self,
+        pk: String,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":p", AttributeValue::S(prefix.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                if let (Some(AttributeValue::S(sk)), Some(doc)) = (item.get(SK), doc_of(&item)) {
+                    out.push((sk[prefix.len()..].to_owned(), doc));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn query_parsed<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantSlug,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
+        self.query_docs(tenant_pk(tenant), prefix)
+            .await?
+            .into_iter()
+            .map(|(k, doc)| parse(&doc).map(|v| (k, v)))
+            .collect()
+    }
+
+    // Skills (Skill IR documents, stored as validated).
+
+    pub async fn put_skill(
+        &self,
+        tenant: &TenantSlug,
+        id: &str,
+        ir: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put_doc(
+            tenant_pk(tenant),
+            format!("SKILL#{id}"),
+            ir.to_string(),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn skill(
+        &self,
+        tenant: &TenantSlug,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get_doc(tenant_pk(tenant), format!("SKILL#{id}"))
+            .await?
+            .map(|d| parse(&d))
+            .transpose()
+    }
+
+    pub async fn delete_skill(&self, tenant: &TenantSlug, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .delete_doc(tenant_pk(tenant), format!("SKILL#{id}"))
+            .await?
+            .is_some())
+    }
+
+    pub async fn skills<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantSlug,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
+        self.query_parsed(tenant, "SKILL#").await
+    }
+
+    // Archetypes.
+
+    pub async fn put_archetype<T: Serialize>(
+        &self,
+        tenant: &TenantSlug,
+        name: &str,
+        a: &T,
+    ) -> Result<(), StoreError> {
+        self.put_doc(
+            tenant_pk(tenant),
+            format!("ARCHETYPE#{name}"),
+            to_json(a)?,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn archetype<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantSlug,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.get_doc(tenant_pk(tenant), format!("ARCHETYPE#{name}"))
+            .await?
+            .map(|d| parse(&d))
+            .transpose()
+    }
+
+    pub async fn delete_archetype<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantSlug,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.delete_doc(tenant_pk(tenant), format!("ARCHETYPE#{name}"))
+            .await?
+            .map(|d| parse(&d))
+            .transpose()
+    }
+
+    pub async fn archetypes<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantSlug,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
+        self.query_parsed(tenant, "ARCHETYPE#").await
+    }
+
+    // Workspace mappings and sub-tenants.
+
+    pub async fn put_workspace_mappings<T: Serialize>(
+        &self,
+        tenant: &TenantSlug,
+        mappings: &T,
+    ) -> Result<(), StoreError> {
+        self.put_doc(
+            tenant_pk(tenant),
+            "WORKSPACES".into(),
+            to_json(mappings)?,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn workspace_mappings<T: DeserializeOwned + Default>(
+        &self,
+        tenant: &TenantSlug,
+    ) -> Result<T, StoreError> {
+        Ok(self
+            .get_doc(tenant_pk(tenant), "WORKSPACES".into())
+            .await?
+            .map(|d| parse(&d))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    pub async fn set_parent(
+        &self,
+        sub: &TenantSlug,
+        parent: &TenantSlug,
+    ) -> Result<(), StoreError> {
+        self.put_doc(tenant_pk(sub), "PARENT".into(), to_json(parent)?, &[])
+            .await
+    }
+
+    pub async fn clear_parent(&self, sub: &TenantSlug) -> Result<(), StoreError> {
+        self.delete_doc(tenant_pk(sub), "PARENT".into())
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn parent_of(&self, sub: &TenantSlug) -> Result<Option<TenantSlug>, StoreError> {
+        self.get_doc(tenant_pk(sub), "PARENT".into())
+            .await?
+            .map(|d| parse(&d))
+            .transpose()
+    }
+
+    // The publish ledger.
+
+    pub async fn put_ledger(
+        &self,
+        hub: &TenantSlug,
+        entry: &LedgerEntry,
+    ) -> Result<(), StoreError> {
+        self.put_doc(
+            tenant_pk(hub),
+            format!("LEDGER#{}", entry.name),
+            to_json(entry)?,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn delete_ledger(&self, hub: &TenantSlug, name: &str) -> Result<(), StoreError> {
+        self.delete_doc(tenant_pk(hub), format!("LEDGER#{name}"))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn ledger(
+        &self,
+        hub: &TenantSlug,
+    ) -> Result<BTreeMap<String, LedgerEntry>, StoreError> {
+        self.query_parsed(hub, "LEDGER#").await
+    }
+
+    // Publish reports.
+
+    pub async fn put_publish_report<T: Serialize>(
+        &self,
+        hub: &TenantSlug,
+        target: &TenantSlug,
+        report: &T,
+    ) -> Result<(), StoreError> {
+        self.put_doc(
+            tenant_pk(hub),
+            format!("PUBLISH#{target}"),
+            to_json(report)?,
+            &[],
+        )
+        .await
+    }
+
+    pub async fn publish_reports(
+        &self,
+        hub: &TenantSlug,
+    ) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
+        self.query_parsed(hub, "PUBLISH#").await
+    }
+
+    // Pending publishes (work an HTTP call could not finish; the sweep picks them up).
+
+    /// Marks the tenant as needing a full publish; answers the marker's token.
+    pub async fn mark_pending(&self, hub: &TenantSlug, token: &str) -> Result<(), StoreError> {
+        self.put_doc(
+            tenant_pk(hub),
+            PENDING_SK.into(),
+            to_json(&token)?,
+            &[(GSI1_PK, PENDING_KIND.into()), (GSI1_SK, hub.to_string())],
+        )
+        .await
+    }
+
+    pub async fn pending_token(&self, hub: &TenantSlug) -> Result<Option<String>, StoreError> {
+        self.get_doc(tenant_pk(hub), PENDING_SK.into())
+            .await?
+            .map(|d| parse(&d))
+            .transpose()
+    }
+
+    /// Clears the marker only if it is still the one `token` names (a newer request stays pending).
+    pub async fn clear_pending(&self, hub: &TenantSlug, token: &str) -> Result<(), StoreError> {
+        let res = self
+            .client()
+            .delete_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(hub)))
+            .key(SK, AttributeValue::S(PENDING_SK.into()))
+            .condition_expression("#d = :d")
+            .expression_attribute_names("#d", DOC)
+            .expression_attribute_values(":d", AttributeValue::S(to_json(&token)?))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
+        }
+    }
+
+    pub async fn pending_tenants(&self) -> Result<Vec<TenantSlug>, StoreError> {
+        self.index_tenants(PENDING_KIND).await
+    }
+
+    pub(crate) async fn index_tenants(&self, kind: &str) -> Result<Vec<TenantSlug>, StoreError> {
+        let mut tenants = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .index_name(GSI1)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", GSI1_PK)
+                .expression_attribute_values(":k", AttributeValue::S(kind.into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                if let Some(AttributeValue::S(t)) = item.get(GSI1_SK) {
+                    tenants.push(
+                        TenantSlug::parse(t).map_err(|e| {
+                            StoreError::Corrupt(format!("tenant {t:?} in gsi1: {e}"))
+                        })?,
+                    );
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(tenants),
+            }
+        }
+    }
+}
+
+fn doc_of(item: &HashMap<String, AttributeValue>) -> Option<String> {
+    match item.get(DOC) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn parse<T: DeserializeOwned>(doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,611 @@
+//! Capability 3, 5, 6 end to end: catalog API → transpile → reconcile against the simulator.
+
+use claresia_tests::*;
+use serde_json::{json, Value};
+
+fn names(skills: &[Value]) -> Vec<String> {
+    let mut n: Vec<String> = skills
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+fn skill<'a>(skills: &'a [Value], name: &str) -> &'a Value {
+    skills
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not published"))
+}
+
+async fn connected() -> TestEnv {
+    let env = TestEnv::start().await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    env
+}
+
+#[tokio::test]
+async fn catalog_changes_publish_with_rbac_acls_and_a_rerun_writes_nothing() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    let skills = env.sim_skills().await;
+    assert_eq!(
+        names(&skills),
+        vec![
+            "claresia-dainese-incident-postmortem",
+            "claresia-dainese-prd-review",
+            "claresia-dainese-standup-notes"
+        ]
+    );
+    // standup-notes is granted by both archetypes: its ACL is the union of both groups.
+    assert_eq!(
+        skill(&skills, "claresia-dainese-standup-notes")["acl"]["group_ids"],
+        json!(["grp_engineering", "grp_product"])
+    );
+    assert_eq!(
+        skill(&skills, "claresia-dainese-prd-review")["acl"]["group_ids"],
+        json!(["grp_product"])
+    );
+    let pm = skill(&skills, "claresia-dainese-incident-postmortem");
+    assert_eq!(
+        pm["metadata"]["picker_label"],
+        "@claresia.gatespic.incident-postmortem"
+    );
+    assert_eq!(pm["metadata"]["managed_by"], "claresia");
+
+    // Republish with nothing changed: zero writes.
+    let before = env.sim_skill_writes().await;
+    let (s, report) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["complete"], true);
+    assert_eq!(
+        report["targets"][0]["unchanged"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(
+        env.sim_skill_writes().await,
+        before,
+        "a no-change republish writes nothing"
+    );
+
+    // The status shows the last publish.
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(
+        st["last_publish"]["dainese"]["unchanged"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(st["publish_pending"], false);
+}
+
+#[tokio::test]
+async fn a_changed_skill_updates_only_that_skill() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    let before = env.sim_skill_writes().await;
+    let mut doc = example("skill-prd-review.json");
+    doc["instructions"] = json!("Review the PRD. Be brief.");
+    let (s, b) = env.put_doc("dainese", "/skills/prd-review", &doc).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["publish"]["targets"][0]["updated"],
+        json!(["claresia-dainese-prd-review"])
+    );
+    assert_eq!(
+        env.sim_skill_writes().await,
+        before + 1,
+        "one PUT, no ACL write (unchanged)"
+    );
+    let skills = env.sim_skills().await;
+    let content = skill(&skills, "claresia-dainese-prd-review")["files"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(content.contains("Be brief."));
+}
+
+#[tokio::test]
+async fn troubleshooting_stale_skill_is_removed_when_the_grant_goes() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    // The product-manager archetype loses prd-review: it must disappear from the picker.
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/archetypes/product-manager",
+            &json!({"skills": ["standup-notes"], "group_ids": ["grp_product"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["publish"]["targets"][0]["deleted"],
+        json!(["claresia-dainese-prd-review"])
+    );
+    let skills = env.sim_skills().await;
+    assert!(skills
+        .iter()
+        .all(|s| s["name"] != "claresia-dainese-prd-review"));
+    // standup-notes keeps the product group through the remaining grant.
+    assert_eq!(
+        skill(&skills, "claresia-dainese-standup-notes")["acl"]["group_ids"],
+        json!(["grp_engineering", "grp_product"])
+    );
+}
+
+#[tokio::test]
+async fn troubleshooting_403_on_publish_names_the_workspace() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    // dainese-sales does not have the key's principal as a member.
+    let (s, b) = env
+        .put_doc("dainese", "/archetypes/sales", &json!({"skills": ["standup-notes"], "group_ids": ["grp_sales"], "workspace_ids": [WS_SALES]}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let failed = &b["publish"]["targets"][0]["failed"];
+    assert_eq!(failed.as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(failed[0]["name"], "claresia-dainese-standup-notes");
+    assert_eq!(
+        failed[0]["reason"],
+        format!("Add the Admin key's principal to workspace dainese-sales ({WS_SALES})")
+    );
+    // The other skills are unaffected.
+    let (_, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(r["targets"][0]["unchanged"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn foreign_skills_with_similar_names_are_never_touched() {
+    let env = connected().await;
+    let foreign = |name: &str, meta: Value| {
+        json!({"name": name, "description": "hand made", "metadata": meta,
+               "files": [{"path": format!("{name}/SKILL.md"), "content": format!("---\nname: {name}\ndescription: hand made\n---\n")}]})
+    };
+    let http = reqwest::Client::new();
+    for (name, meta) in [
+        ("claresia-dainese-handmade", json!({})),
+        (
+            "claresia-dainese-spoofed",
+            json!({"managed_by": "claresia", "tenant": "acme"}),
+        ),
+        (
+            "claresia-dainese-prd-review",
+            json!({"managed_by": "someone-else"}),
+        ),
+    ] {
+        let r = http
+            .post(format!(
+                "{}/v1/organizations/{DAINESE_ORG_ID}/skills",
+                env.sim.base_url()
+            ))
+            .header("x-api-key", GOOD_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&foreign(name, meta))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let before: Vec<Value> = env.sim_skills().await;
+    env.load_examples("dainese").await;
+    let (_, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    let after = env.sim_skills().await;
+    for f in &before {
+        let now = skill(&after, f["name"].as_str().unwrap());
+        assert_eq!(
+            now["latest_version"], f["latest_version"],
+            "{} was modified",
+            f["name"]
+        );
+        assert_eq!(now["acl"], f["acl"]);
+    }
+    // The name held by a foreign skill is reported, not taken over.
+    let failed = r["targets"][0]["failed"].as_array().unwrap();
+    assert!(
+        failed
+            .iter()
+            .any(|f| f["name"] == "claresia-dainese-prd-review"
+                && f["reason"].as_str().unwrap().contains("does not manage")),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_create_is_recovered_by_adopting_the_skill() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    // Simulate a run that created a skill and died before the ledger/ACL: delete our ledger view by
+    // removing the ACL and dropping the skill from the hub's records is not possible from outside, so we
+    // recreate the situation directly: delete the skill in the sim, then re-create it "by a crashed run".
+    let skills = env.sim_skills().await;
+    let pm = skill(&skills, "claresia-dainese-incident-postmortem").clone();
+    let http = reqwest::Client::new();
+    let base = format!(
+        "{}/v1/organizations/{DAINESE_ORG_ID}/skills",
+        env.sim.base_url()
+    );
+    let send = |m: &str, url: String, body: Option<Value>| {
+        let mut r = http
+            .request(m.parse().unwrap(), url)
+            .header("x-api-key", GOOD_KEY)
+            .header("anthropic-version", "2023-06-01");
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send()
+    };
+    send(
+        "DELETE",
+        format!("{base}/{}", pm["id"].as_str().unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut def = pm.clone();
+    for k in [
+        "id",
+        "type",
+        "created_at",
+        "updated_at",
+        "latest_version",
+        "acl",
+    ] {
+        def.as_object_mut().unwrap().remove(k);
+    }
+    send("POST", base.clone(), Some(def)).await.unwrap();
+    // Every POST of this skill now answers 409; the next publish must adopt it and set its ACL.
+    let (s, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["targets"][0]["failed"].as_array().unwrap().is_empty(),
+        "{r}"
+    );
+    let skills = env.sim_skills().await;
+    assert_eq!(
+        skill(&skills, "claresia-dainese-incident-postmortem")["acl"]["group_ids"],
+        json!(["grp_engineering"])
+    );
+    let (_, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(
+        r["targets"][0]["unchanged"].as_array().unwrap().len(),
+        3,
+        "converged: {r}"
+    );
+}
+
+#[tokio::test]
+async fn outage_mid_publish_leaves_a_pending_marker_and_the_sweep_converges() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    // Wipe the org's skills, then fail every create: the publish cannot finish.
+    for s in env.sim_skills().await {
+        reqwest::Client::new()
+            .delete(format!(
+                "{}/v1/organizations/{DAINESE_ORG_ID}/skills/{}",
+                env.sim.base_url(),
+                s["id"].as_str().unwrap()
+            ))
+            .header("x-api-key", GOOD_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap();
+    }
+    env.sim_send("PUT", "/_sim/faults", json!({"route": "POST /v1/organizations/{org_id}/skills", "fail": {"status": 529, "count": 100}})).await;
+    let (s, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["complete"], false);
+    assert_eq!(r["targets"][0]["pending"].as_array().unwrap().len(), 3);
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["publish_pending"], true);
+
+    // Anthropic recovers; the scheduled sweep finishes the work without anyone calling again.
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    let deadline = claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20));
+    let swept = env.app.sweep_pending(deadline).await.unwrap();
+    assert_eq!(swept.len(), 1);
+    assert!(swept[0].complete);
+    assert_eq!(env.sim_skills().await.len(), 3);
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["publish_pending"], false);
+}
+
+#[tokio::test]
+async fn publishing_rides_out_a_rate_limit_storm() {
+    let env = connected().await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "*", "rate_limit_rps": 5.0}),
+    )
+    .await;
+    env.load_examples("dainese").await;
+    let (s, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+    assert_eq!(env.sim_skills().await.len(), 3);
+}
+
+#[tokio::test]
+async fn publishing_is_refused_without_zero_retention_and_nothing_is_written() {
+    let env = TestEnv::start().await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}"),
+        json!({"zero_retention": false}),
+    )
+    .await;
+    env.call(
+        As::Tenant("dainese"),
+        "POST",
+        "/tenants/dainese/connection/test",
+        None,
+    )
+    .await;
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/skills/prd-review",
+            &example("skill-prd-review.json"),
+        )
+        .await;
+    assert_eq!(s, 200, "the catalog change is saved");
+    assert_eq!(b["publish"]["skipped"], true);
+    assert!(b["publish"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("Zero-retention"));
+    let (s, b) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("publish_refused"))
+    );
+    assert_eq!(
+        env.sim_skill_writes().await,
+        2,
+        "only the two connection tests' write-scope probes"
+    );
+}
+
+#[tokio::test]
+async fn sub_tenants_have_their_own_namespace_acl_and_report() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/workspaces",
+            &json!({"mappings": [
+            {"workspace_id": WS_ENGINEERING, "sub_tenant": "dainese-eng"},
+            {"workspace_id": WS_CORPORATE, "sub_tenant": null}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = env
+        .put_doc("dainese", "/archetypes/eng-oncall", &json!({"skills": ["incident-postmortem"], "group_ids": ["grp_oncall"], "sub_tenant": "dainese-eng"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let skills = env.sim_skills().await;
+    let sub = skill(&skills, "claresia-dainese-eng-incident-postmortem");
+    assert_eq!(sub["metadata"]["tenant"], "dainese-eng");
+    assert_eq!(
+        sub["acl"],
+        json!({"workspace_ids": [WS_ENGINEERING], "group_ids": ["grp_oncall"]})
+    );
+    // The tenant's own skills carry the tenant's mapped workspace.
+    assert_eq!(
+        skill(&skills, "claresia-dainese-prd-review")["acl"]["workspace_ids"],
+        json!([WS_CORPORATE])
+    );
+
+    // Republishing the tenant never deletes the sub-tenant's skill (the prefix is shared).
+    let (_, r) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    let targets: Vec<&str> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, vec!["dainese", "dainese-eng"]);
+    assert!(r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["deleted"].as_array().unwrap().is_empty()));
+    // The parent's token works on the sub-tenant's routes; another tenant's does not.
+    let (s, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese-eng/connection",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(st["sub_tenants"][0]["tenant"], "dainese-eng");
+    assert_eq!(
+        env.call(
+            As::Tenant("acme"),
+            "GET",
+            "/tenants/dainese-eng/connection",
+            None
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Unknown workspaces and double mappings are refused with every problem named.
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/workspaces",
+            &json!({"mappings": [
+            {"workspace_id": "wrkspc_nope", "sub_tenant": null},
+            {"workspace_id": WS_ENGINEERING, "sub_tenant": "dainese-eng"},
+            {"workspace_id": WS_ENGINEERING, "sub_tenant": null}]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(b["error"]["problems"].as_array().unwrap().len(), 2, "{b}");
+
+    // Offboarding removes every skill we published, the sub-tenant's too, and nothing else.
+    let (s, d) = env
+        .call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["skills_removed"], 4);
+    assert!(env.sim_skills().await.is_empty());
+}
+
+#[tokio::test]
+async fn catalog_input_is_validated_whole() {
+    let env = connected().await;
+    let mut doc = example("skill-prd-review.json");
+    doc["titel"] = json!("typo");
+    doc["description"] = json!("<b>bold</b>");
+    let (s, b) = env.put_doc("dainese", "/skills/prd-review", &doc).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_skill"))
+    );
+    let paths: Vec<&str> = b["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"$.titel") && paths.contains(&"$.description"),
+        "{paths:?}"
+    );
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/archetypes/engineer",
+            &json!({"skills": ["nope"], "group_ids": []}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_archetype"))
+    );
+    assert!(b["error"]["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no skill \"nope\""));
+    let (s, _) = env
+        .put_doc("dainese", "/archetypes/engineer", &json!({"skils": []}))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        env.call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/skills/prd-review",
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        env.call(As::Tenant("acme"), "GET", "/tenants/dainese/skills", None)
+            .await
+            .0,
+        403
+    );
+    assert!(env.sim_skills().await.is_empty());
+}
