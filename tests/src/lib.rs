@@ -33,6 +33,11 @@ pub enum As<'a> {
 impl TestEnv {
     /// moto (shared by the test binary) + tables for a fresh stage + a seeded simulator + the app.
     pub async fn start() -> TestEnv {
+        TestEnv::start_with(|_| {}).await
+    }
+
+    /// Like `start`, with the app's configuration adjusted first (benchmarks tune concurrency).
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestEnv {
         let moto = Moto::shared().unwrap_or_else(|e| panic!("moto is required for this test: {e}"));
         let stage = format!("t{:08x}", rand::thread_rng().gen::<u32>());
         let sdk = sdk_config(moto.endpoint()).await;
@@ -53,6 +58,8 @@ impl TestEnv {
             publish_concurrency: 8,
             anthropic_max_rps: 50.0,
         };
+        let mut config = config;
+        tune(&mut config);
         let app = Arc::new(App::new(config, &sdk).expect("app"));
         TestEnv {
             sim,

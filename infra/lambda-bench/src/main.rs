@@ -218,9 +218,22 @@ async fn main() {
     .map(|f| std::fs::read_to_string(event_dir.join(f)).unwrap())
     .collect();
 
+    let catalog_events: Vec<String> = [
+        "put-connection.json",
+        "put-skill.json",
+        "list-skills.json",
+        "delete-skill.json",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(event_dir.join(f)).unwrap())
+    .collect();
+    let sweep_events =
+        vec![std::fs::read_to_string(event_dir.join("publish-sweeper-scheduled.json")).unwrap()];
     let cases: Vec<(&str, Vec<String>)> = vec![
         ("hello-lambda", vec!["{\"hello\":\"world\"}".to_string()]),
         ("connection-api", connection_events),
+        ("catalog-api", catalog_events),
+        ("publish-sweeper", sweep_events),
     ];
     println!(
         "lambda-bench: {runs} cold starts per function, release build for this machine (x86_64)"

@@ -75,7 +75,11 @@ impl App {
             .put_skill(hub, id, &serde_json::to_value(&ir).unwrap_or(doc))
             .await?;
         let publish = self
-            .publish_after_change(hub, Some(&BTreeSet::from([id.to_owned()])))
+            .publish_after_change(
+                hub,
+                Some(&BTreeSet::from([id.to_owned()])),
+                self.request_deadline(),
+            )
             .await?;
         Ok(json!({"skill": ir, "created": !existed, "publish": publish}))
     }
@@ -94,7 +98,11 @@ impl App {
             )));
         }
         let publish = self
-            .publish_after_change(hub, Some(&BTreeSet::from([id.to_owned()])))
+            .publish_after_change(
+                hub,
+                Some(&BTreeSet::from([id.to_owned()])),
+                self.request_deadline(),
+            )
             .await?;
         Ok(json!({"deleted": id, "publish": publish}))
     }
@@ -198,7 +206,9 @@ impl App {
             .chain(before.iter().flat_map(|b| b.skills.iter()))
             .cloned()
             .collect();
-        let publish = self.publish_after_change(hub, Some(&scope)).await?;
+        let publish = self
+            .publish_after_change(hub, Some(&scope), self.request_deadline())
+            .await?;
         Ok(
             json!({"archetype": name, "definition": archetype, "created": before.is_none(), "publish": publish}),
         )
@@ -217,7 +227,9 @@ impl App {
             )));
         };
         let scope: BTreeSet<String> = before.skills.into_iter().collect();
-        let publish = self.publish_after_change(hub, Some(&scope)).await?;
+        let publish = self
+            .publish_after_change(hub, Some(&scope), self.request_deadline())
+            .await?;
         Ok(json!({"deleted": name, "publish": publish}))
     }
 
@@ -282,7 +294,9 @@ impl App {
         self.hub
             .put_workspace_mappings(hub, &input.mappings)
             .await?;
-        let publish = self.publish_after_change(hub, None).await?;
+        let publish = self
+            .publish_after_change(hub, None, self.request_deadline())
+            .await?;
         Ok(json!({"mappings": input.mappings, "publish": publish}))
     }
 

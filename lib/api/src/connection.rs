@@ -128,8 +128,12 @@ pub struct DisconnectResult {
 }
 
 impl App {
-    async fn test_key(&self, key: &AdminKey) -> Result<TestOutcome, ApiError> {
-        let deadline = Deadline::after(self.config.request_budget);
+    /// The deadline of one HTTP request's Anthropic work.
+    pub fn request_deadline(&self) -> Deadline {
+        Deadline::after(self.config.request_budget)
+    }
+
+    async fn test_key(&self, key: &AdminKey, deadline: Deadline) -> Result<TestOutcome, ApiError> {
         run_test(&self.anthropic, key, deadline)
             .await
             .map_err(ApiError::AnthropicRejected)
@@ -142,7 +146,9 @@ impl App {
         tenant: &TenantSlug,
         key: AdminKey,
     ) -> Result<ConnectResult, ApiError> {
-        let outcome = self.test_key(&key).await?;
+        // One budget for the test and the publish that follows: API Gateway stops waiting at 30 s.
+        let deadline = self.request_deadline();
+        let outcome = self.test_key(&key, deadline).await?;
         match outcome.code {
             TestVerdict::AnthropicUnavailable => {
                 return Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
@@ -217,7 +223,7 @@ impl App {
             zero_retention = ?record.zero_retention,
             "tenant connected"
         );
-        let publish = self.publish_after_change(tenant, None).await?;
+        let publish = self.publish_after_change(tenant, None, deadline).await?;
         Ok(ConnectResult {
             tenant: tenant.clone(),
             connected: true,
@@ -236,7 +242,7 @@ impl App {
         candidate: Option<AdminKey>,
     ) -> Result<TestOutcome, ApiError> {
         if let Some(key) = candidate {
-            let outcome = self.test_key(&key).await?;
+            let outcome = self.test_key(&key, self.request_deadline()).await?;
             return match outcome.code {
                 TestVerdict::AnthropicUnavailable => {
                     Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
@@ -252,7 +258,7 @@ impl App {
         let (Some(mut record), Some(key)) = (record, self.keys.get(tenant).await?) else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
-        let outcome = self.test_key(&key).await?;
+        let outcome = self.test_key(&key, self.request_deadline()).await?;
         if outcome.code == TestVerdict::AnthropicUnavailable {
             return Err(ApiError::AnthropicUnavailable(Box::new(outcome)));
         }

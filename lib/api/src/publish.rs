@@ -540,8 +540,8 @@ impl App {
         &self,
         hub: &TenantSlug,
         scope: Option<&BTreeSet<String>>,
+        deadline: Deadline,
     ) -> Result<Value, ApiError> {
-        let deadline = Deadline::after(self.config.request_budget);
         match self.publish(hub, scope, deadline).await {
             Ok(report) => Ok(json!(report)),
             Err(ApiError::PublishRefused(reason)) => Ok(json!({"skipped": true, "reason": reason})),
