@@ -93,28 +93,41 @@ pub struct AnthropicClient {
     pacer: Option<std::sync::Arc<Pacer>>,
 }
 
-/// A token bucket shared by every request of a client: callers reserve the next free slot and sleep until
-/// it comes, so `n` requests per second leave evenly however many tasks send them.
+/// A token bucket (as GCRA) shared by every request of a client: a burst of up to one second's worth goes
+/// out at once, sustained load leaves evenly at the configured rate, however many tasks send it.
 #[derive(Debug)]
 struct Pacer {
     interval: Duration,
-    next_free: tokio::sync::Mutex<Instant>,
+    /// How far ahead of now the theoretical arrival time may run: (burst - 1) intervals.
+    tolerance: Duration,
+    tat: tokio::sync::Mutex<Instant>,
 }
 
 impl Pacer {
-    async fn wait(&self, deadline: Deadline) -> bool {
-        let slot = {
-            let mut next = self.next_free.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
-        };
-        let wait = slot.saturating_duration_since(Instant::now());
-        if wait >= deadline.remaining() {
-            return false;
+    fn new(rps: f64) -> Pacer {
+        let interval = Duration::from_secs_f64(1.0 / rps);
+        let burst = rps.ceil().max(1.0) as u32;
+        Pacer {
+            interval,
+            tolerance: interval * (burst - 1),
+            tat: tokio::sync::Mutex::new(Instant::now()),
         }
-        tokio::time::sleep(wait).await;
+    }
+
+    /// Waits for a slot; `false` if the slot comes after the deadline.
+    async fn wait(&self, deadline: Deadline) -> bool {
+        let allowed_at = {
+            let mut tat = self.tat.lock().await;
+            let now = Instant::now();
+            let t = (*tat).max(now);
+            let allowed_at = t.checked_sub(self.tolerance).unwrap_or(now).max(now);
+            if allowed_at.saturating_duration_since(now) >= deadline.remaining() {
+                return false;
+            }
+            *tat = t + self.interval;
+            allowed_at
+        };
+        tokio::time::sleep_until(allowed_at.into()).await;
         true
     }
 }
@@ -142,12 +155,7 @@ impl AnthropicClient {
         let pacer = config
             .requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
-            .map(|rps| {
-                std::sync::Arc::new(Pacer {
-                    interval: Duration::from_secs_f64(1.0 / rps),
-                    next_free: tokio::sync::Mutex::new(Instant::now()),
-                })
-            });
+            .map(|rps| std::sync::Arc::new(Pacer::new(rps)));
         Ok(AnthropicClient {
             http,
             base_url,
