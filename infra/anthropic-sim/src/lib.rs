@@ -15,7 +15,7 @@ mod control;
 pub mod demo;
 mod faults;
 mod ids;
-mod skills;
+pub mod skills;
 mod state;
 
 use std::net::SocketAddr;
@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+pub use skills::validate as validate_skill;
 pub use state::Sim;
 
 /// Marks the connection a request arrived on, so a fault can drop it without answering.
