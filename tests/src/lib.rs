@@ -49,16 +49,12 @@ impl TestEnv {
         let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), sim)
             .await
             .expect("start simulator");
-        let config = Config {
-            stage: stage.clone(),
-            hub_table: names["HubTable"].clone(),
-            anthropic_base_url: sim.base_url(),
-            secret_recovery_window_days: 7,
-            request_budget: Duration::from_secs(20),
-            publish_concurrency: 8,
-            anthropic_max_rps: 50.0,
-        };
-        let mut config = config;
+        let mut config =
+            Config::from_lookup(|k| (k == "STAGE").then(|| stage.clone())).expect("config");
+        config.hub_table = names["HubTable"].clone();
+        config.telemetry_table = names["TelemetryTable"].clone();
+        config.anthropic_base_url = sim.base_url();
+        config.request_budget = Duration::from_secs(20);
         tune(&mut config);
         let app = Arc::new(App::new(config, &sdk).expect("app"));
         TestEnv {

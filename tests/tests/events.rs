@@ -53,6 +53,7 @@ const CASES: &[(&str, u16, &str, &str)] = &[
         "\"wrkspc_01DemoCorporate0000000000\"",
     ),
     ("post-republish.json", 200, "/complete", "true"),
+    ("get-telemetry.json", 200, "/tenant", "\"dainese\""),
     (
         "delete-archetype.json",
         200,
@@ -69,7 +70,10 @@ const CASES: &[(&str, u16, &str, &str)] = &[
 ];
 
 /// Events of scheduled functions: (file, JSON pointer, value) of the function's answer.
-const SCHEDULED: &[(&str, &str, &str)] = &[("publish-sweeper-scheduled.json", "/complete", "true")];
+const SCHEDULED: &[(&str, &str, &str)] = &[
+    ("publish-sweeper-scheduled.json", "/complete", "true"),
+    ("audit-poller-scheduled.json", "/failed", "0"),
+];
 
 #[tokio::test]
 async fn every_sample_event_is_answered_by_its_handler() {
@@ -114,7 +118,12 @@ async fn every_sample_event_is_answered_by_its_handler() {
             serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{file} is not an EventBridge event: {e}"));
         let deadline_ms = (time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 55) * 1000;
-        let answer = env.app.handle_sweep(&event, deadline_ms).await.unwrap();
+        let answer = match *file {
+            "audit-poller-scheduled.json" => {
+                env.app.handle_poll_tick(&event, deadline_ms).await.unwrap()
+            }
+            _ => env.app.handle_sweep(&event, deadline_ms).await.unwrap(),
+        };
         assert_eq!(
             answer.pointer(pointer).map(Value::to_string).as_deref(),
             Some(*expected),

@@ -129,6 +129,7 @@ fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
             "GET /tenants/{tenant}/archetypes/{archetype}",
             "GET /tenants/{tenant}/skills",
             "GET /tenants/{tenant}/skills/{skill_id}",
+            "GET /tenants/{tenant}/telemetry",
             "GET /tenants/{tenant}/workspaces",
             "POST /tenants/{tenant}/republish",
             "PUT /tenants/{tenant}/archetypes/{archetype}",
@@ -145,4 +146,37 @@ fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
         sweep["Timeout"].as_u64().unwrap() < 60,
         "a sweep ends before the next tick"
     );
+}
+
+#[test]
+fn the_poller_runs_every_minute_without_retries_and_is_alarmed() {
+    let d = doc();
+    let poller = &d["Resources"]["AuditPollerFunction"]["Properties"];
+    let schedule = &poller["Events"]["EveryMinute"];
+    assert_eq!(schedule["Type"].as_str(), Some("ScheduleV2"));
+    let p = &schedule["Properties"];
+    assert_eq!(p["ScheduleExpression"].as_str(), Some("rate(1 minute)"));
+    assert_eq!(p["FlexibleTimeWindow"]["Mode"].as_str(), Some("OFF"));
+    assert_eq!(p["RetryPolicy"]["MaximumRetryAttempts"].as_u64(), Some(0));
+    assert!(poller["Timeout"].as_u64().unwrap() < 60);
+    // The Input is the event shape the handler takes.
+    let input: serde_json::Value = serde_json::from_str(p["Input"].as_str().unwrap()).unwrap();
+    assert_eq!(input["detail-type"], "Scheduled Event");
+    for alarm in [
+        "AuditPollerErrorsAlarm",
+        "AuditPollerCrashAlarm",
+        "TenantNotPolledAlarm",
+    ] {
+        assert_eq!(
+            d["Resources"][alarm]["Type"].as_str(),
+            Some("AWS::CloudWatch::Alarm"),
+            "{alarm}"
+        );
+    }
+    let stale = &d["Resources"]["TenantNotPolledAlarm"]["Properties"];
+    assert_eq!(
+        stale["MetricName"].as_str(),
+        Some("OldestSuccessfulPollAgeSeconds")
+    );
+    assert_eq!(stale["Threshold"].as_u64(), Some(300));
 }

@@ -18,6 +18,16 @@ pub struct Config {
     pub publish_concurrency: usize,
     /// `ANTHROPIC_MAX_RPS`: client-side pacing of Anthropic requests per sandbox; 0 disables it.
     pub anthropic_max_rps: f64,
+    /// `TELEMETRY_TABLE`: the `telemetry_event` table.
+    pub telemetry_table: String,
+    /// `POLL_CONCURRENCY`: tenants polled at once (1–64).
+    pub poll_concurrency: usize,
+    /// `POLL_PAGE_LIMIT`: audit events per page (1–1000).
+    pub poll_page_limit: u32,
+    /// `KEY_CACHE_TTL_SECS`: how long the poller keeps a tenant's key in memory.
+    pub key_cache_ttl: Duration,
+    /// How long a poll lease outlives the run's own deadline (a crashed run's lease then expires).
+    pub poll_lease_slack: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +104,27 @@ impl Config {
                 }
             },
         };
+        let number =
+            |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match get(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (min..=max).contains(n))
+                        .ok_or(ConfigError::Invalid {
+                            name,
+                            reason: format!("{v:?} must be a whole number from {min} to {max}"),
+                        }),
+                }
+            };
         Ok(Config {
+            telemetry_table: get("TELEMETRY_TABLE")
+                .unwrap_or_else(|| format!("{stage}-claresia-telemetry-event")),
+            poll_concurrency: number("POLL_CONCURRENCY", 8, 1, 64)? as usize,
+            poll_page_limit: number("POLL_PAGE_LIMIT", 1000, 1, 1000)? as u32,
+            key_cache_ttl: Duration::from_secs(number("KEY_CACHE_TTL_SECS", 300, 0, 3600)?),
+            poll_lease_slack: Duration::from_secs(5),
             publish_concurrency,
             anthropic_max_rps,
             stage,

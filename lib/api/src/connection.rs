@@ -306,6 +306,7 @@ impl App {
         let mut out = serde_json::to_value(&status).unwrap_or_default();
         out["last_publish"] = serde_json::json!(self.hub.publish_reports(tenant).await?);
         out["publish_pending"] = serde_json::json!(self.hub.pending_token(tenant).await?.is_some());
+        out["last_poll"] = serde_json::json!(self.hub.poll_status(tenant).await?);
         out["sub_tenants"] = serde_json::json!(self.sub_tenants(tenant).await?);
         Ok(out)
     }

@@ -14,6 +14,8 @@ pub enum ApiError {
     InvalidAdminKey(#[from] AdminKeyError),
     #[error("invalid request body: {0}")]
     InvalidBody(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("request body is {0} bytes; the limit is 256 KiB")]
     BodyTooLarge(usize),
     #[error("the request carries no verified identity (missing JWT claims)")]
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::InvalidTenant(_)
             | ApiError::InvalidAdminKey(_)
             | ApiError::InvalidBody(_)
+            | ApiError::InvalidQuery(_)
             | ApiError::BodyTooLarge(_)
             | ApiError::KeyRejected(_)
             | ApiError::InvalidDocument { .. } => 400,
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::InvalidTenant(_) => "invalid_tenant",
             ApiError::InvalidAdminKey(_) => "invalid_admin_key",
             ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",

@@ -26,6 +26,7 @@ enum Route {
     Archetype,
     Workspaces,
     Republish,
+    Telemetry,
 }
 
 /// `{"admin_api_key": "..."}`; unknown fields are refused so a typo is not silently ignored.
@@ -79,12 +80,13 @@ impl App {
             ["tenants", t, "archetypes", a] => (*t, Route::Archetype, Some(*a)),
             ["tenants", t, "workspaces"] => (*t, Route::Workspaces, None),
             ["tenants", t, "republish"] => (*t, Route::Republish, None),
+            ["tenants", t, "telemetry"] => (*t, Route::Telemetry, None),
             _ => return Err(ApiError::RouteNotFound { method, path }),
         };
         let allowed = match route {
             Route::Connection => "GET, PUT, DELETE",
             Route::ConnectionTest | Route::Republish => "POST",
-            Route::Skills | Route::Archetypes => "GET",
+            Route::Skills | Route::Archetypes | Route::Telemetry => "GET",
             Route::Skill | Route::Archetype => "GET, PUT, DELETE",
             Route::Workspaces => "GET, PUT",
         };
@@ -129,6 +131,10 @@ impl App {
             (Route::Workspaces, "GET") => ok(self.get_workspaces(&hub).await?),
             (Route::Workspaces, "PUT") => ok(self.put_workspaces(&hub, body).await?),
             (Route::Republish, "POST") => ok(self.republish(&hub).await?),
+            // Telemetry is per (sub-)tenant: the path's own tenant, not its Hub.
+            (Route::Telemetry, "GET") => ok(self
+                .telemetry(&tenant, req.uri().query().unwrap_or_default())
+                .await?),
             (Route::ConnectionTest, "POST") => {
                 let candidate = if body.iter().all(u8::is_ascii_whitespace) {
                     None

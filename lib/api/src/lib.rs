@@ -9,10 +9,12 @@ pub mod connection;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod metrics;
+pub mod poller;
 pub mod publish;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
-use claresia_aws::{HubStore, KeyStore};
+use claresia_aws::{HubStore, KeyStore, TelemetryStore};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -24,6 +26,11 @@ pub struct App {
     pub anthropic: AnthropicClient,
     pub hub: HubStore,
     pub keys: KeyStore,
+    pub telemetry: TelemetryStore,
+    pub key_cache: std::sync::Arc<poller::KeyCache>,
+    /// Crash injection for tests: the poller stops dead before its n-th DynamoDB write (negative: off).
+    #[doc(hidden)]
+    pub crash_after_writes: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +54,12 @@ impl App {
         client.requests_per_second =
             (config.anthropic_max_rps > 0.0).then_some(config.anthropic_max_rps);
         let anthropic = AnthropicClient::new(client)?;
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Ok(App {
-            hub: HubStore::new(aws_sdk_dynamodb::Client::new(sdk), config.hub_table.clone()),
+            telemetry: TelemetryStore::new(dynamo.clone(), config.telemetry_table.clone()),
+            key_cache: Default::default(),
+            crash_after_writes: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            hub: HubStore::new(dynamo, config.hub_table.clone()),
             keys: KeyStore::new(
                 aws_sdk_secretsmanager::Client::new(sdk),
                 config.stage.clone(),

@@ -5,11 +5,15 @@ pub mod catalog;
 pub mod error;
 pub mod hub;
 pub mod keys;
+pub mod poll;
+pub mod telemetry;
 
 pub use catalog::LedgerEntry;
 pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;
+pub use poll::PollStatus;
+pub use telemetry::TelemetryStore;
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {

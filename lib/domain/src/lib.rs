@@ -9,6 +9,7 @@ pub mod connection;
 pub mod footer;
 pub mod scope;
 pub mod skill_ir;
+pub mod telemetry;
 pub mod tenant;
 pub mod transpile;
 

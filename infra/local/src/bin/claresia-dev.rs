@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anthropic_sim::{demo, Sim, SimServer};
 use claresia_api::{App, Config};
@@ -51,18 +50,17 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("simulator on {sim_addr}: {e}"))?;
 
-    let config = Config {
-        stage: STAGE.into(),
-        hub_table: names
-            .get("HubTable")
-            .cloned()
-            .ok_or("template has no HubTable")?,
-        anthropic_base_url: sim_server.base_url(),
-        secret_recovery_window_days: 7,
-        request_budget: Duration::from_secs(25),
-        publish_concurrency: 8,
-        anthropic_max_rps: 50.0,
-    };
+    let mut config = Config::from_lookup(|k| (k == "STAGE").then(|| STAGE.to_owned()))
+        .map_err(|e| e.to_string())?;
+    config.hub_table = names
+        .get("HubTable")
+        .cloned()
+        .ok_or("template has no HubTable")?;
+    config.telemetry_table = names
+        .get("TelemetryTable")
+        .cloned()
+        .ok_or("template has no TelemetryTable")?;
+    config.anthropic_base_url = sim_server.base_url();
     let app = Arc::new(App::new(config, &sdk).map_err(|e| e.to_string())?);
     let signer = Arc::new(DevSigner::from_env());
     let tenant_token = signer.sign(
@@ -80,6 +78,11 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| format!("API on {api_addr}: {e}"))?;
     let api = format!("http://{api_addr}");
+    let tick_secs: u64 = std::env::var("CLARESIA_TICK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(60);
     println!(
         r#"
 Claresia connector running locally
@@ -103,6 +106,12 @@ Try:
        -H 'content-type: application/json' -d '{{"admin_api_key": "{good} "}}'
   curl -s {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN"
 
+The audit poller and the publish sweeper tick every {tick_secs} s (CLARESIA_TICK_SECONDS). Emit skill runs with
+  curl -s -X POST {sim}/_sim/orgs/{org}/audit_events -H 'content-type: application/json' \
+       -d '{{"invoke": {{"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "record_id": "rec_abc123"}}}}'
+and read them a tick later:
+  curl -s {api}/tenants/dainese/telemetry -H "Authorization: Bearer $TOKEN"
+
 Ctrl-C stops everything.
 "#,
         sim = sim_server.base_url(),
@@ -112,6 +121,7 @@ Ctrl-C stops everything.
         rotated = demo::ROTATED_KEY,
         noaudit = demo::NO_AUDIT_KEY,
         nozr = demo::NO_ZR_KEY,
+        org = demo::DAINESE_ORG_ID,
     );
 
     let shutdown = async {
@@ -123,10 +133,39 @@ Ctrl-C stops everything.
         }
         eprintln!("\nstopping …");
     };
+    // The schedule's part: the audit poller and the publish sweeper tick, as EventBridge would fire them.
+    let ticker = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(tick_secs));
+            loop {
+                every.tick().await;
+                let budget = std::time::Duration::from_secs(tick_secs.saturating_sub(5).max(5));
+                match app
+                    .poll_all(claresia_anthropic::Deadline::after(budget))
+                    .await
+                {
+                    Ok(s) if s.tenants > 0 => eprintln!(
+                        "poller tick: {} tenant(s), {} ok, {} failed, {} event(s) ingested",
+                        s.tenants, s.ok, s.failed, s.events_ingested
+                    ),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("poller tick failed: {e}"),
+                }
+                if let Err(e) = app
+                    .sweep_pending(claresia_anthropic::Deadline::after(budget))
+                    .await
+                {
+                    eprintln!("publish sweep failed: {e}");
+                }
+            }
+        })
+    };
     axum::serve(listener, gateway::router(app, signer))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| e.to_string())?;
+    ticker.abort();
     drop(sim_server);
     drop(moto);
     Ok(())

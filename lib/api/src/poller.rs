@@ -1,0 +1,573 @@
+//! Capability 4: the audit poller. For every connected tenant, concurrently with a bound: page the audit
+//! log from the stored cursor, write the normalized events (idempotent by key), then move the cursor with a
+//! condition on the value read and on the run's lease. A crash, a retry, or two runs at once never lose an
+//! event or store one twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use claresia_anthropic::{AnthropicError, Deadline, ErrorKind, Page};
+use claresia_aws::telemetry::Quarantined;
+use claresia_domain::catalog::WorkspaceMapping;
+use claresia_domain::telemetry::{
+    normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
+};
+use claresia_domain::{AdminKey, ConnectionState, TenantSlug};
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::{metrics, ApiError, App};
+
+/// A stable id for a quarantined event that has none (FNV-1a of its raw text).
+fn short_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The stored key, cached in memory so a tick does not call Secrets Manager for every tenant. A rotation
+/// is picked up within the TTL, and at once when Anthropic answers 401 to the cached key.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: Mutex<HashMap<TenantSlug, (AdminKey, Instant)>>,
+}
+
+impl KeyCache {
+    fn get(&self, tenant: &TenantSlug, ttl: Duration) -> Option<AdminKey> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(tenant)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn put(&self, tenant: &TenantSlug, key: AdminKey) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.clone(), (key, Instant::now()));
+    }
+
+    fn forget(&self, tenant: &TenantSlug) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantPoll {
+    pub tenant: String,
+    pub outcome: String,
+    pub events_ingested: u64,
+    pub events_skipped: u64,
+    pub events_quarantined: u64,
+    pub pages: u64,
+    pub lag_seconds: Option<f64>,
+    pub error: Option<String>,
+    /// Seconds since this tenant was last polled successfully (0 when this tick succeeded).
+    pub seconds_since_success: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollSummary {
+    pub tenants: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub busy: usize,
+    pub events_ingested: u64,
+    pub events_skipped: u64,
+    pub events_quarantined: u64,
+    pub results: Vec<TenantPoll>,
+}
+
+/// A simulated crash (tests only): the run stops dead, with no cleanup.
+#[derive(Debug)]
+struct Crash;
+
+impl App {
+    /// Counts down the injected crash budget before a DynamoDB write (disabled when negative).
+    fn before_write(&self) -> Result<(), Crash> {
+        let left = self.crash_after_writes.fetch_sub(1, Ordering::SeqCst);
+        if left == 0 {
+            return Err(Crash);
+        }
+        if left < 0 {
+            self.crash_after_writes.store(-1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    async fn cached_key(
+        &self,
+        tenant: &TenantSlug,
+        fresh: bool,
+    ) -> Result<Option<AdminKey>, ApiError> {
+        let ttl = self.config.key_cache_ttl;
+        if !fresh {
+            if let Some(k) = self.key_cache.get(tenant, ttl) {
+                return Ok(Some(k));
+            }
+        }
+        let key = self.keys.get(tenant).await?;
+        match &key {
+            Some(k) => self.key_cache.put(tenant, k.clone()),
+            None => self.key_cache.forget(tenant),
+        }
+        Ok(key)
+    }
+
+    /// One tick: polls every connected tenant within `deadline`.
+    pub async fn poll_all(&self, deadline: Deadline) -> Result<PollSummary, ApiError> {
+        let tenants = self.hub.connected_tenants().await?;
+        let results: Vec<TenantPoll> = stream::iter(tenants)
+            .map(|t| self.poll_tenant(t, deadline))
+            .buffer_unordered(self.config.poll_concurrency)
+            .collect()
+            .await;
+        let mut s = PollSummary {
+            tenants: results.len(),
+            ..PollSummary::default()
+        };
+        for r in &results {
+            match r.outcome.as_str() {
+                "ok" => s.ok += 1,
+                "busy" | "skipped" => s.busy += 1,
+                _ => s.failed += 1,
+            }
+            s.events_ingested += r.events_ingested;
+            s.events_skipped += r.events_skipped;
+            s.events_quarantined += r.events_quarantined;
+        }
+        let max_lag = results
+            .iter()
+            .filter_map(|r| r.lag_seconds)
+            .fold(0.0, f64::max);
+        let oldest_success = results
+            .iter()
+            .filter_map(|r| r.seconds_since_success)
+            .fold(0.0, f64::max);
+        metrics::emit(
+            &self.config.stage,
+            &[
+                ("EventsIngested", s.events_ingested as f64, "Count"),
+                ("EventsSkipped", s.events_skipped as f64, "Count"),
+                ("EventsQuarantined", s.events_quarantined as f64, "Count"),
+                ("TenantsPolled", s.ok as f64, "Count"),
+                ("PollErrors", s.failed as f64, "Count"),
+                ("PollLagSeconds", max_lag, "Seconds"),
+                ("OldestSuccessfulPollAgeSeconds", oldest_success, "Seconds"),
+            ],
+        );
+        s.results = results;
+        Ok(s)
+    }
+
+    /// Polls one tenant; every failure is recorded on its status and never delays the others.
+    pub async fn poll_tenant(&self, tenant: TenantSlug, deadline: Deadline) -> TenantPoll {
+        let mut result = TenantPoll {
+            tenant: tenant.to_string(),
+            ..TenantPoll::default()
+        };
+        match self.poll_inner(&tenant, deadline, &mut result).await {
+            Ok(outcome) => result.outcome = outcome.into(),
+            Err(PollError::Crash) => result.outcome = "crashed".into(),
+            Err(PollError::Api(e)) => {
+                result.outcome = "error".into();
+                result.error = Some(e.to_string());
+                tracing::warn!(tenant = %tenant, error = %e, "poll failed");
+            }
+        }
+        result.seconds_since_success = match result.outcome.as_str() {
+            "ok" => Some(0.0),
+            "skipped" | "crashed" => None,
+            _ => self.seconds_since_success(&tenant).await,
+        };
+        result
+    }
+
+    /// For the "tenant not polled for 5 minutes" alarm: since the last success, else since connecting.
+    async fn seconds_since_success(&self, tenant: &TenantSlug) -> Option<f64> {
+        let now = OffsetDateTime::now_utc();
+        let rfc = &time::format_description::well_known::Rfc3339;
+        let last = self
+            .hub
+            .poll_status(tenant)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.last_success_at);
+        let since = match last.and_then(|l| OffsetDateTime::parse(&l, rfc).ok()) {
+            Some(t) => t,
+            None => {
+                self.hub
+                    .connection(tenant)
+                    .await
+                    .ok()
+                    .flatten()?
+                    .connected_at
+            }
+        };
+        Some((now - since).as_seconds_f64().max(0.0))
+    }
+
+    async fn poll_inner(
+        &self,
+        tenant: &TenantSlug,
+        deadline: Deadline,
+        out: &mut TenantPoll,
+    ) -> Result<&'static str, PollError> {
+        let Some(record) = App::live(self.hub.connection(tenant).await.map_err(ApiError::from)?)
+        else {
+            return Ok("skipped");
+        };
+        if record.state == ConnectionState::NeedsAttention {
+            return Ok("skipped");
+        }
+        let owner = format!("poll-{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
+        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let lease_until = now_ms
+            + deadline.remaining().as_millis() as i128
+            + self.config.poll_lease_slack.as_millis() as i128;
+        self.before_write()?;
+        let Some(mut cursor) = self
+            .hub
+            .acquire_poll_lease(tenant, &owner, now_ms, lease_until)
+            .await
+            .map_err(ApiError::from)?
+        else {
+            return Ok("busy");
+        };
+        let mut status = self
+            .hub
+            .poll_status(tenant)
+            .await
+            .map_err(ApiError::from)?
+            .unwrap_or_default();
+        status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
+        status.error = None;
+
+        let routing = self.routing(tenant).await?;
+        let audit_path = format!("/v1/organizations/{}/audit_logs", record.org_id);
+        let query = [("event_types", "skill.invoked,skill.failed".to_owned())];
+        let limit = self.config.poll_page_limit;
+        let mut key = self
+            .cached_key(tenant, false)
+            .await?
+            .ok_or_else(|| ApiError::NotConnected(tenant.to_string()))?;
+        let mut refreshed = false;
+        let mut newest: Option<OffsetDateTime> = None;
+        let outcome = loop {
+            if deadline.remaining() < Duration::from_secs(2) {
+                break "ok";
+            }
+            let page: Page<Value> = match self
+                .anthropic
+                .list_page(
+                    &key,
+                    &audit_path,
+                    &query,
+                    cursor.as_deref(),
+                    limit,
+                    deadline,
+                )
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if e.kind() == ErrorKind::Authentication && !refreshed => {
+                    // Maybe rotated since we cached it: try the stored key once before giving up.
+                    refreshed = true;
+                    match self.cached_key(tenant, true).await? {
+                        Some(k) if k != key => {
+                            key = k;
+                            continue;
+                        }
+                        _ => {
+                            self.mark_needs_attention(tenant, &e).await?;
+                            status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
+                            break "unauthorized";
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Authentication => {
+                    self.mark_needs_attention(tenant, &e).await?;
+                    status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
+                    break "unauthorized";
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::InvalidRequest
+                        && cursor.is_some()
+                        && e.upstream_message().is_some_and(|m| m.contains("after_id")) =>
+                {
+                    // The cursor aged out of the 30-day window: restart from the oldest event, say so.
+                    let expired = cursor.clone().unwrap_or_default();
+                    self.before_write()?;
+                    if !self
+                        .hub
+                        .reset_cursor(tenant, &owner, &expired)
+                        .await
+                        .map_err(ApiError::from)?
+                    {
+                        break "busy";
+                    }
+                    status.gap = Some(format!(
+                        "cursor {expired} had expired at {}; polling restarted from the oldest available event",
+                        utc_millis(OffsetDateTime::now_utc())
+                    ));
+                    metrics::emit(&self.config.stage, &[("CursorGaps", 1.0, "Count")]);
+                    tracing::warn!(tenant = %tenant, cursor = %expired, "audit cursor expired; restarting from the oldest event");
+                    cursor = None;
+                    continue;
+                }
+                Err(e) => {
+                    metrics::emit(&self.config.stage, &[(error_metric(&e), 1.0, "Count")]);
+                    status.error = Some(e.to_string());
+                    break "error";
+                }
+            };
+            out.pages += 1;
+            let now = OffsetDateTime::now_utc();
+            let mut events: Vec<TelemetryEvent> = Vec::new();
+            let mut quarantined = Vec::new();
+            for raw in &page.data {
+                match normalize(raw, &routing, now) {
+                    Normalized::Event(e) => {
+                        if let Ok(t) = OffsetDateTime::parse(
+                            &e.occurred_at,
+                            &time::format_description::well_known::Rfc3339,
+                        ) {
+                            newest = Some(newest.map_or(t, |n| n.max(t)));
+                        }
+                        events.push(*e);
+                    }
+                    Normalized::Skipped(SkipReason::NotOurs)
+                    | Normalized::Skipped(SkipReason::UnknownType) => out.events_skipped += 1,
+                    Normalized::Quarantined(reason) => {
+                        let text = raw.to_string();
+                        let id = raw
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| short_hash(&text));
+                        quarantined.push(Quarantined {
+                            key: id,
+                            raw: text,
+                            reason,
+                        });
+                    }
+                }
+            }
+            // Durably write the page, then (and only then) move the cursor past it.
+            for chunk in events.chunks(25) {
+                self.before_write()?;
+                self.telemetry
+                    .write_events(chunk)
+                    .await
+                    .map_err(ApiError::from)?;
+            }
+            if !quarantined.is_empty() {
+                self.before_write()?;
+                self.telemetry
+                    .write_quarantined(tenant, &quarantined)
+                    .await
+                    .map_err(ApiError::from)?;
+                tracing::warn!(tenant = %tenant, count = quarantined.len(), "audit events quarantined");
+            }
+            out.events_ingested += events.len() as u64;
+            out.events_quarantined += quarantined.len() as u64;
+            if let Some(last) = page.last_id.clone().filter(|_| !page.data.is_empty()) {
+                self.before_write()?;
+                if !self
+                    .hub
+                    .advance_cursor(tenant, &owner, cursor.as_deref(), &last)
+                    .await
+                    .map_err(ApiError::from)?
+                {
+                    // Another run took over: it will carry on from where the cursor is.
+                    break "busy";
+                }
+                cursor = Some(last);
+            }
+            // Stop on the last page or a short one: empty pages only burn the rate limit.
+            if !page.has_more || page.data.len() < limit as usize {
+                break "ok";
+            }
+        };
+        let lag = newest.map(|n| (OffsetDateTime::now_utc() - n).as_seconds_f64().max(0.0));
+        out.lag_seconds = lag;
+        status.cursor = cursor;
+        status.events_ingested = out.events_ingested;
+        status.events_skipped = out.events_skipped;
+        status.events_quarantined = out.events_quarantined;
+        status.lag_seconds = lag.or(status.lag_seconds);
+        if outcome == "ok" {
+            status.last_success_at = status.last_poll_at.clone();
+        }
+        self.before_write()?;
+        self.hub
+            .finish_poll(tenant, &owner, &status)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(outcome)
+    }
+
+    async fn routing(&self, tenant: &TenantSlug) -> Result<Routing, ApiError> {
+        let ledger = self.hub.ledger(tenant).await?;
+        let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(tenant).await?;
+        Ok(Routing {
+            hub: Some(tenant.clone()),
+            published: ledger
+                .into_values()
+                .map(|e| (e.name, (e.target, e.skill_id)))
+                .collect(),
+            workspaces: mappings
+                .into_iter()
+                .filter_map(|m| m.sub_tenant.map(|s| (m.workspace_id, s)))
+                .collect::<BTreeMap<_, _>>(),
+        })
+    }
+
+    async fn mark_needs_attention(
+        &self,
+        tenant: &TenantSlug,
+        e: &AnthropicError,
+    ) -> Result<(), PollError> {
+        self.key_cache.forget(tenant);
+        if let Some(mut r) = App::live(self.hub.connection(tenant).await.map_err(ApiError::from)?) {
+            r.state = ConnectionState::NeedsAttention;
+            r.state_reason = Some(format!(
+                "the audit poller got 401 from Anthropic ({})",
+                e.summary()
+            ));
+            r.updated_at = OffsetDateTime::now_utc();
+            self.before_write()?;
+            self.hub.save_connection(&r).await.map_err(ApiError::from)?;
+        }
+        metrics::emit(&self.config.stage, &[("AnthropicErrors401", 1.0, "Count")]);
+        Ok(())
+    }
+
+    /// `GET /tenants/{tenant}/telemetry?since=&limit=&cursor=`: newest first, paginated.
+    pub async fn telemetry(&self, tenant: &TenantSlug, query: &str) -> Result<Value, ApiError> {
+        let mut since = None;
+        let mut limit = 50i32;
+        let mut cursor = None;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "since" => {
+                    let t =
+                        OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc3339)
+                            .map_err(|e| {
+                            ApiError::InvalidQuery(format!(
+                                "since={v:?} is not an RFC 3339 time: {e}"
+                            ))
+                        })?;
+                    since = Some(utc_millis(t));
+                }
+                "limit" => {
+                    limit = v
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|n| (1..=500).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::InvalidQuery(format!(
+                                "limit={v:?} must be a whole number from 1 to 500"
+                            ))
+                        })?;
+                }
+                "cursor" => {
+                    let raw = base64_url_decode(&v).ok_or_else(|| {
+                        ApiError::InvalidQuery("cursor is not one this API returned".into())
+                    })?;
+                    cursor = Some(raw);
+                }
+                other => {
+                    return Err(ApiError::InvalidQuery(format!(
+                        "unknown parameter {other:?}; use since, limit, cursor"
+                    )))
+                }
+            }
+        }
+        let (events, next) = self
+            .telemetry
+            .events(tenant, since.as_deref(), limit, cursor.as_deref())
+            .await?;
+        Ok(serde_json::json!({
+            "tenant": tenant,
+            "events": events,
+            "next_cursor": next.map(|n| base64_url_encode(&n)),
+        }))
+    }
+}
+
+fn error_metric(e: &AnthropicError) -> &'static str {
+    match e.status() {
+        Some(429) => "AnthropicErrors429",
+        Some(529) => "AnthropicErrors529",
+        Some(s) if s >= 500 => "AnthropicErrors5xx",
+        Some(_) => "AnthropicErrors4xx",
+        None => "AnthropicErrorsTransport",
+    }
+}
+
+enum PollError {
+    Crash,
+    Api(ApiError),
+}
+
+impl From<ApiError> for PollError {
+    fn from(e: ApiError) -> Self {
+        PollError::Api(e)
+    }
+}
+
+impl From<Crash> for PollError {
+    fn from(_: Crash) -> Self {
+        PollError::Crash
+    }
+}
+
+fn base64_url_encode(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn base64_url_decode(s: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+impl App {
+    /// One scheduled tick. It stops 5 s before the invocation's deadline (`deadline_ms`, ms since the epoch),
+    /// so a tick never runs into the next.
+    pub async fn handle_poll_tick(
+        &self,
+        event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
+        deadline_ms: u64,
+    ) -> Result<Value, ApiError> {
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+        let budget =
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms).saturating_sub(5_000));
+        let summary = self.poll_all(Deadline::after(budget)).await?;
+        tracing::info!(
+            tick = event.id.as_deref().unwrap_or_default(),
+            tenants = summary.tenants,
+            ok = summary.ok,
+            failed = summary.failed,
+            busy = summary.busy,
+            events = summary.events_ingested,
+            "audit poll tick finished"
+        );
+        Ok(serde_json::json!(summary))
+    }
+}

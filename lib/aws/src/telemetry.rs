@@ -1,0 +1,196 @@
+//! The `telemetry_event` table: one item per (tenant, `{occurred_at}#{event_id}`), so writing an event
+//! twice writes the same item (idempotent) and a tenant's events read newest first. Unparsable events are
+//! kept raw under `quarantine:{tenant}`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::Client;
+use claresia_domain::telemetry::TelemetryEvent;
+use claresia_domain::TenantSlug;
+
+use crate::StoreError;
+
+pub const TENANT: &str = "tenant";
+pub const EVENT_KEY: &str = "event_key";
+const BATCH: usize = 25;
+
+#[derive(Debug, Clone)]
+pub struct TelemetryStore {
+    client: Client,
+    table: String,
+}
+
+/// An event that could not be normalized, kept with its raw JSON.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub key: String,
+    pub raw: String,
+    pub reason: String,
+}
+
+pub fn event_key(e: &TelemetryEvent) -> String {
+    format!("{}#{}", e.occurred_at, e.event_id)
+}
+
+impl TelemetryStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        TelemetryStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Writes every event (idempotently); returns how many DynamoDB write calls it made.
+    pub async fn write_events(&self, events: &[TelemetryEvent]) -> Result<usize, StoreError> {
+        // A redelivered event may sit twice in one page: one item per key.
+        let mut items: BTreeMap<(String, String), HashMap<String, AttributeValue>> =
+            BTreeMap::new();
+        for e in events {
+            let mut item: HashMap<String, AttributeValue> =
+                serde_dynamo::to_item(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            item.insert(EVENT_KEY.into(), AttributeValue::S(event_key(e)));
+            items.insert((e.tenant.to_string(), event_key(e)), item);
+        }
+        self.batch_put(items.into_values().collect()).await
+    }
+
+    pub async fn write_quarantined(
+        &self,
+        hub: &TenantSlug,
+        items: &[Quarantined],
+    ) -> Result<usize, StoreError> {
+        let mut unique: BTreeMap<String, HashMap<String, AttributeValue>> = BTreeMap::new();
+        for q in items {
+            let item = HashMap::from([
+                (
+                    TENANT.to_owned(),
+                    AttributeValue::S(format!("quarantine:{hub}")),
+                ),
+                (EVENT_KEY.to_owned(), AttributeValue::S(q.key.clone())),
+                ("raw".to_owned(), AttributeValue::S(q.raw.clone())),
+                ("reason".to_owned(), AttributeValue::S(q.reason.clone())),
+            ]);
+            unique.insert(q.key.clone(), item);
+        }
+        self.batch_put(unique.into_values().collect()).await
+    }
+
+    async fn batch_put(
+        &self,
+        items: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<usize, StoreError> {
+        let mut calls = 0;
+        for chunk in items.chunks(BATCH) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect::<Result<_, _>>()?;
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                attempt += 1;
+                calls += 1;
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::dynamo("BatchWriteItem", e))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    if attempt >= 8 {
+                        return Err(StoreError::Dynamo {
+                            operation: "BatchWriteItem",
+                            message: format!(
+                                "{} items still unprocessed after {attempt} attempts",
+                                pending.len()
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                }
+            }
+        }
+        Ok(calls)
+    }
+
+    /// A tenant's events, newest first, from `since` (inclusive) on; `cursor` continues a previous page.
+    pub async fn events(
+        &self,
+        tenant: &TenantSlug,
+        since: Option<&str>,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<TelemetryEvent>, Option<String>), StoreError> {
+        let mut q = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_names("#t", TENANT)
+            .expression_attribute_values(":t", AttributeValue::S(tenant.to_string()))
+            .scan_index_forward(false)
+            .limit(limit);
+        q = match since {
+            Some(s) => q
+                .key_condition_expression("#t = :t AND #k >= :s")
+                .expression_attribute_names("#k", EVENT_KEY)
+                .expression_attribute_values(":s", AttributeValue::S(s.to_owned())),
+            None => q.key_condition_expression("#t = :t"),
+        };
+        if let Some(c) = cursor {
+            q = q
+                .exclusive_start_key(TENANT, AttributeValue::S(tenant.to_string()))
+                .exclusive_start_key(EVENT_KEY, AttributeValue::S(c.to_owned()));
+        }
+        let out = q.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
+        let events = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect::<Result<Vec<TelemetryEvent>, _>>()?;
+        let next = out.last_evaluated_key.and_then(|k| match k.get(EVENT_KEY) {
+            Some(AttributeValue::S(s)) => Some(s.clone()),
+            _ => None,
+        });
+        Ok((events, next))
+    }
+
+    /// Every stored item (tests and benchmarks compare it with the simulator's event set).
+    pub async fn scan_all(&self) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Scan", e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Audit event → `fn_telemetry_event`, exactly as the spec's table says. Pure: who published a skill (the
+//! ledger) and which (sub-)tenant a workspace maps to are passed in.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::tenant::TenantSlug;
+
+/// One normalized skill run, as stored in `telemetry_event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryEvent {
+    pub event_id: String,
+    pub tenant: TenantSlug,
+    pub skill_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub occurred_at: String,
+    pub ingested_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A skill Claresia did not publish for this tenant.
+    NotOurs,
+    /// An event type other than `skill.invoked` / `skill.failed`.
+    UnknownType,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalized {
+    Event(Box<TelemetryEvent>),
+    Skipped(SkipReason),
+    /// Could not be parsed: stored raw with the reason, never dropped in silence.
+    Quarantined(String),
+}
+
+/// What the poller knows about a tenant: the ledger (published name → (target, skill id)) and the
+/// workspace mappings (workspace → sub-tenant).
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    pub hub: Option<TenantSlug>,
+    pub published: BTreeMap<String, (TenantSlug, String)>,
+    pub workspaces: BTreeMap<String, TenantSlug>,
+}
+
+/// RFC 3339 in UTC with milliseconds, so stored timestamps sort as text.
+pub fn utc_millis(t: OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+fn opt_u64(v: &Value, k: &str) -> Result<Option<u64>, String> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("details.{k} is not a non-negative integer")),
+    }
+}
+
+pub fn normalize(raw: &Value, routing: &Routing, now: OffsetDateTime) -> Normalized {
+    match normalize_inner(raw, routing, now) {
+        Ok(n) => n,
+        Err(reason) => Normalized::Quarantined(reason),
+    }
+}
+
+fn normalize_inner(
+    raw: &Value,
+    routing: &Routing,
+    now: OffsetDateTime,
+) -> Result<Normalized, String> {
+    let obj = raw.as_object().ok_or("the event is not a JSON object")?;
+    let event_id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or("the event has no id")?;
+    let event_type = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("the event has no type")?;
+    let status = match event_type {
+        "skill.invoked" => "ok",
+        "skill.failed" => "failed",
+        _ => return Ok(Normalized::Skipped(SkipReason::UnknownType)),
+    };
+    let created = obj
+        .get("created_at")
+        .and_then(Value::as_str)
+        .ok_or("the event has no created_at")?;
+    let occurred = OffsetDateTime::parse(created, &Rfc3339)
+        .map_err(|e| format!("created_at {created:?} is not RFC 3339: {e}"))?;
+    let name = obj
+        .get("skill")
+        .and_then(|s| s.get("name"))
+        .and_then(Value::as_str)
+        .ok_or("the event has no skill.name")?;
+    // Resolved from what we published, never by the shortest prefix.
+    let Some((_, skill_id)) = routing.published.get(name) else {
+        return Ok(Normalized::Skipped(SkipReason::NotOurs));
+    };
+    let hub = routing.hub.clone().ok_or("no hub tenant to route to")?;
+    let workspace_id = obj
+        .get("workspace_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let tenant = workspace_id
+        .as_deref()
+        .and_then(|w| routing.workspaces.get(w).cloned())
+        .unwrap_or_else(|| hub.clone());
+    let actor = obj.get("actor");
+    let actor_id = actor
+        .and_then(|a| a.get("user_id").or_else(|| a.get("api_key_id")))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let empty = Value::Null;
+    let details = obj.get("details").unwrap_or(&empty);
+    if !(details.is_object() || details.is_null()) {
+        return Err("details is not an object".into());
+    }
+    let cost_usd = match details.get("cost_usd") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(c.as_f64().ok_or("details.cost_usd is not a number")?),
+    };
+    let (error_type, error_message) = if status == "failed" {
+        let err = details.get("error");
+        (
+            err.and_then(|e| e.get("type"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            err.and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        )
+    } else {
+        (None, None)
+    };
+    let record_url = details
+        .get("record_id")
+        .and_then(Value::as_str)
+        .filter(|r| {
+            !r.is_empty()
+                && r.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+        .map(|r| format!("https://hub.{hub}.claresia.com/records/{r}"));
+    Ok(Normalized::Event(Box::new(TelemetryEvent {
+        event_id: event_id.to_owned(),
+        tenant,
+        skill_id: skill_id.clone(),
+        event_type: event_type.to_owned(),
+        status: status.to_owned(),
+        occurred_at: utc_millis(occurred),
+        ingested_at: utc_millis(now),
+        workspace_id,
+        actor_id,
+        duration_ms: opt_u64(details, "duration_ms")?,
+        cost_usd,
+        input_tokens: opt_u64(details, "input_tokens")?,
+        output_tokens: opt_u64(details, "output_tokens")?,
+        error_type,
+        error_message,
+        record_url,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    fn t(s: &str) -> TenantSlug {
+        TenantSlug::parse(s).unwrap()
+    }
+
+    fn routing() -> Routing {
+        Routing {
+            hub: Some(t("dainese")),
+            published: BTreeMap::from([
+                (
+                    "claresia-dainese-incident-postmortem".into(),
+                    (t("dainese"), "incident-postmortem".into()),
+                ),
+                (
+                    "claresia-dainese-eng-incident-postmortem".into(),
+                    (t("dainese-eng"), "incident-postmortem".into()),
+                ),
+            ]),
+            workspaces: BTreeMap::from([("wrkspc_eng".into(), t("dainese-eng"))]),
+        }
+    }
+
+    fn spec_event() -> Value {
+        json!({
+          "id": "auditevt_01JX3M7ZC4K8Q2W5N6P9R0T1V2", "type": "skill.invoked",
+          "created_at": "2026-11-22T10:15:02.120Z",
+          "organization_id": "12345678-1234-5678-1234-567812345678",
+          "workspace_id": "wrkspc_01JwQvzr7rXLA5AGx3HKfFUJ",
+          "actor": {"type": "user_actor", "user_id": "user_01TuVwXyZaBcDeFgH2JkLmN4", "email_address": "ana@dainese.example"},
+          "skill": {"id": "skill_01J", "name": "claresia-dainese-incident-postmortem", "version": "1759178010641129"},
+          "details": {"duration_ms": 2300, "cost_usd": 0.04, "input_tokens": 1840, "output_tokens": 912, "record_id": "rec_abc123"},
+          "some_future_field": {"x": 1}
+        })
+    }
+
+    fn event(v: &Value) -> TelemetryEvent {
+        match normalize(v, &routing(), datetime!(2026-11-22 10:16:00 UTC)) {
+            Normalized::Event(e) => *e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn normalizes_the_spec_example() {
+        let e = event(&spec_event());
+        assert_eq!(e.event_id, "auditevt_01JX3M7ZC4K8Q2W5N6P9R0T1V2");
+        assert_eq!(e.tenant.as_str(), "dainese");
+        assert_eq!(e.skill_id, "incident-postmortem");
+        assert_eq!(
+            (e.event_type.as_str(), e.status.as_str()),
+            ("skill.invoked", "ok")
+        );
+        assert_eq!(e.occurred_at, "2026-11-22T10:15:02.120Z");
+        assert_eq!(e.ingested_at, "2026-11-22T10:16:00.000Z");
+        assert_eq!(e.actor_id.as_deref(), Some("user_01TuVwXyZaBcDeFgH2JkLmN4"));
+        assert_eq!(
+            (e.duration_ms, e.cost_usd, e.input_tokens, e.output_tokens),
+            (Some(2300), Some(0.04), Some(1840), Some(912))
+        );
+        assert_eq!(
+            e.record_url.as_deref(),
+            Some("https://hub.dainese.claresia.com/records/rec_abc123")
+        );
+        assert_eq!(e.error_type, None);
+        // Never the e-mail address.
+        assert!(!serde_json::to_string(&e)
+            .unwrap()
+            .contains("ana@dainese.example"));
+    }
+
+    #[test]
+    fn absent_stays_absent_and_failures_carry_the_error() {
+        let mut v = spec_event();
+        v["type"] = json!("skill.failed");
+        v["details"] =
+            json!({"duration_ms": 900, "error": {"type": "tool_error", "message": "boom"}});
+        v["actor"] = json!({"type": "api_actor", "api_key_id": "apikey_01"});
+        let e = event(&v);
+        assert_eq!(e.status, "failed");
+        assert_eq!(
+            (e.error_type.as_deref(), e.error_message.as_deref()),
+            (Some("tool_error"), Some("boom"))
+        );
+        assert_eq!(
+            (e.cost_usd, e.input_tokens, e.record_url.clone()),
+            (None, None, None)
+        );
+        assert_eq!(e.actor_id.as_deref(), Some("apikey_01"));
+        let json = serde_json::to_value(&e).unwrap();
+        assert!(json.get("cost_usd").is_none(), "absent is not 0: {json}");
+    }
+
+    #[test]
+    fn routes_to_the_sub_tenant_of_the_workspace_and_resolves_by_ledger() {
+        let mut v = spec_event();
+        v["workspace_id"] = json!("wrkspc_eng");
+        v["skill"]["name"] = json!("claresia-dainese-eng-incident-postmortem");
+        let e = event(&v);
+        assert_eq!(e.tenant.as_str(), "dainese-eng");
+        assert_eq!(
+            e.skill_id, "incident-postmortem",
+            "not 'eng-incident-postmortem' from the shortest prefix"
+        );
+        assert!(e
+            .record_url
+            .unwrap()
+            .starts_with("https://hub.dainese.claresia.com/"));
+    }
+
+    #[test]
+    fn skips_and_quarantines_with_reasons() {
+        let now = datetime!(2026-11-22 10:16:00 UTC);
+        let mut v = spec_event();
+        v["skill"]["name"] = json!("claresia-dainese-handmade");
+        assert_eq!(
+            normalize(&v, &routing(), now),
+            Normalized::Skipped(SkipReason::NotOurs)
+        );
+        let mut v = spec_event();
+        v["type"] = json!("skill.created");
+        assert_eq!(
+            normalize(&v, &routing(), now),
+            Normalized::Skipped(SkipReason::UnknownType)
+        );
+        for (field, bad) in [
+            ("created_at", json!("yesterday")),
+            ("id", json!(null)),
+            ("skill", json!(null)),
+        ] {
+            let mut v = spec_event();
+            v[field] = bad;
+            assert!(
+                matches!(normalize(&v, &routing(), now), Normalized::Quarantined(_)),
+                "{field}"
+            );
+        }
+        let mut v = spec_event();
+        v["details"]["duration_ms"] = json!("slow");
+        match normalize(&v, &routing(), now) {
+            Normalized::Quarantined(r) => assert!(r.contains("duration_ms")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            normalize(&json!([1]), &routing(), now),
+            Normalized::Quarantined(_)
+        ));
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_millis() {
+        assert_eq!(
+            utc_millis(datetime!(2026-11-22 12:15:02.120999 +02:00)),
+            "2026-11-22T10:15:02.120Z"
+        );
+        assert_eq!(
+            utc_millis(datetime!(2026-11-22 10:15:02 UTC)),
+            "2026-11-22T10:15:02.000Z"
+        );
+    }
+}

@@ -1,0 +1,500 @@
+//! Capability 4 end to end: the audit poller against the simulator and moto, exactly-once under crashes,
+//! redelivery, concurrent runs and storms; and the telemetry API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use claresia_anthropic::Deadline;
+use claresia_domain::TenantSlug;
+use claresia_tests::*;
+use serde_json::{json, Value};
+
+fn deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(20))
+}
+
+async fn env_with_catalog(page_limit: u32) -> TestEnv {
+    let env = TestEnv::start_with(|c| c.poll_page_limit = page_limit).await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    env.load_examples("dainese").await;
+    env
+}
+
+async fn emit(env: &TestEnv, invoke: Value) -> Vec<String> {
+    let out = env
+        .sim_send(
+            "POST",
+            &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+            json!({"invoke": invoke}),
+        )
+        .await;
+    out["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// event_id → how many items hold it (quarantine excluded).
+async fn stored(env: &TestEnv) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for item in env.app.telemetry.scan_all().await.unwrap() {
+        if let (Some(AttributeValue::S(t)), Some(AttributeValue::S(id))) =
+            (item.get("tenant"), item.get("event_id"))
+        {
+            if !t.starts_with("quarantine:") {
+                *m.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+fn assert_exactly(stored: &BTreeMap<String, usize>, expected: &[String]) {
+    let want: BTreeMap<String, usize> = expected.iter().map(|id| (id.clone(), 1)).collect();
+    assert_eq!(
+        stored, &want,
+        "telemetry must hold each simulator event exactly once"
+    );
+}
+
+/// Lets a crashed run's lease lapse, as time would.
+async fn expire_lease(env: &TestEnv) {
+    env.dynamo()
+        .update_item()
+        .table_name(&env.app.config.hub_table)
+        .key("pk", AttributeValue::S("TENANT#dainese".into()))
+        .key("sk", AttributeValue::S("POLL".into()))
+        .update_expression("REMOVE lease_owner, lease_until")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn events_are_normalized_routed_and_served_newest_first() {
+    let env = env_with_catalog(1000).await;
+    env.put_doc(
+        "dainese",
+        "/workspaces",
+        &json!({"mappings": [{"workspace_id": WS_ENGINEERING, "sub_tenant": "dainese-eng"}]}),
+    )
+    .await;
+    let (s, b) = env
+        .put_doc("dainese", "/archetypes/eng", &json!({"skills": ["incident-postmortem"], "group_ids": ["grp_eng"], "sub_tenant": "dainese-eng"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let main = emit(&env, json!({"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "workspace_id": WS_CORPORATE, "record_id": "rec_abc123"})).await;
+    let failed = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 1, "workspace_id": WS_CORPORATE, "failed": true, "api_actor": true})).await;
+    let sub = emit(&env, json!({"skill_name": "claresia-dainese-eng-incident-postmortem", "count": 2, "workspace_id": WS_ENGINEERING})).await;
+    emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-handmade", "count": 1}),
+    )
+    .await;
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+        json!({"events": [
+            {"type": "skill.invoked", "created_at": "not a time", "skill": {"name": "claresia-dainese-prd-review"}},
+            {"type": "skill.created", "skill": {"name": "claresia-dainese-prd-review"}}
+        ]}),
+    )
+    .await;
+
+    let summary = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(summary.ok, 1, "{summary:?}");
+    assert_eq!(summary.events_ingested, 6);
+    // The unknown type never arrives: we ask Anthropic for skill.invoked,skill.failed only.
+    assert_eq!(summary.events_skipped, 1, "the foreign skill");
+    assert_eq!(summary.events_quarantined, 1);
+    let all: Vec<String> = main.iter().chain(&failed).chain(&sub).cloned().collect();
+    assert_exactly(&stored(&env).await, &all);
+
+    let (s, t) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/telemetry",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let events = t["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4);
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["occurred_at"].as_str() >= w[1]["occurred_at"].as_str()),
+        "newest first"
+    );
+    let ok = events.iter().find(|e| e["event_id"] == main[0]).unwrap();
+    assert_eq!(ok["skill_id"], "incident-postmortem");
+    assert_eq!(ok["status"], "ok");
+    assert_eq!(ok["cost_usd"], 0.04);
+    assert_eq!(
+        ok["record_url"],
+        "https://hub.dainese.claresia.com/records/rec_abc123"
+    );
+    assert!(ok["actor_id"].as_str().unwrap().starts_with("user_"));
+    let bad = events.iter().find(|e| e["event_id"] == failed[0]).unwrap();
+    assert_eq!(
+        (bad["status"].as_str(), bad["error_type"].as_str()),
+        (Some("failed"), Some("tool_error"))
+    );
+    assert!(bad.get("cost_usd").is_none(), "absent stays absent");
+    assert_eq!(bad["actor_id"], "apikey_01SimulatedKey");
+    assert!(
+        !t.to_string().contains("@example.com"),
+        "no e-mail addresses"
+    );
+
+    // The sub-tenant's events are its own, with the skill id from the ledger, not from a prefix.
+    let (_, t) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese-eng/telemetry",
+            None,
+        )
+        .await;
+    let sub_events = t["events"].as_array().unwrap();
+    assert_eq!(sub_events.len(), 2);
+    assert!(sub_events
+        .iter()
+        .all(|e| e["skill_id"] == "incident-postmortem" && e["tenant"] == "dainese-eng"));
+
+    // The status shows the last poll.
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["last_poll"]["events_ingested"], 6);
+    assert_eq!(st["last_poll"]["events_quarantined"], 1);
+    assert!(st["last_poll"]["cursor"]
+        .as_str()
+        .unwrap()
+        .starts_with("auditevt_"));
+    assert!(st["last_poll"]["lag_seconds"].as_f64().unwrap() < 60.0);
+
+    // Nothing new: nothing written twice.
+    let again = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(again.events_ingested, 0);
+    assert_exactly(&stored(&env).await, &all);
+}
+
+#[tokio::test]
+async fn a_crash_after_every_kth_write_loses_nothing_and_doubles_nothing() {
+    // 3 pages per run: 50 events a page, 25 per batch → lease, 2 batches + cursor per page, status.
+    let env = env_with_catalog(50).await;
+    let mut all = Vec::new();
+    let writes_per_run = 1 + 3 * 3 + 1;
+    // k = completed writes before the crash: 0 (before the lease) … the last (before the status).
+    for k in 0..writes_per_run {
+        all.extend(
+            emit(
+                &env,
+                json!({"skill_name": "claresia-dainese-prd-review", "count": 150}),
+            )
+            .await,
+        );
+        env.app.crash_after_writes.store(k, Ordering::SeqCst);
+        let crashed = env
+            .app
+            .poll_tenant(TenantSlug::parse("dainese").unwrap(), deadline())
+            .await;
+        assert_eq!(crashed.outcome, "crashed", "k={k}");
+        env.app.crash_after_writes.store(-1, Ordering::SeqCst);
+        expire_lease(&env).await;
+        let ok = env
+            .app
+            .poll_tenant(TenantSlug::parse("dainese").unwrap(), deadline())
+            .await;
+        assert_eq!(ok.outcome, "ok", "k={k}: {ok:?}");
+        assert_exactly(&stored(&env).await, &all);
+    }
+}
+
+#[tokio::test]
+async fn redelivered_events_are_stored_once() {
+    let env = env_with_catalog(1000).await;
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 10}),
+    )
+    .await;
+    env.app.poll_all(deadline()).await.unwrap();
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events/redeliver"),
+        json!({"ids": ids[..5]}),
+    )
+    .await;
+    let more = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 2}),
+    )
+    .await;
+    // Redelivered twice within the same page too.
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events/redeliver"),
+        json!({"ids": [ids[0].clone()]}),
+    )
+    .await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(s.ok, 1, "{s:?}");
+    let all: Vec<String> = ids.into_iter().chain(more).collect();
+    assert_exactly(&stored(&env).await, &all);
+}
+
+#[tokio::test]
+async fn two_runs_at_once_store_each_event_once_and_end_on_the_last_event() {
+    let env = env_with_catalog(20).await;
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 200}),
+    )
+    .await;
+    let (a, b) = tokio::join!(env.app.poll_all(deadline()), env.app.poll_all(deadline()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.busy + b.busy >= 1 || a.ok + b.ok == 2, "{a:?} {b:?}");
+    // Whatever the interleaving, one more tick finishes the job.
+    env.app.poll_all(deadline()).await.unwrap();
+    assert_exactly(&stored(&env).await, &ids);
+    let status = env
+        .app
+        .hub
+        .poll_status(&TenantSlug::parse("dainese").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.cursor.as_deref(), ids.last().map(String::as_str));
+}
+
+#[tokio::test]
+async fn storms_leave_the_cursor_and_everything_arrives_after() {
+    let env = env_with_catalog(1000).await;
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 30}),
+    )
+    .await;
+    let route = "GET /v1/organizations/{org_id}/audit_logs";
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": route, "fail": {"status": 529, "count": 50}}),
+    )
+    .await;
+    let s = env
+        .app
+        .poll_all(Deadline::after(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(s.failed, 1, "{s:?}");
+    assert!(stored(&env).await.is_empty());
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert!(
+        st["last_poll"]["error"].as_str().unwrap().contains("529"),
+        "{st}"
+    );
+    assert!(
+        st["last_poll"]["cursor"].is_null(),
+        "the cursor did not move"
+    );
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": route, "rate_limit_rps": 1.0}),
+    )
+    .await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(s.ok, 1, "{s:?}");
+    assert_exactly(&stored(&env).await, &ids);
+}
+
+#[tokio::test]
+async fn an_expired_cursor_restarts_from_the_oldest_event_and_records_the_gap() {
+    let env = env_with_catalog(1000).await;
+    let first = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 3}),
+    )
+    .await;
+    env.app.poll_all(deadline()).await.unwrap();
+    let later = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 2}),
+    )
+    .await;
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events/expire"),
+        json!({"through_id": first[2]}),
+    )
+    .await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(s.ok, 1, "{s:?}");
+    let all: Vec<String> = first.into_iter().chain(later).collect();
+    assert_exactly(&stored(&env).await, &all);
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert!(
+        st["last_poll"]["gap"].as_str().unwrap().contains("expired"),
+        "{st}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_key_needs_attention_and_does_not_hold_up_other_tenants() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 200);
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": GOOD_KEY}))
+        .await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    let by: BTreeMap<&str, &str> = s
+        .results
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.outcome.as_str()))
+        .collect();
+    assert_eq!(by.get("dainese"), Some(&"unauthorized"));
+    assert_eq!(by.get("retention"), Some(&"ok"));
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["state"], "needs_attention");
+    assert!(st["state_reason"].as_str().unwrap().contains("401"));
+    // Not polled again until an admin fixes the key.
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert!(s
+        .results
+        .iter()
+        .any(|r| r.tenant == "dainese" && r.outcome == "skipped"));
+}
+
+#[tokio::test]
+async fn telemetry_api_paginates_filters_and_validates() {
+    let env = env_with_catalog(1000).await;
+    emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 5}),
+    )
+    .await;
+    env.app.poll_all(deadline()).await.unwrap();
+    let (s, p1) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/telemetry?limit=2",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(p1["events"].as_array().unwrap().len(), 2);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            &format!("/tenants/dainese/telemetry?limit=2&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(p2["events"].as_array().unwrap().len(), 2);
+    assert_ne!(p1["events"][0]["event_id"], p2["events"][0]["event_id"]);
+    let (_, future) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/telemetry?since=2099-01-01T00%3A00%3A00Z",
+            None,
+        )
+        .await;
+    assert!(future["events"].as_array().unwrap().is_empty());
+    for bad in [
+        "since=yesterday",
+        "limit=0",
+        "limit=9999",
+        "cursor=%%%",
+        "sort=asc",
+    ] {
+        let (s, b) = env
+            .call(
+                As::Tenant("dainese"),
+                "GET",
+                &format!("/tenants/dainese/telemetry?{bad}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        env.call(
+            As::Tenant("acme"),
+            "GET",
+            "/tenants/dainese/telemetry",
+            None
+        )
+        .await
+        .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn the_stored_key_is_cached_and_rotation_is_picked_up() {
+    let env = env_with_catalog(1000).await;
+    env.app.poll_all(deadline()).await.unwrap();
+    env.app.poll_all(deadline()).await.unwrap();
+    // Rotate: the cached old key keeps working until revoked; after a 401 the poller re-reads the secret.
+    assert_eq!(env.connect("dainese", ROTATED_KEY).await.0, 200);
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": GOOD_KEY}))
+        .await;
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 1}),
+    )
+    .await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(s.ok, 1, "{s:?}");
+    assert_exactly(&stored(&env).await, &ids);
+    let used: Vec<String> = env
+        .sim_requests()
+        .await
+        .into_iter()
+        .filter(|r| r["route"] == "GET /v1/organizations/{org_id}/audit_logs")
+        .map(|r| r["api_key_last4"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(used.last().map(String::as_str), Some("ROTA"));
+}
