@@ -14,7 +14,7 @@ use claresia_domain::catalog::WorkspaceMapping;
 use claresia_domain::telemetry::{
     normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
 };
-use claresia_domain::{AdminKey, ConnectionState, TenantSlug};
+use claresia_domain::{AdminKey, ConnectionRecord, ConnectionState, TenantSlug};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -126,9 +126,9 @@ impl App {
 
     /// One tick: polls every connected tenant within `deadline`.
     pub async fn poll_all(&self, deadline: Deadline) -> Result<PollSummary, ApiError> {
-        let tenants = self.hub.connected_tenants().await?;
-        let results: Vec<TenantPoll> = stream::iter(tenants)
-            .map(|t| self.poll_tenant(t, deadline))
+        let records = self.hub.live_connections().await?;
+        let results: Vec<TenantPoll> = stream::iter(records)
+            .map(|r| self.poll_connection(r, deadline))
             .buffer_unordered(self.config.poll_concurrency)
             .collect()
             .await;
@@ -172,11 +172,29 @@ impl App {
 
     /// Polls one tenant; every failure is recorded on its status and never delays the others.
     pub async fn poll_tenant(&self, tenant: TenantSlug, deadline: Deadline) -> TenantPoll {
+        match self.hub.connection(&tenant).await {
+            Ok(Some(record)) => self.poll_connection(record, deadline).await,
+            Ok(None) => TenantPoll {
+                tenant: tenant.to_string(),
+                outcome: "skipped".into(),
+                ..TenantPoll::default()
+            },
+            Err(e) => TenantPoll {
+                tenant: tenant.to_string(),
+                outcome: "error".into(),
+                error: Some(e.to_string()),
+                ..TenantPoll::default()
+            },
+        }
+    }
+
+    async fn poll_connection(&self, record: ConnectionRecord, deadline: Deadline) -> TenantPoll {
+        let tenant = record.tenant.clone();
         let mut result = TenantPoll {
             tenant: tenant.to_string(),
             ..TenantPoll::default()
         };
-        match self.poll_inner(&tenant, deadline, &mut result).await {
+        match self.poll_inner(record, deadline, &mut result).await {
             Ok(outcome) => result.outcome = outcome.into(),
             Err(PollError::Crash) => result.outcome = "crashed".into(),
             Err(PollError::Api(e)) => {
@@ -220,15 +238,12 @@ impl App {
 
     async fn poll_inner(
         &self,
-        tenant: &TenantSlug,
+        record: ConnectionRecord,
         deadline: Deadline,
         out: &mut TenantPoll,
     ) -> Result<&'static str, PollError> {
-        let Some(record) = App::live(self.hub.connection(tenant).await.map_err(ApiError::from)?)
-        else {
-            return Ok("skipped");
-        };
-        if record.state == ConnectionState::NeedsAttention {
+        let tenant = &record.tenant;
+        if record.state != ConnectionState::Connected {
             return Ok("skipped");
         }
         let owner = format!("poll-{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
@@ -237,7 +252,7 @@ impl App {
             + deadline.remaining().as_millis() as i128
             + self.config.poll_lease_slack.as_millis() as i128;
         self.before_write()?;
-        let Some(mut cursor) = self
+        let Some((mut cursor, mut status)) = self
             .hub
             .acquire_poll_lease(tenant, &owner, now_ms, lease_until)
             .await
@@ -245,12 +260,6 @@ impl App {
         else {
             return Ok("busy");
         };
-        let mut status = self
-            .hub
-            .poll_status(tenant)
-            .await
-            .map_err(ApiError::from)?
-            .unwrap_or_default();
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
         status.error = None;
 
@@ -364,13 +373,16 @@ impl App {
                     }
                 }
             }
-            // Durably write the page, then (and only then) move the cursor past it.
-            for chunk in events.chunks(25) {
+            // Durably write the page (its batches at once), then (and only then) move the cursor past it.
+            let chunks: Vec<&[TelemetryEvent]> = events.chunks(25).collect();
+            for _ in &chunks {
                 self.before_write()?;
-                self.telemetry
-                    .write_events(chunk)
-                    .await
-                    .map_err(ApiError::from)?;
+            }
+            let written =
+                futures::future::join_all(chunks.iter().map(|c| self.telemetry.write_events(c)))
+                    .await;
+            for w in written {
+                w.map_err(ApiError::from)?;
             }
             if !quarantined.is_empty() {
                 self.before_write()?;

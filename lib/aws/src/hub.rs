@@ -91,4 +91,35 @@ impl HubStore {
     pub async fn connected_tenants(&self) -> Result<Vec<TenantSlug>, StoreError> {
         self.index_tenants(CONNECTED_KIND).await
     }
+
+    /// Every live connection record, from the index alone (it projects the whole record): one query per
+    /// tick instead of one read per tenant.
+    pub async fn live_connections(&self) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", GSI1_PK)
+                .expression_attribute_values(":k", AttributeValue::S(CONNECTED_KIND.into()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(
+                    serde_dynamo::from_item(item)
+                        .map_err(|e| StoreError::Corrupt(format!("connection in gsi1: {e}")))?,
+                );
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
 }

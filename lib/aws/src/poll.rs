@@ -39,14 +39,14 @@ fn n(v: i128) -> AttributeValue {
 
 impl HubStore {
     /// Takes the tenant's poll lease until `until_ms` if it is free, expired, or already ours; answers the
-    /// cursor, or `None` when another run holds the lease.
+    /// cursor and the last status (one round trip), or `None` when another run holds the lease.
     pub async fn acquire_poll_lease(
         &self,
         tenant: &TenantSlug,
         owner: &str,
         now_ms: i128,
         until_ms: i128,
-    ) -> Result<Option<Option<String>>, StoreError> {
+    ) -> Result<Option<(Option<String>, PollStatus)>, StoreError> {
         let res = self
             .client()
             .update_item()
@@ -64,7 +64,13 @@ impl HubStore {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(Some(cursor_of(&out.attributes.unwrap_or_default()))),
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(Some((
+                    cursor_of(&item),
+                    status_of(&item)?.unwrap_or_default(),
+                )))
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
@@ -187,18 +193,21 @@ impl HubStore {
             .send()
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        let item = out.item.unwrap_or_default();
-        let mut status: Option<PollStatus> = match item.get("status") {
-            Some(AttributeValue::S(d)) => {
-                Some(serde_json::from_str(d).map_err(|e| StoreError::Corrupt(e.to_string()))?)
-            }
-            _ => None,
-        };
-        if let Some(st) = status.as_mut() {
-            st.cursor = cursor_of(&item);
-        }
-        Ok(status)
+        status_of(&out.item.unwrap_or_default())
     }
+}
+
+fn status_of(item: &HashMap<String, AttributeValue>) -> Result<Option<PollStatus>, StoreError> {
+    let mut status: Option<PollStatus> = match item.get("status") {
+        Some(AttributeValue::S(d)) => {
+            Some(serde_json::from_str(d).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        }
+        _ => None,
+    };
+    if let Some(st) = status.as_mut() {
+        st.cursor = cursor_of(item);
+    }
+    Ok(status)
 }
 
 fn cursor_of(item: &HashMap<String, AttributeValue>) -> Option<String> {
