@@ -234,6 +234,10 @@ async fn main() {
         ("connection-api", connection_events),
         ("catalog-api", catalog_events),
         ("publish-sweeper", sweep_events),
+        (
+            "audit-poller",
+            vec![std::fs::read_to_string(event_dir.join("audit-poller-scheduled.json")).unwrap()],
+        ),
     ];
     println!(
         "lambda-bench: {runs} cold starts per function, release build for this machine (x86_64)"
