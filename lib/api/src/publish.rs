@@ -669,9 +669,7 @@ impl App {
         event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
         deadline_ms: u64,
     ) -> Result<Value, ApiError> {
-        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
-        let budget =
-            Duration::from_millis(deadline_ms.saturating_sub(now_ms).saturating_sub(5_000));
+        let budget = crate::tick_budget(deadline_ms);
         let reports = self.sweep_pending(Deadline::after(budget)).await?;
         tracing::info!(
             tick = event.id.as_deref().unwrap_or_default(),

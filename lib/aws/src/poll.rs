@@ -105,16 +105,7 @@ impl HubStore {
                 .expression_attribute_values(":from", s(f)),
             None => req.condition_expression("lease_owner = :o AND attribute_not_exists(#c)"),
         };
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
-        }
+        conditional(req.send().await)
     }
 
     /// Forgets the cursor (it aged out of Anthropic's window): polling restarts from the oldest event.
@@ -137,16 +128,7 @@ impl HubStore {
             .expression_attribute_values(":old", s(expired))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
-        }
+        conditional(res)
     }
 
     /// Records the run's status and releases the lease (if still ours).
@@ -170,16 +152,8 @@ impl HubStore {
             .expression_attribute_values(":o", s(owner))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
-        }
+        // A lost lease is fine: the run that holds it records its own status.
+        conditional(res).map(|_| ())
     }
 
     pub async fn poll_status(&self, tenant: &TenantSlug) -> Result<Option<PollStatus>, StoreError> {
@@ -214,5 +188,27 @@ fn cursor_of(item: &HashMap<String, AttributeValue>) -> Option<String> {
     match item.get("cursor") {
         Some(AttributeValue::S(c)) => Some(c.clone()),
         _ => None,
+    }
+}
+
+/// A conditional `UpdateItem`: `true` if it applied, `false` if its condition did not hold (an answer, not
+/// an error: another run holds the lease or moved the cursor).
+fn conditional<T>(
+    res: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        >,
+    >,
+) -> Result<bool, StoreError> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
     }
 }
