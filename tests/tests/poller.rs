@@ -191,11 +191,74 @@ async fn events_are_normalized_routed_and_served_newest_first() {
 }
 
 #[tokio::test]
+async fn routing_changes_between_ticks_are_picked_up_by_the_next_tick() {
+    let env = env_with_catalog(1000).await;
+    let tenant = |t: &str| TenantSlug::parse(t).unwrap();
+    let before = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 1, "workspace_id": WS_ENGINEERING})).await;
+    emit(&env, json!({"skill_name": "claresia-dainese-eng-incident-postmortem", "count": 1, "workspace_id": WS_ENGINEERING})).await;
+    let first = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(
+        (first.events_ingested, first.events_skipped),
+        (1, 1),
+        "not published yet: not ours"
+    );
+
+    // The warm sandbox has this tenant's routing in memory; a new mapping and a new skill change it.
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/workspaces",
+            &json!({"mappings": [{"workspace_id": WS_ENGINEERING, "sub_tenant": "dainese-eng"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = env
+        .put_doc("dainese", "/archetypes/eng", &json!({"skills": ["incident-postmortem"], "group_ids": ["grp_eng"], "sub_tenant": "dainese-eng"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mapped = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 1, "workspace_id": WS_ENGINEERING})).await;
+    let new_skill = emit(&env, json!({"skill_name": "claresia-dainese-eng-incident-postmortem", "count": 2, "workspace_id": WS_ENGINEERING})).await;
+    let second = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(
+        (second.events_ingested, second.events_skipped),
+        (3, 0),
+        "{second:?}"
+    );
+
+    let (hub_events, _) = env
+        .app
+        .telemetry
+        .events(&tenant("dainese"), None, 50, None)
+        .await
+        .unwrap();
+    let ids = |v: &[claresia_domain::telemetry::TelemetryEvent]| -> Vec<String> {
+        let mut ids: Vec<String> = v.iter().map(|e| e.event_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&hub_events), before, "before the mapping: the hub's");
+    let (sub_events, _) = env
+        .app
+        .telemetry
+        .events(&tenant("dainese-eng"), None, 50, None)
+        .await
+        .unwrap();
+    let mut want: Vec<String> = mapped.into_iter().chain(new_skill).collect();
+    want.sort();
+    assert_eq!(
+        ids(&sub_events),
+        want,
+        "after it: the sub-tenant's, the new skill included"
+    );
+}
+
+#[tokio::test]
 async fn a_crash_after_every_kth_write_loses_nothing_and_doubles_nothing() {
-    // 3 pages per run: 50 events a page, 25 per batch → lease, 2 batches + cursor per page, status.
+    // 3 pages per run: 50 events a page, 25 per batch → lease; 2 batches + cursor on pages 1 and 2;
+    // 2 batches on page 3, whose cursor move is the finishing write that records the status.
     let env = env_with_catalog(50).await;
     let mut all = Vec::new();
-    let writes_per_run = 1 + 3 * 3 + 1;
+    let writes_per_run = 1 + 2 * 3 + 2 + 1;
     // k = completed writes before the crash: 0 (before the lease) … the last (before the status).
     for k in 0..writes_per_run {
         all.extend(

@@ -69,44 +69,10 @@ async fn main() {
     }
     let total = tenants * per;
 
-    // The floor: raw BatchWriteItem of the same number of items, same shape, same parallelism.
-    let now = utc_millis(OffsetDateTime::now_utc());
-    let raw_events: Vec<TelemetryEvent> = (0..total)
-        .map(|i| TelemetryEvent {
-            event_id: format!("raw-{i:06}"),
-            tenant: TenantSlug::parse(&format!("raw{:03}", i / per)).unwrap(),
-            skill_id: "bench".into(),
-            event_type: "skill.invoked".into(),
-            status: "ok".into(),
-            occurred_at: now.clone(),
-            ingested_at: now.clone(),
-            workspace_id: Some("wrkspc_x".into()),
-            actor_id: Some("user_x".into()),
-            duration_ms: Some(2300),
-            cost_usd: Some(0.04),
-            input_tokens: Some(1840),
-            output_tokens: Some(912),
-            error_type: None,
-            error_message: None,
-            record_url: Some("https://hub.x.claresia.com/records/rec_1".into()),
-        })
-        .collect();
-    // The floor at its best: batches of 25, at several degrees of parallelism; the fastest counts.
-    use bounded::run_bounded;
-    let store = &env.app.telemetry;
-    let chunks: Vec<&[TelemetryEvent]> = raw_events.chunks(25).collect();
-    let mut raw_best = (0.0f64, 0usize, Duration::ZERO);
-    for parallel in [16usize, 32, 64] {
-        let t = Instant::now();
-        run_bounded(chunks.iter().map(|c| store.write_events(c)), parallel).await;
-        let took = t.elapsed();
-        let eps = total as f64 / took.as_secs_f64();
-        if eps > raw_best.0 {
-            raw_best = (eps, parallel, took);
-        }
-    }
-    let (raw_eps, raw_parallel, raw_time) = raw_best;
-
+    // The floor is measured right before each tick, on the same table in the same state: its items are
+    // deleted again (untimed) so the tick writes into a store exactly as full as the floor did. (moto's
+    // per-call cost grows with everything it holds, so a floor measured on an emptier store flatters it.)
+    let (raw_eps, raw_parallel, raw_time) = raw_floor(&env, total, per, "a").await;
     let t = Instant::now();
     let summary = env
         .app
@@ -117,24 +83,36 @@ async fn main() {
     assert_eq!(summary.events_ingested as usize, total, "{summary:?}");
     let eps = total as f64 / tick.as_secs_f64();
 
-    // Steady state: the next tick in a warm sandbox (keys cached), with another `per` events per tenant.
-    for (_, org_id, name) in &slugs {
-        env.sim_send(
-            "POST",
-            &format!("/_sim/orgs/{org_id}/audit_events"),
-            json!({"invoke": {"skill_name": name, "count": per}}),
-        )
-        .await;
+    // Steady state: the next ticks in a warm sandbox (keys and routing cached), `per` more events per
+    // tenant each; five rounds, each against its own floor, because moto's speed drifts between runs.
+    let mut rounds = Vec::new();
+    for round in ["b", "c", "d", "e", "f"] {
+        for (_, org_id, name) in &slugs {
+            env.sim_send(
+                "POST",
+                &format!("/_sim/orgs/{org_id}/audit_events"),
+                json!({"invoke": {"skill_name": name, "count": per}}),
+            )
+            .await;
+        }
+        let (floor_eps, _, _) = raw_floor(&env, total, per, round).await;
+        let t = Instant::now();
+        let warm = env
+            .app
+            .poll_all(Deadline::after(Duration::from_secs(55)))
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        assert_eq!(warm.events_ingested as usize, total, "{warm:?}");
+        assert_eq!(warm.ok, tenants, "{warm:?}");
+        let eps = total as f64 / took.as_secs_f64();
+        rounds.push((took, eps, floor_eps, eps / floor_eps));
     }
-    let t = Instant::now();
-    let warm = env
-        .app
-        .poll_all(Deadline::after(Duration::from_secs(55)))
-        .await
-        .unwrap();
-    let warm_tick = t.elapsed();
-    assert_eq!(warm.events_ingested as usize, total, "{warm:?}");
-    let warm_eps = total as f64 / warm_tick.as_secs_f64();
+    let median = |f: fn(&(Duration, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
 
     // Lag: events keep arriving while ticks run every 2 s; lag = ingested_at − created_at (visibility).
     let interval = Duration::from_secs(2);
@@ -178,21 +156,26 @@ async fn main() {
 
     println!("poll-bench: {tenants} tenants × {per} pending events = {total}, one tick, moto + simulator on loopback");
     println!(
-        "  first tick (cold key cache)   {:>6.2} s   {eps:>6.0} events/s  ({} ok, {} failed)",
+        "  first tick (cold sandbox)     {:>6.2} s   {eps:>6.0} events/s  ({} ok, {} failed)",
         tick.as_secs_f64(),
         summary.ok,
         summary.failed
     );
+    println!("    raw BatchWriteItem, same store state  {raw_eps:>6.0} items/s  ({total} items in {:.2} s, {raw_parallel} in parallel)   ratio {:.3}", raw_time.as_secs_f64(), eps / raw_eps);
+    for (i, (took, eps, floor, ratio)) in rounds.iter().enumerate() {
+        println!(
+            "  steady-state tick {} (warm)    {:>6.2} s   {eps:>6.0} events/s   floor {floor:>6.0} items/s   ratio {ratio:.3}",
+            i + 1,
+            took.as_secs_f64()
+        );
+    }
     println!(
-        "  steady-state tick (warm)      {:>6.2} s   {warm_eps:>6.0} events/s  ({} ok)",
-        warm_tick.as_secs_f64(),
-        warm.ok
-    );
-    println!("  raw BatchWriteItem     {raw_eps:>8.0} items/s  ({total} items in {:.2} s, best of 16/32/64 in parallel: {raw_parallel})", raw_time.as_secs_f64());
-    println!(
-        "  ratio to the store     first {:.3}, steady state {:.3}   (target ≥ 0.8)",
-        eps / raw_eps,
-        warm_eps / raw_eps
+        "  steady state, median of {}      {:>6.2} s   {:>6.0} events/s   floor {:>6.0} items/s   ratio {:.3}   (target ≥ 0.8)",
+        rounds.len(),
+        median(|r| r.0.as_secs_f64()),
+        median(|r| r.1),
+        median(|r| r.2),
+        median(|r| r.3)
     );
     println!(
         "  telemetry lag (2 s ticks, {} events)  p50 {:.2} s  p99 {:.2} s  max {:.2} s",
@@ -201,6 +184,73 @@ async fn main() {
         p(0.99),
         p(1.0)
     );
+}
+
+/// Raw BatchWriteItem throughput of `total` telemetry items of the poller's shape, batches of 25, at the
+/// best of a few degrees of parallelism; each attempt's items are deleted again afterwards (untimed).
+async fn raw_floor(env: &TestEnv, total: usize, per: usize, round: &str) -> (f64, usize, Duration) {
+    use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
+    use bounded::run_bounded;
+    let now = utc_millis(OffsetDateTime::now_utc());
+    let store = &env.app.telemetry;
+    let mut best = (0.0f64, 0usize, Duration::ZERO);
+    for parallel in [16usize, 32] {
+        let events: Vec<TelemetryEvent> = (0..total)
+            .map(|i| TelemetryEvent {
+                event_id: format!("raw-{round}{parallel}-{i:06}"),
+                tenant: TenantSlug::parse(&format!("bench{:03}", i / per)).unwrap(),
+                skill_id: "bench".into(),
+                event_type: "skill.invoked".into(),
+                status: "ok".into(),
+                occurred_at: now.clone(),
+                ingested_at: now.clone(),
+                workspace_id: Some("wrkspc_x".into()),
+                actor_id: Some("user_x".into()),
+                duration_ms: Some(2300),
+                cost_usd: Some(0.04),
+                input_tokens: Some(1840),
+                output_tokens: Some(912),
+                error_type: None,
+                error_message: None,
+                record_url: Some("https://hub.x.claresia.com/records/rec_1".into()),
+            })
+            .collect();
+        let chunks: Vec<&[TelemetryEvent]> = events.chunks(25).collect();
+        let t = Instant::now();
+        run_bounded(chunks.iter().map(|c| store.write_events(c)), parallel).await;
+        let took = t.elapsed();
+        let eps = total as f64 / took.as_secs_f64();
+        if eps > best.0 {
+            best = (eps, parallel, took);
+        }
+        let dynamo = env.dynamo();
+        let table = store.table().to_owned();
+        run_bounded(
+            chunks.iter().map(|c| {
+                let deletes: Vec<WriteRequest> = c
+                    .iter()
+                    .map(|e| {
+                        let key = DeleteRequest::builder()
+                            .key("tenant", AttributeValue::S(e.tenant.to_string()))
+                            .key(
+                                "event_key",
+                                AttributeValue::S(claresia_aws::telemetry::event_key(e)),
+                            )
+                            .build()
+                            .unwrap();
+                        WriteRequest::builder().delete_request(key).build()
+                    })
+                    .collect();
+                dynamo
+                    .batch_write_item()
+                    .request_items(table.clone(), deletes)
+                    .send()
+            }),
+            parallel,
+        )
+        .await;
+    }
+    best
 }
 
 mod bounded {

@@ -28,6 +28,7 @@ pub struct App {
     pub keys: KeyStore,
     pub telemetry: TelemetryStore,
     pub key_cache: std::sync::Arc<poller::KeyCache>,
+    pub routing_cache: std::sync::Arc<poller::RoutingCache>,
     /// Crash injection for tests: the poller stops dead before its n-th DynamoDB write (negative: off).
     #[doc(hidden)]
     pub crash_after_writes: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -58,6 +59,7 @@ impl App {
         Ok(App {
             telemetry: TelemetryStore::new(dynamo.clone(), config.telemetry_table.clone()),
             key_cache: Default::default(),
+            routing_cache: Default::default(),
             crash_after_writes: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             hub: HubStore::new(dynamo, config.hub_table.clone()),
             keys: KeyStore::new(

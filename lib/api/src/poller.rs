@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claresia_anthropic::{AnthropicError, Deadline, ErrorKind, Page};
@@ -59,6 +59,32 @@ impl KeyCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(tenant);
+    }
+}
+
+/// Each tenant's routing (publish ledger, workspace mappings) as last read, with the routing revision it was
+/// read under: a tick reads it again only when the revision on the poll item has moved.
+/// A routing and the revision it was read under.
+type CachedRouting = (Option<String>, Arc<Routing>);
+
+#[derive(Default)]
+pub struct RoutingCache {
+    entries: Mutex<HashMap<TenantSlug, CachedRouting>>,
+}
+
+impl RoutingCache {
+    fn get(&self, tenant: &TenantSlug, rev: &Option<String>) -> Option<Arc<Routing>> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(tenant)
+            .filter(|(r, _)| r == rev)
+            .map(|(_, routing)| routing.clone())
+    }
+
+    fn put(&self, tenant: &TenantSlug, rev: Option<String>, routing: Arc<Routing>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.clone(), (rev, routing));
     }
 }
 
@@ -252,7 +278,7 @@ impl App {
             + deadline.remaining().as_millis() as i128
             + self.config.poll_lease_slack.as_millis() as i128;
         self.before_write()?;
-        let Some((mut cursor, mut status)) = self
+        let Some(lease) = self
             .hub
             .acquire_poll_lease(tenant, &owner, now_ms, lease_until)
             .await
@@ -260,10 +286,11 @@ impl App {
         else {
             return Ok("busy");
         };
+        let (mut cursor, mut status) = (lease.cursor, lease.status);
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
         status.error = None;
 
-        let routing = self.routing(tenant).await?;
+        let routing = self.routing(tenant, lease.routing_rev).await?;
         let audit_path = format!("/v1/organizations/{}/audit_logs", record.org_id);
         let query = [("event_types", "skill.invoked,skill.failed".to_owned())];
         let limit = self.config.poll_page_limit;
@@ -273,6 +300,8 @@ impl App {
             .ok_or_else(|| ApiError::NotConnected(tenant.to_string()))?;
         let mut refreshed = false;
         let mut newest: Option<OffsetDateTime> = None;
+        // The last page's cursor move, made by the finishing write (one write instead of two).
+        let mut last_move: Option<String> = None;
         let outcome = loop {
             if deadline.remaining() < Duration::from_secs(2) {
                 break "ok";
@@ -394,7 +423,14 @@ impl App {
             }
             out.events_ingested += events.len() as u64;
             out.events_quarantined += quarantined.len() as u64;
-            if let Some(last) = page.last_id.clone().filter(|_| !page.data.is_empty()) {
+            // Stop on the last page or a short one: empty pages only burn the rate limit.
+            let final_page = !page.has_more || page.data.len() < limit as usize;
+            let moved_to = page.last_id.clone().filter(|_| !page.data.is_empty());
+            if final_page {
+                last_move = moved_to;
+                break "ok";
+            }
+            if let Some(last) = moved_to {
                 self.before_write()?;
                 if !self
                     .hub
@@ -407,14 +443,10 @@ impl App {
                 }
                 cursor = Some(last);
             }
-            // Stop on the last page or a short one: empty pages only burn the rate limit.
-            if !page.has_more || page.data.len() < limit as usize {
-                break "ok";
-            }
         };
         let lag = newest.map(|n| (OffsetDateTime::now_utc() - n).as_seconds_f64().max(0.0));
         out.lag_seconds = lag;
-        status.cursor = cursor;
+        status.cursor = last_move.clone().or_else(|| cursor.clone());
         status.events_ingested = out.events_ingested;
         status.events_skipped = out.events_skipped;
         status.events_quarantined = out.events_quarantined;
@@ -423,17 +455,31 @@ impl App {
             status.last_success_at = status.last_poll_at.clone();
         }
         self.before_write()?;
-        self.hub
-            .finish_poll(tenant, &owner, &status)
+        let advance = last_move.as_deref().map(|to| (cursor.as_deref(), to));
+        let finished = self
+            .hub
+            .finish_poll(tenant, &owner, &status, advance)
             .await
             .map_err(ApiError::from)?;
-        Ok(outcome)
+        // A lost lease is fine: the run that holds it records its own status and carries on from the cursor.
+        Ok(if finished || advance.is_none() {
+            outcome
+        } else {
+            "busy"
+        })
     }
 
-    async fn routing(&self, tenant: &TenantSlug) -> Result<Routing, ApiError> {
+    async fn routing(
+        &self,
+        tenant: &TenantSlug,
+        rev: Option<String>,
+    ) -> Result<Arc<Routing>, ApiError> {
+        if let Some(r) = self.routing_cache.get(tenant, &rev) {
+            return Ok(r);
+        }
         let ledger = self.hub.ledger(tenant).await?;
         let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(tenant).await?;
-        Ok(Routing {
+        let routing = Arc::new(Routing {
             hub: Some(tenant.clone()),
             published: ledger
                 .into_values()
@@ -443,7 +489,9 @@ impl App {
                 .into_iter()
                 .filter_map(|m| m.sub_tenant.map(|s| (m.workspace_id, s)))
                 .collect::<BTreeMap<_, _>>(),
-        })
+        });
+        self.routing_cache.put(tenant, rev, routing.clone());
+        Ok(routing)
     }
 
     async fn mark_needs_attention(

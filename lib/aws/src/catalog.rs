@@ -227,7 +227,8 @@ impl HubStore {
             to_json(mappings)?,
             &[],
         )
-        .await
+        .await?;
+        self.touch_routing(tenant).await
     }
 
     pub async fn workspace_mappings<T: DeserializeOwned + Default>(
@@ -277,13 +278,14 @@ impl HubStore {
             to_json(entry)?,
             &[],
         )
-        .await
+        .await?;
+        self.touch_routing(hub).await
     }
 
     pub async fn delete_ledger(&self, hub: &TenantSlug, name: &str) -> Result<(), StoreError> {
         self.delete_doc(tenant_pk(hub), format!("LEDGER#{name}"))
-            .await
-            .map(|_| ())
+            .await?;
+        self.touch_routing(hub).await
     }
 
     pub async fn ledger(

@@ -3,6 +3,7 @@
 //! condition on the value read and on holding the lease, so two runs can never both advance it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use claresia_domain::TenantSlug;
@@ -12,6 +13,7 @@ use crate::hub::{tenant_pk, PK, SK};
 use crate::{HubStore, StoreError};
 
 const POLL_SK: &str = "POLL";
+const ROUTING_REV: &str = "routing_rev";
 
 /// What the status shows about polling (stored as JSON in `status`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,16 +39,27 @@ fn n(v: i128) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// What taking the lease answers, in the same round trip.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PollLease {
+    pub cursor: Option<String>,
+    pub status: PollStatus,
+    /// Changes whenever the tenant's routing (publish ledger, workspace mappings) changes, so a poller
+    /// may keep the routing it read in memory until this moves.
+    pub routing_rev: Option<String>,
+}
+
 impl HubStore {
     /// Takes the tenant's poll lease until `until_ms` if it is free, expired, or already ours; answers the
-    /// cursor and the last status (one round trip), or `None` when another run holds the lease.
+    /// cursor, the last status and the routing revision (one round trip), or `None` when another run holds
+    /// the lease.
     pub async fn acquire_poll_lease(
         &self,
         tenant: &TenantSlug,
         owner: &str,
         now_ms: i128,
         until_ms: i128,
-    ) -> Result<Option<(Option<String>, PollStatus)>, StoreError> {
+    ) -> Result<Option<PollLease>, StoreError> {
         let res = self
             .client()
             .update_item()
@@ -66,10 +79,14 @@ impl HubStore {
         match res {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
-                Ok(Some((
-                    cursor_of(&item),
-                    status_of(&item)?.unwrap_or_default(),
-                )))
+                Ok(Some(PollLease {
+                    cursor: cursor_of(&item),
+                    status: status_of(&item)?.unwrap_or_default(),
+                    routing_rev: match item.get(ROUTING_REV) {
+                        Some(AttributeValue::S(r)) => Some(r.clone()),
+                        _ => None,
+                    },
+                }))
             }
             Err(e)
                 if e.as_service_error()
@@ -79,6 +96,30 @@ impl HubStore {
             }
             Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
         }
+    }
+
+    /// Marks the tenant's routing as changed (after the change is written, so a poller that reads the old
+    /// revision re-reads the routing next time at worst once too often, never too rarely).
+    pub async fn touch_routing(&self, tenant: &TenantSlug) -> Result<(), StoreError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let rev = format!(
+            "{}-{}-{}",
+            time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(tenant_pk(tenant)))
+            .key(SK, s(POLL_SK))
+            .update_expression("SET #r = :r")
+            .expression_attribute_names("#r", ROUTING_REV)
+            .expression_attribute_values(":r", s(rev))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        Ok(())
     }
 
     /// Moves the cursor from `from` to `to` if this run still holds the lease and nobody moved it since.
@@ -131,29 +172,47 @@ impl HubStore {
         conditional(res)
     }
 
-    /// Records the run's status and releases the lease (if still ours).
+    /// Records the run's status and releases the lease (if still ours). With `advance = Some((from, to))`
+    /// the same write also moves the cursor from `from` to `to`, under the same conditions as
+    /// [`advance_cursor`](Self::advance_cursor): the last page of a run costs one write, not two.
+    /// `false` when the lease was lost or the cursor had moved (nothing written).
     pub async fn finish_poll(
         &self,
         tenant: &TenantSlug,
         owner: &str,
         status: &PollStatus,
-    ) -> Result<(), StoreError> {
+        advance: Option<(Option<&str>, &str)>,
+    ) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let res = self
+        let mut req = self
             .client()
             .update_item()
             .table_name(self.table())
             .key(PK, s(tenant_pk(tenant)))
             .key(SK, s(POLL_SK))
-            .update_expression("SET #st = :st REMOVE lease_owner, lease_until")
-            .condition_expression("lease_owner = :o")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(doc))
-            .expression_attribute_values(":o", s(owner))
-            .send()
-            .await;
-        // A lost lease is fine: the run that holds it records its own status.
-        conditional(res).map(|_| ())
+            .expression_attribute_values(":o", s(owner));
+        req = match advance {
+            None => req
+                .update_expression("SET #st = :st REMOVE lease_owner, lease_until")
+                .condition_expression("lease_owner = :o"),
+            Some((from, to)) => {
+                let req = req
+                    .update_expression("SET #st = :st, #c = :to REMOVE lease_owner, lease_until")
+                    .expression_attribute_names("#c", "cursor")
+                    .expression_attribute_values(":to", s(to));
+                match from {
+                    Some(f) => req
+                        .condition_expression("lease_owner = :o AND #c = :from")
+                        .expression_attribute_values(":from", s(f)),
+                    None => {
+                        req.condition_expression("lease_owner = :o AND attribute_not_exists(#c)")
+                    }
+                }
+            }
+        };
+        conditional(req.send().await)
     }
 
     pub async fn poll_status(&self, tenant: &TenantSlug) -> Result<Option<PollStatus>, StoreError> {
