@@ -59,12 +59,7 @@ async fn main() {
             )
             .await
             .unwrap();
-        env.sim_send(
-            "POST",
-            &format!("/_sim/orgs/{org_id}/audit_events"),
-            json!({"invoke": {"skill_name": name, "count": per, "record_id": "rec_1"}}),
-        )
-        .await;
+        emit(&env, &org_id, &name, per).await;
         slugs.push((slug, org_id, name));
     }
     let total = tenants * per;
@@ -73,14 +68,7 @@ async fn main() {
     // deleted again (untimed) so the tick writes into a store exactly as full as the floor did. (moto's
     // per-call cost grows with everything it holds, so a floor measured on an emptier store flatters it.)
     let (raw_eps, raw_parallel, raw_time) = raw_floor(&env, total, per, "a").await;
-    let t = Instant::now();
-    let summary = env
-        .app
-        .poll_all(Deadline::after(Duration::from_secs(55)))
-        .await
-        .unwrap();
-    let tick = t.elapsed();
-    assert_eq!(summary.events_ingested as usize, total, "{summary:?}");
+    let (tick, summary) = timed_tick(&env, total).await;
     let eps = total as f64 / tick.as_secs_f64();
 
     // Steady state: the next ticks in a warm sandbox (keys and routing cached), `per` more events per
@@ -88,23 +76,11 @@ async fn main() {
     let mut rounds = Vec::new();
     for round in ["b", "c", "d", "e", "f"] {
         for (_, org_id, name) in &slugs {
-            env.sim_send(
-                "POST",
-                &format!("/_sim/orgs/{org_id}/audit_events"),
-                json!({"invoke": {"skill_name": name, "count": per}}),
-            )
-            .await;
+            emit(&env, org_id, name, per).await;
         }
         let (floor_eps, _, _) = raw_floor(&env, total, per, round).await;
-        let t = Instant::now();
-        let warm = env
-            .app
-            .poll_all(Deadline::after(Duration::from_secs(55)))
-            .await
-            .unwrap();
-        let took = t.elapsed();
-        assert_eq!(warm.events_ingested as usize, total, "{warm:?}");
-        assert_eq!(warm.ok, tenants, "{warm:?}");
+        let (took, warm) = timed_tick(&env, total).await;
+        assert_eq!(warm, (tenants, 0), "every tenant polled");
         let eps = total as f64 / took.as_secs_f64();
         rounds.push((took, eps, floor_eps, eps / floor_eps));
     }
@@ -119,12 +95,7 @@ async fn main() {
     let lag_tenants = &slugs[..slugs.len().min(10)];
     for round in 0..5 {
         for (_, org_id, name) in lag_tenants {
-            env.sim_send(
-                "POST",
-                &format!("/_sim/orgs/{org_id}/audit_events"),
-                json!({"invoke": {"skill_name": name, "count": 20}}),
-            )
-            .await;
+            emit(&env, org_id, name, 20).await;
         }
         tokio::time::sleep(interval / 2 * (round % 2 + 1)).await;
         env.app
@@ -158,8 +129,8 @@ async fn main() {
     println!(
         "  first tick (cold sandbox)     {:>6.2} s   {eps:>6.0} events/s  ({} ok, {} failed)",
         tick.as_secs_f64(),
-        summary.ok,
-        summary.failed
+        summary.0,
+        summary.1
     );
     println!("    raw BatchWriteItem, same store state  {raw_eps:>6.0} items/s  ({total} items in {:.2} s, {raw_parallel} in parallel)   ratio {:.3}", raw_time.as_secs_f64(), eps / raw_eps);
     for (i, (took, eps, floor, ratio)) in rounds.iter().enumerate() {
@@ -184,6 +155,29 @@ async fn main() {
         p(0.99),
         p(1.0)
     );
+}
+
+/// Has the simulator record `count` runs of the skill `name` in the org (with a record id, for `record_url`).
+async fn emit(env: &TestEnv, org_id: &str, name: &str, count: usize) {
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{org_id}/audit_events"),
+        json!({"invoke": {"skill_name": name, "count": count, "record_id": "rec_1"}}),
+    )
+    .await;
+}
+
+/// One full tick, timed; every pending event must have arrived. Answers the time and (ok, failed) tenants.
+async fn timed_tick(env: &TestEnv, total: usize) -> (Duration, (usize, usize)) {
+    let t = Instant::now();
+    let summary = env
+        .app
+        .poll_all(Deadline::after(Duration::from_secs(55)))
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(summary.events_ingested as usize, total, "{summary:?}");
+    (took, (summary.ok, summary.failed))
 }
 
 /// Raw BatchWriteItem throughput of `total` telemetry items of the poller's shape, batches of 25, at the

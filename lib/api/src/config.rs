@@ -24,7 +24,7 @@ pub struct Config {
     pub poll_concurrency: usize,
     /// `POLL_PAGE_LIMIT`: audit events per page (1–1000).
     pub poll_page_limit: u32,
-    /// `KEY_CACHE_TTL_SECS`: how long the poller keeps a tenant's key in memory.
+    /// `KEY_CACHE_TTL_SECS`: how long the poller keeps a tenant's key in memory (and, at most, its routing).
     pub key_cache_ttl: Duration,
     /// How long a poll lease outlives the run's own deadline (a crashed run's lease then expires).
     pub poll_lease_slack: Duration,

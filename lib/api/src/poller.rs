@@ -62,29 +62,35 @@ impl KeyCache {
     }
 }
 
-/// Each tenant's routing (publish ledger, workspace mappings) as last read, with the routing revision it was
-/// read under: a tick reads it again only when the revision on the poll item has moved.
-/// A routing and the revision it was read under.
-type CachedRouting = (Option<String>, Arc<Routing>);
+/// A routing, the revision it was read under, and when.
+type CachedRouting = (Option<String>, Arc<Routing>, Instant);
 
+/// Each tenant's routing (publish ledger, workspace mappings) as last read, with the routing revision it was
+/// read under: a tick reads it again when the revision on the poll item has moved, and at the latest after
+/// the cache TTL (a writer that died between its ledger write and the revision stamp is not stale for ever).
 #[derive(Default)]
 pub struct RoutingCache {
     entries: Mutex<HashMap<TenantSlug, CachedRouting>>,
 }
 
 impl RoutingCache {
-    fn get(&self, tenant: &TenantSlug, rev: &Option<String>) -> Option<Arc<Routing>> {
+    fn get(
+        &self,
+        tenant: &TenantSlug,
+        rev: &Option<String>,
+        ttl: Duration,
+    ) -> Option<Arc<Routing>> {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.get(tenant)
-            .filter(|(r, _)| r == rev)
-            .map(|(_, routing)| routing.clone())
+            .filter(|(r, _, at)| r == rev && at.elapsed() < ttl)
+            .map(|(_, routing, _)| routing.clone())
     }
 
     fn put(&self, tenant: &TenantSlug, rev: Option<String>, routing: Arc<Routing>) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant.clone(), (rev, routing));
+            .insert(tenant.clone(), (rev, routing, Instant::now()));
     }
 }
 
@@ -474,7 +480,10 @@ impl App {
         tenant: &TenantSlug,
         rev: Option<String>,
     ) -> Result<Arc<Routing>, ApiError> {
-        if let Some(r) = self.routing_cache.get(tenant, &rev) {
+        if let Some(r) = self
+            .routing_cache
+            .get(tenant, &rev, self.config.key_cache_ttl)
+        {
             return Ok(r);
         }
         let ledger = self.hub.ledger(tenant).await?;

@@ -130,7 +130,7 @@ impl HubStore {
         from: Option<&str>,
         to: &str,
     ) -> Result<bool, StoreError> {
-        let mut req = self
+        let req = self
             .client()
             .update_item()
             .table_name(self.table())
@@ -140,13 +140,7 @@ impl HubStore {
             .expression_attribute_names("#c", "cursor")
             .expression_attribute_values(":to", s(to))
             .expression_attribute_values(":o", s(owner));
-        req = match from {
-            Some(f) => req
-                .condition_expression("lease_owner = :o AND #c = :from")
-                .expression_attribute_values(":from", s(f)),
-            None => req.condition_expression("lease_owner = :o AND attribute_not_exists(#c)"),
-        };
-        conditional(req.send().await)
+        conditional(held_and_unmoved(req, from).send().await)
     }
 
     /// Forgets the cursor (it aged out of Anthropic's window): polling restarts from the oldest event.
@@ -197,20 +191,12 @@ impl HubStore {
             None => req
                 .update_expression("SET #st = :st REMOVE lease_owner, lease_until")
                 .condition_expression("lease_owner = :o"),
-            Some((from, to)) => {
-                let req = req
-                    .update_expression("SET #st = :st, #c = :to REMOVE lease_owner, lease_until")
+            Some((from, to)) => held_and_unmoved(
+                req.update_expression("SET #st = :st, #c = :to REMOVE lease_owner, lease_until")
                     .expression_attribute_names("#c", "cursor")
-                    .expression_attribute_values(":to", s(to));
-                match from {
-                    Some(f) => req
-                        .condition_expression("lease_owner = :o AND #c = :from")
-                        .expression_attribute_values(":from", s(f)),
-                    None => {
-                        req.condition_expression("lease_owner = :o AND attribute_not_exists(#c)")
-                    }
-                }
-            }
+                    .expression_attribute_values(":to", s(to)),
+                from,
+            ),
         };
         conditional(req.send().await)
     }
@@ -227,6 +213,20 @@ impl HubStore {
             .await
             .map_err(|e| StoreError::dynamo("GetItem", e))?;
         status_of(&out.item.unwrap_or_default())
+    }
+}
+
+/// The condition of every cursor move: this run (`:o`) still holds the lease and the cursor (`#c`) is still
+/// `from`, the value it read.
+fn held_and_unmoved(
+    req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    from: Option<&str>,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    match from {
+        Some(f) => req
+            .condition_expression("lease_owner = :o AND #c = :from")
+            .expression_attribute_values(":from", s(f)),
+        None => req.condition_expression("lease_owner = :o AND attribute_not_exists(#c)"),
     }
 }
 
