@@ -61,17 +61,26 @@ fn assert_exactly(stored: &BTreeMap<String, usize>, expected: &[String]) {
     );
 }
 
-/// Lets a crashed run's lease lapse, as time would.
+/// Lets a run's tick lease lapse, as time would.
 async fn expire_lease(env: &TestEnv) {
     env.dynamo()
         .update_item()
         .table_name(&env.app.config.hub_table)
-        .key("pk", AttributeValue::S("TENANT#dainese".into()))
-        .key("sk", AttributeValue::S("POLL".into()))
+        .key("pk", AttributeValue::S("POLLER".into()))
+        .key("sk", AttributeValue::S("TICK".into()))
         .update_expression("REMOVE lease_owner, lease_until")
         .send()
         .await
         .unwrap();
+}
+
+async fn cursor_of(env: &TestEnv) -> Option<String> {
+    env.app
+        .hub
+        .poll_status(&TenantSlug::parse("dainese").unwrap())
+        .await
+        .unwrap()
+        .and_then(|s| s.cursor)
 }
 
 #[tokio::test]
@@ -254,11 +263,11 @@ async fn routing_changes_between_ticks_are_picked_up_by_the_next_tick() {
 
 #[tokio::test]
 async fn a_crash_after_every_kth_write_loses_nothing_and_doubles_nothing() {
-    // 3 pages per run: 50 events a page, 25 per batch → lease; 2 batches + cursor on pages 1 and 2;
-    // 2 batches on page 3, whose cursor move is the finishing write that records the status.
+    // 3 pages per run: 50 events a page, 25 per batch → tick lease; 2 batches + cursor on pages 1 and 2;
+    // 2 batches on page 3, whose cursor move is the finishing write that records the status; lease back.
     let env = env_with_catalog(50).await;
     let mut all = Vec::new();
-    let writes_per_run = 1 + 2 * 3 + 2 + 1;
+    let writes_per_run = 1 + 2 * 3 + 2 + 1 + 1;
     // k = completed writes before the crash: 0 (before the lease) … the last (before the status).
     for k in 0..writes_per_run {
         all.extend(
@@ -326,20 +335,40 @@ async fn two_runs_at_once_store_each_event_once_and_end_on_the_last_event() {
         json!({"skill_name": "claresia-dainese-prd-review", "count": 200}),
     )
     .await;
-    let (a, b) = tokio::join!(env.app.poll_all(deadline()), env.app.poll_all(deadline()));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(a.busy + b.busy >= 1 || a.ok + b.ok == 2, "{a:?} {b:?}");
+    // Slow pages keep the first run busy for ≥ 2 s (10 pages of 20).
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/organizations/{org_id}/audit_logs", "latency_ms": 200}),
+    )
+    .await;
+    let (a, (b, c)) = tokio::join!(env.app.poll_all(deadline()), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A duplicated delivery finds the tick lease held and does nothing.
+        let b = env.app.poll_all(deadline()).await.unwrap();
+        // A third run once the first's lease has lapsed (the first is paused, say): both now poll the
+        // same tenant, and only the conditional cursor moves keep them apart.
+        expire_lease(&env).await;
+        let c = env.app.poll_all(deadline()).await.unwrap();
+        (b, c)
+    });
+    let a = a.unwrap();
+    assert!(b.overlapped && b.tenants == 0, "{b:?}");
+    assert_eq!(b.events_ingested, 0);
+    assert!(!a.overlapped && !c.overlapped, "{a:?} {c:?}");
+    assert_eq!(
+        a.busy + c.busy,
+        1,
+        "exactly one of the two runs found the cursor moved under it and stopped: {a:?} {c:?}"
+    );
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
     // Whatever the interleaving, one more tick finishes the job.
     env.app.poll_all(deadline()).await.unwrap();
     assert_exactly(&stored(&env).await, &ids);
-    let status = env
-        .app
-        .hub
-        .poll_status(&TenantSlug::parse("dainese").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.cursor.as_deref(), ids.last().map(String::as_str));
+    assert_eq!(
+        cursor_of(&env).await.as_deref(),
+        ids.last().map(String::as_str)
+    );
 }
 
 #[tokio::test]
@@ -560,4 +589,27 @@ async fn the_stored_key_is_cached_and_rotation_is_picked_up() {
         .map(|r| r["api_key_last4"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(used.last().map(String::as_str), Some("ROTA"));
+}
+
+#[tokio::test]
+async fn a_cold_sandbox_reads_stored_keys_in_batches() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 200);
+    let slug = |t: &str| TenantSlug::parse(t).unwrap();
+    // 25 names: two batches of at most 20; a tenant never connected is simply absent.
+    let mut asked = vec![slug("dainese"), slug("retention")];
+    asked.extend((0..23).map(|i| slug(&format!("nobody{i:02}"))));
+    let keys = env.app.keys.get_many(&asked).await.unwrap();
+    assert_eq!(keys.len(), 2, "{:?}", keys.keys().collect::<Vec<_>>());
+    assert_eq!(keys[&slug("dainese")].expose(), GOOD_KEY);
+    assert_eq!(keys[&slug("retention")].expose(), NO_ZR_KEY);
+    // The first tick (nothing cached yet) polls both with the batch-read keys.
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 2}),
+    )
+    .await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(s.ok, 2, "{s:?}");
+    assert_exactly(&stored(&env).await, &ids);
 }

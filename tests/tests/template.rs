@@ -72,7 +72,31 @@ fn secrets_are_limited_to_the_stage_tenant_path() {
     assert!(text.contains(":secret:claresia/${Stage}/tenants/*"));
     assert!(!text.contains("secretsmanager:*"));
     assert!(!text.contains("dynamodb:*"));
-    assert!(!text.contains("Resource: \"*\""));
+    // The only wildcard resource is the batch read's, which has no resource type and still needs
+    // GetSecretValue on each secret (granted on the tenant path only).
+    let d = doc();
+    for (id, res) in d["Resources"].as_mapping().unwrap() {
+        let statements = res["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["Statement"].as_sequence().into_iter().flatten());
+        for st in statements {
+            if st["Resource"].as_str() == Some("*") {
+                let actions: Vec<&str> = st["Action"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                assert_eq!(
+                    actions,
+                    ["secretsmanager:BatchGetSecretValue"],
+                    "{id:?}: wildcard resource"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -22,11 +22,14 @@ pub struct Config {
     pub telemetry_table: String,
     /// `POLL_CONCURRENCY`: tenants polled at once (1–64).
     pub poll_concurrency: usize,
+    /// `TELEMETRY_WRITE_CONCURRENCY`: telemetry batch writes (25 events each) in flight at once across a
+    /// whole tick (1–256), so many tenants' pages do not hit the table all at once.
+    pub telemetry_write_concurrency: usize,
     /// `POLL_PAGE_LIMIT`: audit events per page (1–1000).
     pub poll_page_limit: u32,
     /// `KEY_CACHE_TTL_SECS`: how long the poller keeps a tenant's key in memory (and, at most, its routing).
     pub key_cache_ttl: Duration,
-    /// How long a poll lease outlives the run's own deadline (a crashed run's lease then expires).
+    /// How long the tick lease outlives the run's own deadline (a crashed run's lease then lapses).
     pub poll_lease_slack: Duration,
 }
 
@@ -123,6 +126,8 @@ impl Config {
                 .unwrap_or_else(|| format!("{stage}-claresia-telemetry-event")),
             poll_concurrency: number("POLL_CONCURRENCY", 8, 1, 64)? as usize,
             poll_page_limit: number("POLL_PAGE_LIMIT", 1000, 1, 1000)? as u32,
+            telemetry_write_concurrency: number("TELEMETRY_WRITE_CONCURRENCY", 32, 1, 256)?
+                as usize,
             key_cache_ttl: Duration::from_secs(number("KEY_CACHE_TTL_SECS", 300, 0, 3600)?),
             poll_lease_slack: Duration::from_secs(5),
             publish_concurrency,

@@ -29,6 +29,8 @@ pub struct App {
     pub telemetry: TelemetryStore,
     pub key_cache: std::sync::Arc<poller::KeyCache>,
     pub routing_cache: std::sync::Arc<poller::RoutingCache>,
+    /// Bounds the telemetry batch writes in flight across a tick (`TELEMETRY_WRITE_CONCURRENCY`).
+    pub telemetry_writes: std::sync::Arc<tokio::sync::Semaphore>,
     /// Crash injection for tests: the poller stops dead before its n-th DynamoDB write (negative: off).
     #[doc(hidden)]
     pub crash_after_writes: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -60,6 +62,9 @@ impl App {
             telemetry: TelemetryStore::new(dynamo.clone(), config.telemetry_table.clone()),
             key_cache: Default::default(),
             routing_cache: Default::default(),
+            telemetry_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.telemetry_write_concurrency,
+            )),
             crash_after_writes: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             hub: HubStore::new(dynamo, config.hub_table.clone()),
             keys: KeyStore::new(

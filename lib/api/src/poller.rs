@@ -1,6 +1,6 @@
 //! Capability 4: the audit poller. For every connected tenant, concurrently with a bound: page the audit
 //! log from the stored cursor, write the normalized events (idempotent by key), then move the cursor with a
-//! condition on the value read and on the run's lease. A crash, a retry, or two runs at once never lose an
+//! condition on the value read, all under the tick lease. A crash, a retry, or two runs at once never lose an
 //! event or store one twice.
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use claresia_anthropic::{AnthropicError, Deadline, ErrorKind, Page};
 use claresia_aws::telemetry::Quarantined;
+use claresia_aws::PollState;
 use claresia_domain::catalog::WorkspaceMapping;
 use claresia_domain::telemetry::{
     normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
@@ -114,6 +115,9 @@ pub struct PollSummary {
     pub ok: usize,
     pub failed: usize,
     pub busy: usize,
+    /// Another run held the tick lease (an overlapping or duplicated schedule delivery): this one did
+    /// nothing.
+    pub overlapped: bool,
     pub events_ingested: u64,
     pub events_skipped: u64,
     pub events_quarantined: u64,
@@ -159,13 +163,13 @@ impl App {
     /// One tick: polls every connected tenant within `deadline`.
     pub async fn poll_all(&self, deadline: Deadline) -> Result<PollSummary, ApiError> {
         let records = self.hub.live_connections().await?;
-        let results: Vec<TenantPoll> = stream::iter(records)
-            .map(|r| self.poll_connection(r, deadline))
-            .buffer_unordered(self.config.poll_concurrency)
-            .collect()
-            .await;
+        let (results, overlapped) = match self.tick(records, deadline).await? {
+            Tick::Ran(results) => (results, false),
+            Tick::Overlapped => (Vec::new(), true),
+        };
         let mut s = PollSummary {
             tenants: results.len(),
+            overlapped,
             ..PollSummary::default()
         };
         for r in &results {
@@ -196,37 +200,165 @@ impl App {
                 ("PollErrors", s.failed as f64, "Count"),
                 ("PollLagSeconds", max_lag, "Seconds"),
                 ("OldestSuccessfulPollAgeSeconds", oldest_success, "Seconds"),
+                ("OverlappingTicks", u8::from(overlapped) as f64, "Count"),
             ],
         );
         s.results = results;
         Ok(s)
     }
 
-    /// Polls one tenant; every failure is recorded on its status and never delays the others.
+    /// Polls one tenant (a tick of one); every failure is recorded on its status.
     pub async fn poll_tenant(&self, tenant: TenantSlug, deadline: Deadline) -> TenantPoll {
+        let alone = |outcome: &str, error: Option<String>| TenantPoll {
+            tenant: tenant.to_string(),
+            outcome: outcome.into(),
+            error,
+            ..TenantPoll::default()
+        };
         match self.hub.connection(&tenant).await {
-            Ok(Some(record)) => self.poll_connection(record, deadline).await,
-            Ok(None) => TenantPoll {
-                tenant: tenant.to_string(),
-                outcome: "skipped".into(),
-                ..TenantPoll::default()
+            Ok(Some(record)) => match self.tick(vec![record], deadline).await {
+                Ok(Tick::Ran(mut results)) => {
+                    results.pop().unwrap_or_else(|| alone("skipped", None))
+                }
+                Ok(Tick::Overlapped) => alone("busy", None),
+                Err(e) => alone("error", Some(e.to_string())),
             },
-            Err(e) => TenantPoll {
-                tenant: tenant.to_string(),
-                outcome: "error".into(),
-                error: Some(e.to_string()),
-                ..TenantPoll::default()
-            },
+            Ok(None) => alone("skipped", None),
+            Err(e) => alone("error", Some(e.to_string())),
         }
     }
 
-    async fn poll_connection(&self, record: ConnectionRecord, deadline: Deadline) -> TenantPoll {
+    /// Takes the tick lease, reads every tenant's cursor (100 per round trip) and the keys not cached (20
+    /// per round trip), polls the tenants concurrently with a bound, and gives the lease back.
+    async fn tick(
+        &self,
+        records: Vec<ConnectionRecord>,
+        deadline: Deadline,
+    ) -> Result<Tick, ApiError> {
+        let (connected, idle): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| r.state == ConnectionState::Connected);
+        let mut results: Vec<TenantPoll> = idle
+            .iter()
+            .map(|r| TenantPoll {
+                tenant: r.tenant.to_string(),
+                outcome: "skipped".into(),
+                ..TenantPoll::default()
+            })
+            .collect();
+        if connected.is_empty() {
+            return Ok(Tick::Ran(results));
+        }
+        let owner = format!(
+            "tick-{}-{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos(),
+            std::process::id()
+        );
+        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let lease_until = now_ms
+            + deadline.remaining().as_millis() as i128
+            + self.config.poll_lease_slack.as_millis() as i128;
+        if self.before_write().is_err() {
+            results.extend(connected.iter().map(|r| TenantPoll {
+                tenant: r.tenant.to_string(),
+                outcome: "crashed".into(),
+                ..TenantPoll::default()
+            }));
+            return Ok(Tick::Ran(results));
+        }
+        if !self
+            .hub
+            .acquire_tick_lease(&owner, now_ms, lease_until)
+            .await?
+        {
+            tracing::info!("another poller run holds the tick lease; this delivery does nothing");
+            return Ok(Tick::Overlapped);
+        }
+        let polled = match self.poll_under_lease(connected, deadline).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_tick_lease(&owner).await;
+                return Err(e);
+            }
+        };
+        // A run that crashed stops dead: its lease lapses on its own.
+        if polled.iter().any(|r| r.outcome == "crashed") || self.before_write().is_err() {
+            results.extend(polled.into_iter().map(|r| TenantPoll {
+                outcome: "crashed".into(),
+                ..r
+            }));
+            return Ok(Tick::Ran(results));
+        }
+        self.release_tick_lease(&owner).await;
+        results.extend(polled);
+        Ok(Tick::Ran(results))
+    }
+
+    async fn poll_under_lease(
+        &self,
+        connected: Vec<ConnectionRecord>,
+        deadline: Deadline,
+    ) -> Result<Vec<TenantPoll>, ApiError> {
+        let tenants: Vec<TenantSlug> = connected.iter().map(|r| r.tenant.clone()).collect();
+        let mut states = self.hub.poll_states(&tenants).await?;
+        self.prefetch_keys(&tenants).await;
+        let polls: Vec<_> = connected
+            .into_iter()
+            .map(|r| {
+                let state = states.remove(&r.tenant).unwrap_or_default();
+                self.poll_connection(r, state, deadline)
+            })
+            .collect();
+        Ok(stream::iter(polls)
+            .buffer_unordered(self.config.poll_concurrency)
+            .collect()
+            .await)
+    }
+
+    async fn release_tick_lease(&self, owner: &str) {
+        if let Err(e) = self.hub.release_tick_lease(owner).await {
+            // Not fatal: the lease lapses at its deadline, before the next scheduled tick.
+            tracing::warn!(error = %e, "could not release the poller's tick lease");
+        }
+    }
+
+    /// Reads the keys the cache lacks in batches (a cold sandbox's first tick); a tenant the batch did
+    /// not answer is read alone later, with its own error.
+    async fn prefetch_keys(&self, tenants: &[TenantSlug]) {
+        let ttl = self.config.key_cache_ttl;
+        let missing: Vec<TenantSlug> = tenants
+            .iter()
+            .filter(|t| self.key_cache.get(t, ttl).is_none())
+            .cloned()
+            .collect();
+        if missing.len() < 2 {
+            return;
+        }
+        match self.keys.get_many(&missing).await {
+            Ok(keys) => {
+                for (t, k) in keys {
+                    self.key_cache.put(&t, k);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "batch read of keys failed; reading them one by one")
+            }
+        }
+    }
+
+    async fn poll_connection(
+        &self,
+        record: ConnectionRecord,
+        state: PollState,
+        deadline: Deadline,
+    ) -> TenantPoll {
         let tenant = record.tenant.clone();
         let mut result = TenantPoll {
             tenant: tenant.to_string(),
             ..TenantPoll::default()
         };
-        match self.poll_inner(record, deadline, &mut result).await {
+        let last_success = state.status.last_success_at.clone();
+        match self.poll_inner(&record, state, deadline, &mut result).await {
             Ok(outcome) => result.outcome = outcome.into(),
             Err(PollError::Crash) => result.outcome = "crashed".into(),
             Err(PollError::Api(e)) => {
@@ -238,65 +370,24 @@ impl App {
         result.seconds_since_success = match result.outcome.as_str() {
             "ok" => Some(0.0),
             "skipped" | "crashed" => None,
-            _ => self.seconds_since_success(&tenant).await,
+            _ => Some(seconds_since(last_success.as_deref(), &record)),
         };
         result
     }
 
-    /// For the "tenant not polled for 5 minutes" alarm: since the last success, else since connecting.
-    async fn seconds_since_success(&self, tenant: &TenantSlug) -> Option<f64> {
-        let now = OffsetDateTime::now_utc();
-        let rfc = &time::format_description::well_known::Rfc3339;
-        let last = self
-            .hub
-            .poll_status(tenant)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|s| s.last_success_at);
-        let since = match last.and_then(|l| OffsetDateTime::parse(&l, rfc).ok()) {
-            Some(t) => t,
-            None => {
-                self.hub
-                    .connection(tenant)
-                    .await
-                    .ok()
-                    .flatten()?
-                    .connected_at
-            }
-        };
-        Some((now - since).as_seconds_f64().max(0.0))
-    }
-
     async fn poll_inner(
         &self,
-        record: ConnectionRecord,
+        record: &ConnectionRecord,
+        state: PollState,
         deadline: Deadline,
         out: &mut TenantPoll,
     ) -> Result<&'static str, PollError> {
         let tenant = &record.tenant;
-        if record.state != ConnectionState::Connected {
-            return Ok("skipped");
-        }
-        let owner = format!("poll-{}", OffsetDateTime::now_utc().unix_timestamp_nanos());
-        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let lease_until = now_ms
-            + deadline.remaining().as_millis() as i128
-            + self.config.poll_lease_slack.as_millis() as i128;
-        self.before_write()?;
-        let Some(lease) = self
-            .hub
-            .acquire_poll_lease(tenant, &owner, now_ms, lease_until)
-            .await
-            .map_err(ApiError::from)?
-        else {
-            return Ok("busy");
-        };
-        let (mut cursor, mut status) = (lease.cursor, lease.status);
+        let (mut cursor, mut status) = (state.cursor, state.status);
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
         status.error = None;
 
-        let routing = self.routing(tenant, lease.routing_rev).await?;
+        let routing = self.routing(tenant, state.routing_rev).await?;
         let audit_path = format!("/v1/organizations/{}/audit_logs", record.org_id);
         let query = [("event_types", "skill.invoked,skill.failed".to_owned())];
         let limit = self.config.poll_page_limit;
@@ -312,7 +403,7 @@ impl App {
             if deadline.remaining() < Duration::from_secs(2) {
                 break "ok";
             }
-            let page: Page<Value> = match self
+            let page_res = self
                 .anthropic
                 .list_page(
                     &key,
@@ -322,8 +413,8 @@ impl App {
                     limit,
                     deadline,
                 )
-                .await
-            {
+                .await;
+            let page: Page<Value> = match page_res {
                 Ok(p) => p,
                 Err(e) if e.kind() == ErrorKind::Authentication && !refreshed => {
                     // Maybe rotated since we cached it: try the stored key once before giving up.
@@ -355,7 +446,7 @@ impl App {
                     self.before_write()?;
                     if !self
                         .hub
-                        .reset_cursor(tenant, &owner, &expired)
+                        .reset_cursor(tenant, &expired)
                         .await
                         .map_err(ApiError::from)?
                     {
@@ -413,9 +504,11 @@ impl App {
             for _ in &chunks {
                 self.before_write()?;
             }
-            let written =
-                futures::future::join_all(chunks.iter().map(|c| self.telemetry.write_events(c)))
-                    .await;
+            let written = futures::future::join_all(chunks.iter().map(|c| async move {
+                let _permit = self.telemetry_writes.acquire().await;
+                self.telemetry.write_events(c).await
+            }))
+            .await;
             for w in written {
                 w.map_err(ApiError::from)?;
             }
@@ -440,7 +533,7 @@ impl App {
                 self.before_write()?;
                 if !self
                     .hub
-                    .advance_cursor(tenant, &owner, cursor.as_deref(), &last)
+                    .advance_cursor(tenant, cursor.as_deref(), &last)
                     .await
                     .map_err(ApiError::from)?
                 {
@@ -461,18 +554,14 @@ impl App {
             status.last_success_at = status.last_poll_at.clone();
         }
         self.before_write()?;
-        let advance = last_move.as_deref().map(|to| (cursor.as_deref(), to));
         let finished = self
             .hub
-            .finish_poll(tenant, &owner, &status, advance)
+            .finish_poll(tenant, &status, cursor.as_deref(), last_move.as_deref())
             .await
             .map_err(ApiError::from)?;
-        // A lost lease is fine: the run that holds it records its own status and carries on from the cursor.
-        Ok(if finished || advance.is_none() {
-            outcome
-        } else {
-            "busy"
-        })
+        // The cursor moved under us: a run that outlived its lease met the one that took it over, which
+        // records its own status and carries on from the cursor.
+        Ok(if finished { outcome } else { "busy" })
     }
 
     async fn routing(
@@ -574,6 +663,23 @@ impl App {
             "next_cursor": next.map(|n| base64_url_encode(&n)),
         }))
     }
+}
+
+/// For the "tenant not polled for 5 minutes" alarm: since the last success, else since connecting.
+fn seconds_since(last_success: Option<&str>, record: &ConnectionRecord) -> f64 {
+    let rfc = &time::format_description::well_known::Rfc3339;
+    let since = last_success
+        .and_then(|l| OffsetDateTime::parse(l, rfc).ok())
+        .unwrap_or(record.connected_at);
+    (OffsetDateTime::now_utc() - since)
+        .as_seconds_f64()
+        .max(0.0)
+}
+
+/// What a tick did: polled its tenants, or nothing because another run holds the tick lease.
+enum Tick {
+    Ran(Vec<TenantPoll>),
+    Overlapped,
 }
 
 fn error_metric(e: &AnthropicError) -> &'static str {

@@ -1,6 +1,8 @@
 //! The tenant's Admin key in Secrets Manager: one secret per tenant,
 //! `claresia/{stage}/tenants/{tenant}/anthropic-admin-key`, tagged with the tenant.
 
+use std::collections::HashMap;
+
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
 use aws_sdk_secretsmanager::types::Tag;
@@ -9,6 +11,9 @@ use claresia_domain::{AdminKey, TenantSlug};
 use time::OffsetDateTime;
 
 use crate::StoreError;
+
+/// BatchGetSecretValue's limit of secret ids per call.
+const BATCH_GET_MAX: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct KeyStore {
@@ -135,6 +140,35 @@ impl KeyStore {
                 self.secret_name(tenant)
             ))
         })
+    }
+
+    /// The current keys of many tenants, 20 per round trip (BatchGetSecretValue's limit). A tenant whose
+    /// secret is missing, scheduled for deletion or unreadable is simply absent: the caller reads it alone
+    /// (and gets that tenant's own error) when it needs it.
+    pub async fn get_many(
+        &self,
+        tenants: &[TenantSlug],
+    ) -> Result<HashMap<TenantSlug, AdminKey>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in tenants.chunks(BATCH_GET_MAX) {
+            let by_name: HashMap<String, &TenantSlug> =
+                chunk.iter().map(|t| (self.secret_name(t), t)).collect();
+            let res = self
+                .client
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(by_name.keys().cloned().collect()))
+                .send()
+                .await
+                .map_err(|e| StoreError::secrets("BatchGetSecretValue", e))?;
+            for entry in res.secret_values.unwrap_or_default() {
+                let tenant = entry.name.as_ref().and_then(|n| by_name.get(n));
+                let key = entry.secret_string.as_deref().map(AdminKey::parse);
+                if let (Some(t), Some(Ok(k))) = (tenant, key) {
+                    out.insert((*t).clone(), k);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Schedules the secret's deletion after a recovery window (7–30 days). `None` if there was no secret.

@@ -12,7 +12,7 @@ pub use catalog::LedgerEntry;
 pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;
-pub use poll::{PollLease, PollStatus};
+pub use poll::{PollState, PollStatus};
 pub use telemetry::TelemetryStore;
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).

@@ -1,11 +1,13 @@
-//! The audit cursor and poll status of a tenant (hub table, `sk = POLL`). A lease keeps overlapping or
-//! duplicated schedule deliveries from polling the same tenant at once; the cursor only moves with a
-//! condition on the value read and on holding the lease, so two runs can never both advance it.
+//! The audit cursor and poll status of a tenant (hub table, `sk = POLL`), and the poller's tick lease.
+//! The lease (one item for the whole poller) keeps overlapping or duplicated schedule deliveries from
+//! polling at once; every cursor move is also conditioned on the value the run read, so even a run that
+//! outlived its lease can never advance a cursor another run has moved.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use claresia_domain::TenantSlug;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,10 @@ use crate::{HubStore, StoreError};
 
 const POLL_SK: &str = "POLL";
 const ROUTING_REV: &str = "routing_rev";
+const TICK_PK: &str = "POLLER";
+const TICK_SK: &str = "TICK";
+/// BatchGetItem's limit of keys per call.
+const BATCH_GET_MAX: usize = 100;
 
 /// What the status shows about polling (stored as JSON in `status`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -39,9 +45,9 @@ fn n(v: i128) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// What taking the lease answers, in the same round trip.
+/// A tenant's poll item as a run reads it at the start of its tick.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PollLease {
+pub struct PollState {
     pub cursor: Option<String>,
     pub status: PollStatus,
     /// Changes whenever the tenant's routing (publish ledger, workspace mappings) changes, so a poller
@@ -50,22 +56,20 @@ pub struct PollLease {
 }
 
 impl HubStore {
-    /// Takes the tenant's poll lease until `until_ms` if it is free, expired, or already ours; answers the
-    /// cursor, the last status and the routing revision (one round trip), or `None` when another run holds
-    /// the lease.
-    pub async fn acquire_poll_lease(
+    /// Takes the poller's tick lease until `until_ms` if it is free, expired, or already `owner`'s;
+    /// `false` when another run holds it.
+    pub async fn acquire_tick_lease(
         &self,
-        tenant: &TenantSlug,
         owner: &str,
         now_ms: i128,
         until_ms: i128,
-    ) -> Result<Option<PollLease>, StoreError> {
+    ) -> Result<bool, StoreError> {
         let res = self
             .client()
             .update_item()
             .table_name(self.table())
-            .key(PK, s(tenant_pk(tenant)))
-            .key(SK, s(POLL_SK))
+            .key(PK, s(TICK_PK))
+            .key(SK, s(TICK_SK))
             .update_expression("SET lease_owner = :o, lease_until = :u")
             .condition_expression(
                 "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o",
@@ -73,29 +77,97 @@ impl HubStore {
             .expression_attribute_values(":o", s(owner))
             .expression_attribute_values(":u", n(until_ms))
             .expression_attribute_values(":now", n(now_ms))
-            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                Ok(Some(PollLease {
-                    cursor: cursor_of(&item),
-                    status: status_of(&item)?.unwrap_or_default(),
-                    routing_rev: match item.get(ROUTING_REV) {
-                        Some(AttributeValue::S(r)) => Some(r.clone()),
+        conditional(res)
+    }
+
+    /// Gives the tick lease back if `owner` still holds it (the next delivery need not wait for it to
+    /// lapse).
+    pub async fn release_tick_lease(&self, owner: &str) -> Result<bool, StoreError> {
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(TICK_PK))
+            .key(SK, s(TICK_SK))
+            .update_expression("REMOVE lease_owner, lease_until")
+            .condition_expression("lease_owner = :o")
+            .expression_attribute_values(":o", s(owner))
+            .send()
+            .await;
+        conditional(res)
+    }
+
+    /// Every given tenant's poll item (cursor, last status, routing revision), strongly consistent, 100
+    /// tenants per round trip. A tenant never polled answers the default.
+    pub async fn poll_states(
+        &self,
+        tenants: &[TenantSlug],
+    ) -> Result<HashMap<TenantSlug, PollState>, StoreError> {
+        let mut out: HashMap<TenantSlug, PollState> = tenants
+            .iter()
+            .map(|t| (t.clone(), PollState::default()))
+            .collect();
+        let by_pk: HashMap<String, TenantSlug> =
+            tenants.iter().map(|t| (tenant_pk(t), t.clone())).collect();
+        for chunk in tenants.chunks(BATCH_GET_MAX) {
+            let keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|t| HashMap::from([(PK.into(), s(tenant_pk(t))), (SK.into(), s(POLL_SK))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            let mut attempt = 0u32;
+            while let Some(request) = pending.take() {
+                let res = self
+                    .client()
+                    .batch_get_item()
+                    .request_items(self.table(), request)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+                for item in res
+                    .responses
+                    .unwrap_or_default()
+                    .remove(self.table())
+                    .unwrap_or_default()
+                {
+                    let tenant = match item.get(PK) {
+                        Some(AttributeValue::S(pk)) => by_pk.get(pk),
                         _ => None,
-                    },
-                }))
+                    };
+                    if let Some(t) = tenant {
+                        out.insert(t.clone(), state_of(&item)?);
+                    }
+                }
+                // Throttled keys come back unprocessed: ask again for those, with a short backoff.
+                pending = res
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(self.table())
+                    .filter(|k| !k.keys.is_empty());
+                if let Some(left) = &pending {
+                    if attempt >= 8 {
+                        return Err(StoreError::Dynamo {
+                            operation: "BatchGetItem",
+                            message: format!(
+                                "{} keys still unprocessed after {attempt} attempts",
+                                left.keys.len()
+                            ),
+                        });
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                }
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
         }
+        Ok(out)
     }
 
     /// Marks the tenant's routing as changed (after the change is written, so a poller that reads the old
@@ -122,11 +194,10 @@ impl HubStore {
         Ok(())
     }
 
-    /// Moves the cursor from `from` to `to` if this run still holds the lease and nobody moved it since.
+    /// Moves the cursor from `from` to `to` if nobody moved it since this run read it.
     pub async fn advance_cursor(
         &self,
         tenant: &TenantSlug,
-        owner: &str,
         from: Option<&str>,
         to: &str,
     ) -> Result<bool, StoreError> {
@@ -138,67 +209,54 @@ impl HubStore {
             .key(SK, s(POLL_SK))
             .update_expression("SET #c = :to")
             .expression_attribute_names("#c", "cursor")
-            .expression_attribute_values(":to", s(to))
-            .expression_attribute_values(":o", s(owner));
-        conditional(held_and_unmoved(req, from).send().await)
+            .expression_attribute_values(":to", s(to));
+        conditional(unmoved(req, from).send().await)
     }
 
     /// Forgets the cursor (it aged out of Anthropic's window): polling restarts from the oldest event.
     pub async fn reset_cursor(
         &self,
         tenant: &TenantSlug,
-        owner: &str,
         expired: &str,
     ) -> Result<bool, StoreError> {
-        let res = self
+        let req = self
             .client()
             .update_item()
             .table_name(self.table())
             .key(PK, s(tenant_pk(tenant)))
             .key(SK, s(POLL_SK))
             .update_expression("REMOVE #c")
-            .condition_expression("lease_owner = :o AND #c = :old")
-            .expression_attribute_names("#c", "cursor")
-            .expression_attribute_values(":o", s(owner))
-            .expression_attribute_values(":old", s(expired))
-            .send()
-            .await;
-        conditional(res)
+            .expression_attribute_names("#c", "cursor");
+        conditional(unmoved(req, Some(expired)).send().await)
     }
 
-    /// Records the run's status and releases the lease (if still ours). With `advance = Some((from, to))`
-    /// the same write also moves the cursor from `from` to `to`, under the same conditions as
-    /// [`advance_cursor`](Self::advance_cursor): the last page of a run costs one write, not two.
-    /// `false` when the lease was lost or the cursor had moved (nothing written).
+    /// Records the run's status if the cursor is still at `cursor`, the value the run last read or wrote.
+    /// With `advance = Some(to)` the same write also moves the cursor on to `to`: the last page of a run
+    /// costs one write, not two. `false` when the cursor had moved (nothing written).
     pub async fn finish_poll(
         &self,
         tenant: &TenantSlug,
-        owner: &str,
         status: &PollStatus,
-        advance: Option<(Option<&str>, &str)>,
+        cursor: Option<&str>,
+        advance: Option<&str>,
     ) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut req = self
+        let req = self
             .client()
             .update_item()
             .table_name(self.table())
             .key(PK, s(tenant_pk(tenant)))
             .key(SK, s(POLL_SK))
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":st", s(doc))
-            .expression_attribute_values(":o", s(owner));
-        req = match advance {
-            None => req
-                .update_expression("SET #st = :st REMOVE lease_owner, lease_until")
-                .condition_expression("lease_owner = :o"),
-            Some((from, to)) => held_and_unmoved(
-                req.update_expression("SET #st = :st, #c = :to REMOVE lease_owner, lease_until")
-                    .expression_attribute_names("#c", "cursor")
-                    .expression_attribute_values(":to", s(to)),
-                from,
-            ),
+            .expression_attribute_names("#c", "cursor")
+            .expression_attribute_values(":st", s(doc));
+        let req = match advance {
+            None => req.update_expression("SET #st = :st"),
+            Some(to) => req
+                .update_expression("SET #st = :st, #c = :to")
+                .expression_attribute_values(":to", s(to)),
         };
-        conditional(req.send().await)
+        conditional(unmoved(req, cursor).send().await)
     }
 
     pub async fn poll_status(&self, tenant: &TenantSlug) -> Result<Option<PollStatus>, StoreError> {
@@ -216,18 +274,29 @@ impl HubStore {
     }
 }
 
-/// The condition of every cursor move: this run (`:o`) still holds the lease and the cursor (`#c`) is still
-/// `from`, the value it read.
-fn held_and_unmoved(
+/// The condition of every write a run makes to a tenant's poll item: the cursor (`#c`) is still `from`,
+/// the value the run read (or last moved it to).
+fn unmoved(
     req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     from: Option<&str>,
 ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
     match from {
         Some(f) => req
-            .condition_expression("lease_owner = :o AND #c = :from")
+            .condition_expression("#c = :from")
             .expression_attribute_values(":from", s(f)),
-        None => req.condition_expression("lease_owner = :o AND attribute_not_exists(#c)"),
+        None => req.condition_expression("attribute_not_exists(#c)"),
     }
+}
+
+fn state_of(item: &HashMap<String, AttributeValue>) -> Result<PollState, StoreError> {
+    Ok(PollState {
+        cursor: cursor_of(item),
+        status: status_of(item)?.unwrap_or_default(),
+        routing_rev: match item.get(ROUTING_REV) {
+            Some(AttributeValue::S(r)) => Some(r.clone()),
+            _ => None,
+        },
+    })
 }
 
 fn status_of(item: &HashMap<String, AttributeValue>) -> Result<Option<PollStatus>, StoreError> {
