@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use claresia_domain::TenantSlug;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,22 @@ pub struct PollState {
 }
 
 impl HubStore {
+    fn update_tick_item(&self) -> UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(TICK_PK))
+            .key(SK, s(TICK_SK))
+    }
+
+    fn update_poll_item(&self, tenant: &TenantSlug) -> UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(tenant_pk(tenant)))
+            .key(SK, s(POLL_SK))
+    }
+
     /// Takes the poller's tick lease until `until_ms` if it is free, expired, or already `owner`'s;
     /// `false` when another run holds it.
     pub async fn acquire_tick_lease(
@@ -65,11 +82,7 @@ impl HubStore {
         until_ms: i128,
     ) -> Result<bool, StoreError> {
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(TICK_PK))
-            .key(SK, s(TICK_SK))
+            .update_tick_item()
             .update_expression("SET lease_owner = :o, lease_until = :u")
             .condition_expression(
                 "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o",
@@ -86,11 +99,7 @@ impl HubStore {
     /// lapse).
     pub async fn release_tick_lease(&self, owner: &str) -> Result<bool, StoreError> {
         let res = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(TICK_PK))
-            .key(SK, s(TICK_SK))
+            .update_tick_item()
             .update_expression("REMOVE lease_owner, lease_until")
             .condition_expression("lease_owner = :o")
             .expression_attribute_values(":o", s(owner))
@@ -180,11 +189,7 @@ impl HubStore {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        self.client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(tenant_pk(tenant)))
-            .key(SK, s(POLL_SK))
+        self.update_poll_item(tenant)
             .update_expression("SET #r = :r")
             .expression_attribute_names("#r", ROUTING_REV)
             .expression_attribute_values(":r", s(rev))
@@ -202,11 +207,7 @@ impl HubStore {
         to: &str,
     ) -> Result<bool, StoreError> {
         let req = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(tenant_pk(tenant)))
-            .key(SK, s(POLL_SK))
+            .update_poll_item(tenant)
             .update_expression("SET #c = :to")
             .expression_attribute_names("#c", "cursor")
             .expression_attribute_values(":to", s(to));
@@ -220,11 +221,7 @@ impl HubStore {
         expired: &str,
     ) -> Result<bool, StoreError> {
         let req = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(tenant_pk(tenant)))
-            .key(SK, s(POLL_SK))
+            .update_poll_item(tenant)
             .update_expression("REMOVE #c")
             .expression_attribute_names("#c", "cursor");
         conditional(unmoved(req, Some(expired)).send().await)
@@ -242,11 +239,7 @@ impl HubStore {
     ) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let req = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(tenant_pk(tenant)))
-            .key(SK, s(POLL_SK))
+            .update_poll_item(tenant)
             .expression_attribute_names("#st", "status")
             .expression_attribute_names("#c", "cursor")
             .expression_attribute_values(":st", s(doc));
@@ -276,10 +269,7 @@ impl HubStore {
 
 /// The condition of every write a run makes to a tenant's poll item: the cursor (`#c`) is still `from`,
 /// the value the run read (or last moved it to).
-fn unmoved(
-    req: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-    from: Option<&str>,
-) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+fn unmoved(req: UpdateItemFluentBuilder, from: Option<&str>) -> UpdateItemFluentBuilder {
     match from {
         Some(f) => req
             .condition_expression("#c = :from")
