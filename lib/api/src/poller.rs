@@ -15,7 +15,7 @@ use claresia_domain::catalog::WorkspaceMapping;
 use claresia_domain::telemetry::{
     normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
 };
-use claresia_domain::{AdminKey, ConnectionRecord, ConnectionState, TenantSlug};
+use claresia_domain::{AdminKey, ConnectionState, LiveConnection, TenantSlug};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -216,7 +216,10 @@ impl App {
             ..TenantPoll::default()
         };
         match self.hub.connection(&tenant).await {
-            Ok(Some(record)) => match self.tick(vec![record], deadline).await {
+            Ok(Some(record)) => match self
+                .tick(vec![LiveConnection::from(&record)], deadline)
+                .await
+            {
                 Ok(Tick::Ran(mut results)) => {
                     results.pop().unwrap_or_else(|| alone("skipped", None))
                 }
@@ -232,7 +235,7 @@ impl App {
     /// per round trip), polls the tenants concurrently with a bound, and gives the lease back.
     async fn tick(
         &self,
-        records: Vec<ConnectionRecord>,
+        records: Vec<LiveConnection>,
         deadline: Deadline,
     ) -> Result<Tick, ApiError> {
         let (connected, idle): (Vec<_>, Vec<_>) = records
@@ -296,7 +299,7 @@ impl App {
 
     async fn poll_under_lease(
         &self,
-        connected: Vec<ConnectionRecord>,
+        connected: Vec<LiveConnection>,
         deadline: Deadline,
     ) -> Result<Vec<TenantPoll>, ApiError> {
         let tenants: Vec<TenantSlug> = connected.iter().map(|r| r.tenant.clone()).collect();
@@ -348,7 +351,7 @@ impl App {
 
     async fn poll_connection(
         &self,
-        record: ConnectionRecord,
+        record: LiveConnection,
         state: PollState,
         deadline: Deadline,
     ) -> TenantPoll {
@@ -377,7 +380,7 @@ impl App {
 
     async fn poll_inner(
         &self,
-        record: &ConnectionRecord,
+        record: &LiveConnection,
         state: PollState,
         deadline: Deadline,
         out: &mut TenantPoll,
@@ -666,7 +669,7 @@ impl App {
 }
 
 /// For the "tenant not polled for 5 minutes" alarm: since the last success, else since connecting.
-fn seconds_since(last_success: Option<&str>, record: &ConnectionRecord) -> f64 {
+fn seconds_since(last_success: Option<&str>, record: &LiveConnection) -> f64 {
     let rfc = &time::format_description::well_known::Rfc3339;
     let since = last_success
         .and_then(|l| OffsetDateTime::parse(l, rfc).ok())

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use claresia_domain::{ConnectionRecord, ConnectionState, TenantSlug};
+use claresia_domain::{ConnectionRecord, ConnectionState, LiveConnection, TenantSlug};
 
 use crate::StoreError;
 
@@ -92,9 +92,16 @@ impl HubStore {
         self.index_tenants(CONNECTED_KIND).await
     }
 
-    /// Every live connection record, from the index alone (it projects the whole record): one query per
-    /// tick instead of one read per tenant.
-    pub async fn live_connections(&self) -> Result<Vec<ConnectionRecord>, StoreError> {
+    /// Every live connection (connected or needing attention), from the index alone and projected onto
+    /// what the poller needs: one query per tick instead of one read per tenant, and no whole records.
+    pub async fn live_connections(&self) -> Result<Vec<LiveConnection>, StoreError> {
+        let mut projection = Vec::new();
+        let mut names = HashMap::from([("#k".to_owned(), GSI1_PK.to_owned())]);
+        for (i, field) in LiveConnection::FIELDS.iter().enumerate() {
+            projection.push(format!("#f{i}"));
+            names.insert(format!("#f{i}"), (*field).to_owned());
+        }
+        let projection = projection.join(", ");
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -104,7 +111,8 @@ impl HubStore {
                 .table_name(&self.table)
                 .index_name(GSI1)
                 .key_condition_expression("#k = :k")
-                .expression_attribute_names("#k", GSI1_PK)
+                .projection_expression(&projection)
+                .set_expression_attribute_names(Some(names.clone()))
                 .expression_attribute_values(":k", AttributeValue::S(CONNECTED_KIND.into()))
                 .set_exclusive_start_key(start.take())
                 .send()

@@ -288,6 +288,34 @@ impl ConnectionRecord {
     }
 }
 
+/// What the poller needs of a live connection. The hub's index is read with a projection onto these
+/// fields, so a tick does not fetch and parse every tenant's whole record (tests, scopes, key details).
+/// Field names are the stored record's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveConnection {
+    pub tenant: TenantSlug,
+    pub state: ConnectionState,
+    pub org_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub connected_at: OffsetDateTime,
+}
+
+impl LiveConnection {
+    /// The stored attributes a `LiveConnection` is read from.
+    pub const FIELDS: [&'static str; 4] = ["tenant", "state", "org_id", "connected_at"];
+}
+
+impl From<&ConnectionRecord> for LiveConnection {
+    fn from(r: &ConnectionRecord) -> Self {
+        LiveConnection {
+            tenant: r.tenant.clone(),
+            state: r.state,
+            org_id: r.org_id.clone(),
+            connected_at: r.connected_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyStatus {
     pub fingerprint: String,
@@ -563,5 +591,30 @@ mod tests {
         let back: ConnectionRecord =
             serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_live_connection_is_read_from_the_stored_fields_it_names() {
+        let r = record(ZeroRetention::Enabled, ConnectionState::Connected);
+        let stored = serde_json::to_value(&r).unwrap();
+        // Only the projected attributes, as the index query returns them.
+        let projected: serde_json::Map<String, serde_json::Value> = LiveConnection::FIELDS
+            .iter()
+            .map(|f| (f.to_string(), stored[*f].clone()))
+            .collect();
+        let live: LiveConnection =
+            serde_json::from_value(serde_json::Value::Object(projected)).unwrap();
+        assert_eq!(live, LiveConnection::from(&r));
+        let own = serde_json::to_value(&live).unwrap();
+        let mut keys: Vec<&str> = own
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        let mut fields = LiveConnection::FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
     }
 }

@@ -15,8 +15,8 @@ pub mod transpile;
 
 pub use admin_key::{AdminKey, AdminKeyError, KeyFingerprint};
 pub use connection::{
-    ConnectionRecord, ConnectionState, ConnectionStatus, TestOutcome, TestVerdict, ZeroRetention,
-    ROTATION_DUE_DAYS,
+    ConnectionRecord, ConnectionState, ConnectionStatus, LiveConnection, TestOutcome, TestVerdict,
+    ZeroRetention, ROTATION_DUE_DAYS,
 };
 pub use scope::{Scope, ScopeReport};
 pub use tenant::{TenantSlug, TenantSlugError};
