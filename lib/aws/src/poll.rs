@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use claresia_domain::TenantSlug;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::back_off;
 use crate::hub::{tenant_pk, PK, SK};
 use crate::{HubStore, StoreError};
 
@@ -134,6 +134,7 @@ impl HubStore {
             );
             let mut attempt = 0u32;
             while let Some(request) = pending.take() {
+                attempt += 1;
                 let res = self
                     .client()
                     .batch_get_item()
@@ -155,24 +156,14 @@ impl HubStore {
                         out.insert(t.clone(), state_of(&item)?);
                     }
                 }
-                // Throttled keys come back unprocessed: ask again for those, with a short backoff.
+                // Throttled keys come back unprocessed: ask again for those.
                 pending = res
                     .unprocessed_keys
                     .unwrap_or_default()
                     .remove(self.table())
                     .filter(|k| !k.keys.is_empty());
                 if let Some(left) = &pending {
-                    if attempt >= 8 {
-                        return Err(StoreError::Dynamo {
-                            operation: "BatchGetItem",
-                            message: format!(
-                                "{} keys still unprocessed after {attempt} attempts",
-                                left.keys.len()
-                            ),
-                        });
-                    }
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                    back_off("BatchGetItem", attempt, left.keys.len(), "keys").await?;
                 }
             }
         }

@@ -3,13 +3,13 @@
 //! kept raw under `quarantine:{tenant}`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use claresia_domain::telemetry::TelemetryEvent;
 use claresia_domain::TenantSlug;
 
+use crate::batch::back_off;
 use crate::StoreError;
 
 pub const TENANT: &str = "tenant";
@@ -113,16 +113,7 @@ impl TelemetryStore {
                     .and_then(|mut m| m.remove(&self.table))
                     .unwrap_or_default();
                 if !pending.is_empty() {
-                    if attempt >= 8 {
-                        return Err(StoreError::Dynamo {
-                            operation: "BatchWriteItem",
-                            message: format!(
-                                "{} items still unprocessed after {attempt} attempts",
-                                pending.len()
-                            ),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(25 << attempt.min(6))).await;
+                    back_off("BatchWriteItem", attempt, pending.len(), "items").await?;
                 }
             }
         }
