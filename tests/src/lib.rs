@@ -28,6 +28,8 @@ pub enum As<'a> {
     Tenant(&'a str),
     Operator,
     Anonymous,
+    /// Exactly these claims (e.g. an empty or non-string `claresia:tenant`).
+    Claims(&'a Value),
 }
 
 impl TestEnv {
@@ -85,6 +87,7 @@ impl TestEnv {
             As::Tenant(t) => json!({"sub": "user-1", "claresia:tenant": t}),
             As::Operator => json!({"sub": "op-1", "claresia:role": "operator"}),
             As::Anonymous => json!({}),
+            As::Claims(c) => c.clone(),
         };
         let mut lambda_req = gateway::to_lambda_request(
             parts,
@@ -128,6 +131,19 @@ impl TestEnv {
             Some(&doc.to_string()),
         )
         .await
+    }
+
+    /// Registers `sub` as a sub-tenant of `parent` (with the parent's token), asserting it worked.
+    pub async fn register_sub_tenant(&self, parent: &str, sub: &str) {
+        let (s, b) = self
+            .call(
+                As::Tenant(parent),
+                "PUT",
+                &format!("/tenants/{parent}/sub-tenants/{sub}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
     }
 
     /// Loads the product page's catalog (three skills, two archetypes) for `tenant`.
@@ -250,6 +266,145 @@ impl TestEnv {
             .await
             .unwrap();
         format!("{:?}", out.items.unwrap_or_default())
+    }
+}
+
+/// Everything a request could have changed: every item of both tables, every secret of the stage with its
+/// versions and deletion date, and how many requests the simulator's real API took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footprint {
+    pub hub: std::collections::BTreeSet<String>,
+    pub telemetry: std::collections::BTreeSet<String>,
+    pub secrets: std::collections::BTreeMap<String, String>,
+    pub anthropic_requests: usize,
+}
+
+impl Footprint {
+    /// What changed between `self` (before) and `after`, or `None`: readable when a refusal wrote something.
+    pub fn changes(&self, after: &Footprint) -> Option<String> {
+        let mut out = Vec::new();
+        for (what, a, b) in [
+            ("hub", &self.hub, &after.hub),
+            ("telemetry", &self.telemetry, &after.telemetry),
+        ] {
+            out.extend(b.difference(a).map(|i| format!("{what} item written: {i}")));
+            out.extend(a.difference(b).map(|i| format!("{what} item removed: {i}")));
+        }
+        if self.secrets != after.secrets {
+            out.push(format!(
+                "secrets: {:?} -> {:?}",
+                self.secrets, after.secrets
+            ));
+        }
+        if self.anthropic_requests != after.anthropic_requests {
+            out.push(format!(
+                "Anthropic requests: {} -> {}",
+                self.anthropic_requests, after.anthropic_requests
+            ));
+        }
+        (!out.is_empty()).then(|| out.join("\n"))
+    }
+}
+
+/// An attribute value as text with map keys sorted, so equal items print equally.
+fn canonical(v: &aws_sdk_dynamodb::types::AttributeValue) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::M(m) => {
+            let sorted: std::collections::BTreeMap<_, _> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            format!("{sorted:?}")
+        }
+        A::L(l) => format!("{:?}", l.iter().map(canonical).collect::<Vec<_>>()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Asserts that nothing changed between two footprints, naming what did.
+#[track_caller]
+pub fn assert_unchanged(before: &Footprint, after: &Footprint, context: &str) {
+    if let Some(changes) = before.changes(after) {
+        panic!("{context}: a refused request changed something:\n{changes}");
+    }
+}
+
+impl TestEnv {
+    pub async fn footprint(&self) -> Footprint {
+        Footprint {
+            hub: self.items(&self.app.config.hub_table).await,
+            telemetry: self.items(&self.app.config.telemetry_table).await,
+            secrets: self.stage_secrets().await,
+            anthropic_requests: self.sim_requests().await.len(),
+        }
+    }
+
+    async fn items(&self, table: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamo()
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan");
+            for item in page.items.unwrap_or_default() {
+                out.insert(canonical(&aws_sdk_dynamodb::types::AttributeValue::M(item)));
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return out,
+            }
+        }
+    }
+
+    async fn stage_secrets(&self) -> std::collections::BTreeMap<String, String> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let prefix = format!("claresia/{}/", self.stage);
+        let list = self
+            .secrets()
+            .list_secrets()
+            .include_planned_deletion(true)
+            .filters(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(&prefix)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("list secrets");
+        let mut out = std::collections::BTreeMap::new();
+        for s in list.secret_list() {
+            let name = s.name().unwrap_or_default().to_owned();
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            let versions = self
+                .secrets()
+                .list_secret_version_ids()
+                .secret_id(&name)
+                .include_deprecated(true)
+                .send()
+                .await
+                .expect("list versions");
+            let mut ids: Vec<String> = versions
+                .versions()
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{}{:?}",
+                        v.version_id().unwrap_or_default(),
+                        v.version_stages()
+                    )
+                })
+                .collect();
+            ids.sort();
+            out.insert(name, format!("{ids:?} deleted={:?}", s.deleted_date()));
+        }
+        out
     }
 }
 

@@ -40,6 +40,14 @@ const CASES: &[(&str, u16, &str, &str)] = &[
         "/archetypes/engineer/skills/0",
         "\"incident-postmortem\"",
     ),
+    ("put-sub-tenant.json", 200, "/created", "true"),
+    ("get-sub-tenant.json", 200, "/parent", "\"dainese\""),
+    (
+        "list-sub-tenants.json",
+        200,
+        "/sub_tenants/0/tenant",
+        "\"dainese-eng\"",
+    ),
     (
         "put-workspaces.json",
         200,
@@ -67,6 +75,13 @@ const CASES: &[(&str, u16, &str, &str)] = &[
         "\"incident-postmortem\"",
     ),
     ("delete-connection.json", 200, "/disconnected", "true"),
+    // Still mapped to a workspace: removal is refused, naming the mapping.
+    (
+        "delete-sub-tenant.json",
+        409,
+        "/error/code",
+        "\"sub_tenant_in_use\"",
+    ),
 ];
 
 /// Events of scheduled functions: (file, JSON pointer, value) of the function's answer.

@@ -86,6 +86,7 @@ async fn cursor_of(env: &TestEnv) -> Option<String> {
 #[tokio::test]
 async fn events_are_normalized_routed_and_served_newest_first() {
     let env = env_with_catalog(1000).await;
+    env.register_sub_tenant("dainese", "dainese-eng").await;
     env.put_doc(
         "dainese",
         "/workspaces",
@@ -213,6 +214,7 @@ async fn routing_changes_between_ticks_are_picked_up_by_the_next_tick() {
     );
 
     // The warm sandbox has this tenant's routing in memory; a new mapping and a new skill change it.
+    env.register_sub_tenant("dainese", "dainese-eng").await;
     let (s, b) = env
         .put_doc(
             "dainese",

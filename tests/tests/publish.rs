@@ -451,6 +451,7 @@ async fn publishing_is_refused_without_zero_retention_and_nothing_is_written() {
 async fn sub_tenants_have_their_own_namespace_acl_and_report() {
     let env = connected().await;
     env.load_examples("dainese").await;
+    env.register_sub_tenant("dainese", "dainese-eng").await;
     let (s, b) = env
         .put_doc(
             "dainese",
@@ -509,7 +510,18 @@ async fn sub_tenants_have_their_own_namespace_acl_and_report() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(st["sub_tenants"][0]["tenant"], "dainese-eng");
+    assert_eq!(st["tenant"], "dainese-eng");
+    assert_eq!(st["parent"], "dainese");
+    assert_eq!(st["sub_tenant"]["workspace_ids"], json!([WS_ENGINEERING]));
+    assert_eq!(
+        st["last_publish"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["dainese-eng"],
+        "a sub-tenant's status shows only its own publish report"
+    );
     assert_eq!(
         env.call(
             As::Tenant("acme"),

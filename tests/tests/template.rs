@@ -149,15 +149,19 @@ fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
         vec![
             "DELETE /tenants/{tenant}/archetypes/{archetype}",
             "DELETE /tenants/{tenant}/skills/{skill_id}",
+            "DELETE /tenants/{tenant}/sub-tenants/{sub_tenant}",
             "GET /tenants/{tenant}/archetypes",
             "GET /tenants/{tenant}/archetypes/{archetype}",
             "GET /tenants/{tenant}/skills",
             "GET /tenants/{tenant}/skills/{skill_id}",
+            "GET /tenants/{tenant}/sub-tenants",
+            "GET /tenants/{tenant}/sub-tenants/{sub_tenant}",
             "GET /tenants/{tenant}/telemetry",
             "GET /tenants/{tenant}/workspaces",
             "POST /tenants/{tenant}/republish",
             "PUT /tenants/{tenant}/archetypes/{archetype}",
             "PUT /tenants/{tenant}/skills/{skill_id}",
+            "PUT /tenants/{tenant}/sub-tenants/{sub_tenant}",
             "PUT /tenants/{tenant}/workspaces",
         ]
     );

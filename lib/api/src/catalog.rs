@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use claresia_anthropic::Deadline;
 use claresia_domain::catalog::{check_grants, Archetype, WorkspaceMapping};
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
-use claresia_domain::{ConnectionState, TenantSlug};
+use claresia_domain::TenantSlug;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,6 +18,22 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         path: path.into(),
         message: message.into(),
+    }
+}
+
+/// A sub-tenant named in an archetype or a mapping must be one `hub` registered and has not removed.
+fn check_sub_tenant(
+    registered: &BTreeSet<TenantSlug>,
+    hub: &TenantSlug,
+    sub: &TenantSlug,
+    at: String,
+    problems: &mut Vec<Problem>,
+) {
+    if !registered.contains(sub) {
+        problems.push(problem(
+            at,
+            format!("{sub} is not a registered sub-tenant of {hub}; create it first with PUT /tenants/{hub}/sub-tenants/{sub}"),
+        ));
     }
 }
 
@@ -112,36 +128,6 @@ impl App {
         Ok(json!({"skills": skills.into_values().collect::<Vec<_>>()}))
     }
 
-    /// A sub-tenant may not be the tenant itself, nor a tenant with a connection of its own.
-    async fn check_sub_tenant(
-        &self,
-        hub: &TenantSlug,
-        sub: &TenantSlug,
-        at: String,
-        problems: &mut Vec<Problem>,
-    ) -> Result<(), ApiError> {
-        if sub == hub {
-            problems.push(problem(at, "is the tenant itself; use null for the tenant"));
-            return Ok(());
-        }
-        if self
-            .hub
-            .connection(sub)
-            .await?
-            .is_some_and(|r| r.state != ConnectionState::Disconnected)
-        {
-            problems.push(problem(at, format!("{sub} is a tenant with its own Anthropic connection, not a sub-tenant of {hub}")));
-        } else if let Some(parent) = self.hub.parent_of(sub).await? {
-            if &parent != hub {
-                problems.push(problem(
-                    at,
-                    format!("{sub} is already a sub-tenant of {parent}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     pub async fn put_archetype(
         &self,
         hub: &TenantSlug,
@@ -183,8 +169,8 @@ impl App {
             }
         }
         if let Some(sub) = &archetype.sub_tenant {
-            self.check_sub_tenant(hub, sub, "$.sub_tenant".into(), &mut problems)
-                .await?;
+            let registered = self.active_sub_tenants(hub).await?;
+            check_sub_tenant(&registered, hub, sub, "$.sub_tenant".into(), &mut problems);
             for (id, reason) in check_grants(sub, &archetype.skills) {
                 problems.push(problem("$.skills", format!("{id}: {reason}")));
             }
@@ -196,9 +182,6 @@ impl App {
             });
         }
         let before: Option<Archetype> = self.hub.archetype(hub, name).await?;
-        if let Some(sub) = &archetype.sub_tenant {
-            self.hub.set_parent(sub, hub).await?;
-        }
         self.hub.put_archetype(hub, name, &archetype).await?;
         let scope: BTreeSet<String> = archetype
             .skills
@@ -254,6 +237,7 @@ impl App {
             .workspaces(&key, Deadline::after(self.config.request_budget))
             .await
             .map_err(anthropic_error)?;
+        let registered = self.active_sub_tenants(hub).await?;
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, m) in input.mappings.iter().enumerate() {
@@ -273,13 +257,13 @@ impl App {
                 ));
             }
             if let Some(sub) = &m.sub_tenant {
-                self.check_sub_tenant(
+                check_sub_tenant(
+                    &registered,
                     hub,
                     sub,
                     format!("$.mappings[{i}].sub_tenant"),
                     &mut problems,
-                )
-                .await?;
+                );
             }
         }
         if !problems.is_empty() {
@@ -287,9 +271,6 @@ impl App {
                 kind: "workspaces",
                 problems,
             });
-        }
-        for sub in input.mappings.iter().filter_map(|m| m.sub_tenant.as_ref()) {
-            self.hub.set_parent(sub, hub).await?;
         }
         self.hub
             .put_workspace_mappings(hub, &input.mappings)
@@ -311,28 +292,5 @@ impl App {
             .publish(hub, None, Deadline::after(self.config.request_budget))
             .await?;
         Ok(json!(report))
-    }
-
-    /// The sub-tenants of `hub` (from mappings and archetypes) with their workspaces.
-    pub async fn sub_tenants(&self, hub: &TenantSlug) -> Result<Vec<Value>, ApiError> {
-        let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(hub).await?;
-        let archetypes: BTreeMap<String, Archetype> = self.hub.archetypes(hub).await?;
-        let mut subs: BTreeMap<TenantSlug, Vec<String>> = BTreeMap::new();
-        for a in archetypes.values() {
-            if let Some(s) = &a.sub_tenant {
-                subs.entry(s.clone()).or_default();
-            }
-        }
-        for m in &mappings {
-            if let Some(s) = &m.sub_tenant {
-                subs.entry(s.clone())
-                    .or_default()
-                    .push(m.workspace_id.clone());
-            }
-        }
-        Ok(subs
-            .into_iter()
-            .map(|(t, ws)| json!({"tenant": t, "workspace_ids": ws}))
-            .collect())
     }
 }

@@ -10,6 +10,7 @@ use http::Method;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::auth::Grant;
 use crate::{ApiError, App};
 
 /// An id no skill can have: deleting it proves `Skills:write` (404) without changing anything.
@@ -296,18 +297,30 @@ impl App {
         Ok(outcome)
     }
 
-    /// `GET /tenants/{tenant}/connection`: the connection, the last publish per target, sub-tenants.
-    pub async fn connection_status(
-        &self,
-        tenant: &TenantSlug,
-    ) -> Result<serde_json::Value, ApiError> {
-        let record = self.hub.connection(tenant).await?;
-        let status = ConnectionStatus::of(tenant, record.as_ref(), OffsetDateTime::now_utc());
+    /// `GET /tenants/{tenant}/connection`: the connection, the last publish per target, sub-tenants. On a
+    /// sub-tenant's path: the shared connection, and only that sub-tenant's own publish report and
+    /// workspaces (nothing of its parent's other targets or its siblings).
+    pub async fn connection_status(&self, grant: &Grant) -> Result<serde_json::Value, ApiError> {
+        let hub = &grant.hub;
+        let record = self.hub.connection(hub).await?;
+        let status = ConnectionStatus::of(hub, record.as_ref(), OffsetDateTime::now_utc());
         let mut out = serde_json::to_value(&status).unwrap_or_default();
-        out["last_publish"] = serde_json::json!(self.hub.publish_reports(tenant).await?);
-        out["publish_pending"] = serde_json::json!(self.hub.pending_token(tenant).await?.is_some());
-        out["last_poll"] = serde_json::json!(self.hub.poll_status(tenant).await?);
-        out["sub_tenants"] = serde_json::json!(self.sub_tenants(tenant).await?);
+        let mut reports = self.hub.publish_reports(hub).await?;
+        out["publish_pending"] = serde_json::json!(self.hub.pending_token(hub).await?.is_some());
+        out["last_poll"] = serde_json::json!(self.hub.poll_status(hub).await?);
+        let subs = self.sub_tenant_views(hub).await?;
+        if grant.sub_tenant {
+            reports.retain(|target, _| target == grant.tenant.as_str());
+            out["tenant"] = serde_json::json!(grant.tenant);
+            out["parent"] = serde_json::json!(hub);
+            out["sub_tenant"] = subs
+                .into_iter()
+                .find(|s| s["tenant"] == grant.tenant.as_str())
+                .unwrap_or_default();
+        } else {
+            out["sub_tenants"] = serde_json::json!(subs);
+        }
+        out["last_publish"] = serde_json::json!(reports);
         Ok(out)
     }
 

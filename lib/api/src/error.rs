@@ -47,6 +47,21 @@ pub enum ApiError {
     AnthropicRejected(AnthropicError),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
+    /// The store could not be reached where nothing had been written yet: the caller may retry.
+    #[error("storage is unavailable: {0}")]
+    StoreUnavailable(StoreError),
+    #[error("{sub} is a sub-tenant of {parent} and shares its Anthropic connection; manage the connection on /tenants/{parent}/connection")]
+    SubTenantSharesConnection { sub: String, parent: String },
+    #[error("{0} is a sub-tenant; sub-tenants have no sub-tenants of their own")]
+    NestedSubTenant(String),
+    #[error("sub-tenant {sub} was removed from {parent}; only its status and telemetry remain readable (PUT /tenants/{parent}/sub-tenants/{sub} brings it back)")]
+    SubTenantRemoved { sub: String, parent: String },
+    /// The slug cannot become a sub-tenant (it has data of its own, or another parent).
+    #[error("{0}")]
+    SubTenantUnavailable(String),
+    /// The sub-tenant is still named by archetypes or workspace mappings.
+    #[error("{0}")]
+    SubTenantInUse(String),
     #[error("the {kind} document has {} problem(s); see `problems`", .problems.len())]
     InvalidDocument {
         kind: &'static str,
@@ -82,10 +97,16 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::OrganizationMismatch { .. }
             | ApiError::Conflict(_)
-            | ApiError::PublishRefused(_) => 409,
+            | ApiError::PublishRefused(_)
+            | ApiError::SubTenantSharesConnection { .. }
+            | ApiError::NestedSubTenant(_)
+            | ApiError::SubTenantRemoved { .. }
+            | ApiError::SubTenantUnavailable(_)
+            | ApiError::SubTenantInUse(_) => 409,
             ApiError::AnthropicRejected(_) | ApiError::CleanupFailed(_) => 502,
             ApiError::AnthropicUnavailable(_) => 503,
             ApiError::Store(_) => 500,
+            ApiError::StoreUnavailable(_) => 503,
         }
     }
 
@@ -110,11 +131,28 @@ impl ApiError {
             ApiError::InvalidDocument {
                 kind: "archetype", ..
             } => "invalid_archetype",
+            ApiError::InvalidDocument {
+                kind: "sub-tenant", ..
+            } => "invalid_sub_tenant",
             ApiError::InvalidDocument { .. } => "invalid_document",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::PublishRefused(_) => "publish_refused",
             ApiError::CleanupFailed(_) => "cleanup_failed",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::SubTenantSharesConnection { .. } => "sub_tenant_shares_connection",
+            ApiError::NestedSubTenant(_) => "nested_sub_tenant",
+            ApiError::SubTenantRemoved { .. } => "sub_tenant_removed",
+            ApiError::SubTenantUnavailable(_) => "sub_tenant_unavailable",
+            ApiError::SubTenantInUse(_) => "sub_tenant_in_use",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the answers that say "try again".
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::StoreUnavailable(_) | ApiError::AnthropicUnavailable(_) => Some(5),
+            _ => None,
         }
     }
 
@@ -124,6 +162,9 @@ impl ApiError {
         let message = match self {
             ApiError::Store(_) => format!(
                 "An internal error occurred; nothing was half-written. Quote request id {request_id} to support."
+            ),
+            ApiError::StoreUnavailable(_) => format!(
+                "Storage is unavailable right now; nothing was written. Retry shortly, or quote request id {request_id} to support."
             ),
             other => other.to_string(),
         };

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::auth;
+use crate::auth::{self, Access};
 use crate::{ApiError, App};
 
 /// Request bodies above this are refused before they are parsed.
@@ -27,6 +27,33 @@ enum Route {
     Workspaces,
     Republish,
     Telemetry,
+    SubTenants,
+    SubTenant,
+}
+
+impl Route {
+    /// The methods a route answers.
+    fn allowed(self) -> &'static str {
+        match self {
+            Route::Connection => "GET, PUT, DELETE",
+            Route::ConnectionTest | Route::Republish => "POST",
+            Route::Skills | Route::Archetypes | Route::Telemetry | Route::SubTenants => "GET",
+            Route::Skill | Route::Archetype | Route::SubTenant => "GET, PUT, DELETE",
+            Route::Workspaces => "GET, PUT",
+        }
+    }
+
+    /// What a call does, for the authorization decision.
+    fn access(self, method: &str) -> Access {
+        match (self, method) {
+            (Route::Connection, "GET") => Access::Status,
+            (Route::Connection | Route::ConnectionTest, _) => Access::Connection,
+            (Route::Telemetry, _) => Access::Telemetry,
+            (Route::SubTenants | Route::SubTenant, _) => Access::SubTenants,
+            (_, "GET") => Access::HubRead,
+            _ => Access::HubWrite,
+        }
+    }
 }
 
 /// `{"admin_api_key": "..."}`; unknown fields are refused so a typo is not silently ignored.
@@ -45,15 +72,15 @@ impl App {
         let path = req.uri().path().to_owned();
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
         async move {
-            let (status, body) = match self.route(req).await {
-                Ok((status, body)) => (status, body),
+            let (status, body, retry_after) = match self.route(req).await {
+                Ok((status, body)) => (status, body, None),
                 Err(err) => {
                     if err.status() >= 500 {
                         tracing::error!(code = err.code(), error = %err, "request failed");
                     } else {
                         tracing::info!(code = err.code(), error = %err, "request refused");
                     }
-                    (err.status(), err.body(&request_id))
+                    (err.status(), err.body(&request_id), err.retry_after())
                 }
             };
             tracing::info!(
@@ -61,7 +88,12 @@ impl App {
                 latency_ms = started.elapsed().as_millis() as u64,
                 "request handled"
             );
-            json_response(status, &body)
+            let mut resp = json_response(status, &body);
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            }
+            resp
         }
         .instrument(span)
         .await
@@ -81,15 +113,11 @@ impl App {
             ["tenants", t, "workspaces"] => (*t, Route::Workspaces, None),
             ["tenants", t, "republish"] => (*t, Route::Republish, None),
             ["tenants", t, "telemetry"] => (*t, Route::Telemetry, None),
+            ["tenants", t, "sub-tenants"] => (*t, Route::SubTenants, None),
+            ["tenants", t, "sub-tenants", sub] => (*t, Route::SubTenant, Some(*sub)),
             _ => return Err(ApiError::RouteNotFound { method, path }),
         };
-        let allowed = match route {
-            Route::Connection => "GET, PUT, DELETE",
-            Route::ConnectionTest | Route::Republish => "POST",
-            Route::Skills | Route::Archetypes | Route::Telemetry => "GET",
-            Route::Skill | Route::Archetype => "GET, PUT, DELETE",
-            Route::Workspaces => "GET, PUT",
-        };
+        let allowed = route.allowed();
         if !allowed.split(", ").any(|m| m == method) {
             return Err(ApiError::MethodNotAllowed {
                 method,
@@ -97,20 +125,21 @@ impl App {
                 allowed,
             });
         }
-        // Everything below is pure until the tenant is known to be the caller's.
+        // Pure until the caller is known to be one that could be allowed on this tenant.
         let tenant = TenantSlug::parse(raw_tenant)?;
         let item = item.unwrap_or_default();
         let caller = auth::caller(&req)?;
+        caller.precheck(&tenant)?;
         let body = body_bytes(&req)?;
-        // A sub-tenant shares its parent's Hub and connection, and accepts the parent's token: the one
-        // lookup that may precede the isolation check, and only for a token of another tenant.
-        let hub = match caller.authorize(&tenant) {
-            Ok(()) => self.hub_of(&tenant).await?,
-            Err(refused) => match self.hub.parent_of(&tenant).await? {
-                Some(parent) if caller.authorize(&parent).is_ok() => parent,
-                _ => return Err(refused),
-            },
-        };
+        // The one read before the decision: is the path tenant a sub-tenant, and whose? Nothing is written
+        // yet, so a store failure here is "retry", never an internal error.
+        let link = self
+            .hub
+            .parent_link(&tenant)
+            .await
+            .map_err(ApiError::StoreUnavailable)?;
+        let grant = auth::decide(&caller, &tenant, link.as_ref(), route.access(&method))?;
+        let hub = &grant.hub;
 
         match (route, method.as_str()) {
             (Route::Connection, "PUT") => {
@@ -118,22 +147,28 @@ impl App {
                 let key = AdminKey::parse(&input.admin_api_key)?;
                 ok(self.connect(&tenant, key).await?)
             }
-            (Route::Connection, "GET") => ok(self.connection_status(&hub).await?),
+            (Route::Connection, "GET") => ok(self.connection_status(&grant).await?),
             (Route::Connection, "DELETE") => ok(self.disconnect(&tenant).await?),
-            (Route::Skills, "GET") => ok(self.list_skills(&hub).await?),
-            (Route::Skill, "GET") => ok(self.get_skill(&hub, item).await?),
-            (Route::Skill, "PUT") => ok(self.put_skill(&hub, item, body).await?),
-            (Route::Skill, "DELETE") => ok(self.delete_skill(&hub, item).await?),
-            (Route::Archetypes, "GET") => ok(self.list_archetypes(&hub).await?),
-            (Route::Archetype, "GET") => ok(self.get_archetype(&hub, item).await?),
-            (Route::Archetype, "PUT") => ok(self.put_archetype(&hub, item, body).await?),
-            (Route::Archetype, "DELETE") => ok(self.delete_archetype(&hub, item).await?),
-            (Route::Workspaces, "GET") => ok(self.get_workspaces(&hub).await?),
-            (Route::Workspaces, "PUT") => ok(self.put_workspaces(&hub, body).await?),
-            (Route::Republish, "POST") => ok(self.republish(&hub).await?),
+            (Route::Skills, "GET") => ok(self.list_skills(hub).await?),
+            (Route::Skill, "GET") => ok(self.get_skill(hub, item).await?),
+            (Route::Skill, "PUT") => ok(self.put_skill(hub, item, body).await?),
+            (Route::Skill, "DELETE") => ok(self.delete_skill(hub, item).await?),
+            (Route::Archetypes, "GET") => ok(self.list_archetypes(hub).await?),
+            (Route::Archetype, "GET") => ok(self.get_archetype(hub, item).await?),
+            (Route::Archetype, "PUT") => ok(self.put_archetype(hub, item, body).await?),
+            (Route::Archetype, "DELETE") => ok(self.delete_archetype(hub, item).await?),
+            (Route::Workspaces, "GET") => ok(self.get_workspaces(hub).await?),
+            (Route::Workspaces, "PUT") => ok(self.put_workspaces(hub, body).await?),
+            (Route::Republish, "POST") => ok(self.republish(hub).await?),
+            (Route::SubTenants, "GET") => ok(self.list_sub_tenants(hub).await?),
+            (Route::SubTenant, "GET") => ok(self.get_sub_tenant(hub, item).await?),
+            (Route::SubTenant, "PUT") => ok(self
+                .put_sub_tenant(hub, item, body, caller.subject.as_deref())
+                .await?),
+            (Route::SubTenant, "DELETE") => ok(self.delete_sub_tenant(hub, item).await?),
             // Telemetry is per (sub-)tenant: the path's own tenant, not its Hub.
             (Route::Telemetry, "GET") => ok(self
-                .telemetry(&tenant, req.uri().query().unwrap_or_default())
+                .telemetry(&grant.tenant, req.uri().query().unwrap_or_default())
                 .await?),
             (Route::ConnectionTest, "POST") => {
                 let candidate = if body.iter().all(u8::is_ascii_whitespace) {

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod poller;
 pub mod publish;
+pub mod sub_tenants;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
 use claresia_aws::{HubStore, KeyStore, TelemetryStore};

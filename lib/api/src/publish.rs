@@ -351,15 +351,6 @@ pub fn refusal(record: Option<&ConnectionRecord>) -> Option<String> {
 }
 
 impl App {
-    /// The hub tenant a path tenant belongs to (a sub-tenant shares its parent's Hub and connection).
-    pub async fn hub_of(&self, tenant: &TenantSlug) -> Result<TenantSlug, ApiError> {
-        Ok(self
-            .hub
-            .parent_of(tenant)
-            .await?
-            .unwrap_or_else(|| tenant.clone()))
-    }
-
     /// Publishes `hub`'s catalog: every target, or only `scope`'s skill ids. Refuses (writing nothing) when
     /// the tenant is not connected or zero-retention is not confirmed.
     pub async fn publish(
@@ -380,8 +371,14 @@ impl App {
         };
         let pending_token = self.hub.pending_token(hub).await?;
         let skills: BTreeMap<String, SkillIr> = self.hub.skills(hub).await?;
-        let archetypes: BTreeMap<String, Archetype> = self.hub.archetypes(hub).await?;
-        let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(hub).await?;
+        let mut archetypes: BTreeMap<String, Archetype> = self.hub.archetypes(hub).await?;
+        let mut mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(hub).await?;
+        // Only registered sub-tenants are published to (writes are validated; this also covers links made
+        // before the registry existed): anything naming another slug publishes nothing for it.
+        let subs = self.active_sub_tenants(hub).await?;
+        let registered = |s: &Option<TenantSlug>| s.as_ref().is_none_or(|s| subs.contains(s));
+        archetypes.retain(|_, a| registered(&a.sub_tenant));
+        mappings.retain(|m| registered(&m.sub_tenant));
         let desired = desired_state(hub, &archetypes, &skills, &mappings);
         let ctx = Ctx {
             app: self,

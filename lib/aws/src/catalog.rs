@@ -1,6 +1,6 @@
 //! The Hub catalog and publishing bookkeeping in the hub table, under the hub tenant's `pk`:
 //! `SKILL#{id}`, `ARCHETYPE#{name}`, `WORKSPACES`, `LEDGER#{published name}`, `PUBLISH#{target}`,
-//! `PENDING_PUBLISH` (listed in `gsi1`), and on a sub-tenant's own `pk`, `PARENT`.
+//! `PENDING_PUBLISH` (listed in `gsi1`). Sub-tenant links are in `tenants.rs`.
 //! Documents are stored as JSON text in `doc`: the domain owns their shape.
 
 use std::collections::{BTreeMap, HashMap};
@@ -214,7 +214,7 @@ impl HubStore {
         self.query_parsed(tenant, "ARCHETYPE#").await
     }
 
-    // Workspace mappings and sub-tenants.
+    // Workspace mappings.
 
     pub async fn put_workspace_mappings<T: Serialize>(
         &self,
@@ -241,28 +241,6 @@ impl HubStore {
             .map(|d| parse(&d))
             .transpose()?
             .unwrap_or_default())
-    }
-
-    pub async fn set_parent(
-        &self,
-        sub: &TenantSlug,
-        parent: &TenantSlug,
-    ) -> Result<(), StoreError> {
-        self.put_doc(tenant_pk(sub), "PARENT".into(), to_json(parent)?, &[])
-            .await
-    }
-
-    pub async fn clear_parent(&self, sub: &TenantSlug) -> Result<(), StoreError> {
-        self.delete_doc(tenant_pk(sub), "PARENT".into())
-            .await
-            .map(|_| ())
-    }
-
-    pub async fn parent_of(&self, sub: &TenantSlug) -> Result<Option<TenantSlug>, StoreError> {
-        self.get_doc(tenant_pk(sub), "PARENT".into())
-            .await?
-            .map(|d| parse(&d))
-            .transpose()
     }
 
     // The publish ledger.

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod keys;
 pub mod poll;
 pub mod telemetry;
+pub mod tenants;
 
 pub use catalog::LedgerEntry;
 pub use error::StoreError;
@@ -15,6 +16,7 @@ pub use hub::HubStore;
 pub use keys::KeyStore;
 pub use poll::{PollState, PollStatus};
 pub use telemetry::TelemetryStore;
+pub use tenants::RegisterError;
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {

@@ -46,6 +46,10 @@ impl TelemetryStore {
         &self.table
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Writes every event (idempotently); returns how many DynamoDB write calls it made.
     pub async fn write_events(&self, events: &[TelemetryEvent]) -> Result<usize, StoreError> {
         // A redelivered event may sit twice in one page: one item per key.

@@ -19,4 +19,4 @@ pub use connection::{
     ZeroRetention, ROTATION_DUE_DAYS,
 };
 pub use scope::{Scope, ScopeReport};
-pub use tenant::{TenantSlug, TenantSlugError};
+pub use tenant::{ParentLink, SubTenant, TenantSlug, TenantSlugError};

@@ -61,6 +61,46 @@ impl fmt::Display for TenantSlug {
     }
 }
 
+/// A sub-tenant's link to its parent, as the authorization decision needs it. A removed link is kept so the
+/// sub-tenant's telemetry stays readable by its parent and the slug cannot be claimed by anyone else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub parent: TenantSlug,
+    pub active: bool,
+}
+
+/// A registered sub-tenant, as its parent created it (`PUT /tenants/{parent}/sub-tenants/{sub}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubTenant {
+    pub tenant: TenantSlug,
+    pub parent: TenantSlug,
+    pub active: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    /// The JWT subject that created it (or brought it back).
+    pub created_by: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub removed_at: Option<time::OffsetDateTime>,
+}
+
+impl SubTenant {
+    pub fn link(&self) -> ParentLink {
+        ParentLink {
+            parent: self.parent.clone(),
+            active: self.active,
+        }
+    }
+}
+
+/// Why `sub` cannot be a sub-tenant of `parent` by its name alone: it must be `{parent}-{suffix}`.
+pub fn sub_tenant_name_problem(parent: &TenantSlug, sub: &TenantSlug) -> Option<String> {
+    let ok = sub
+        .as_str()
+        .strip_prefix(parent.as_str())
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'));
+    (!ok).then(|| format!("a sub-tenant of {parent} is named {parent}-{{suffix}}, e.g. {parent}-eng; {sub} is not"))
+}
+
 impl<'de> Deserialize<'de> for TenantSlug {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
@@ -130,6 +170,18 @@ mod tests {
             TenantSlug::parse("dai--nese"),
             Err(TenantSlugError::DoubleHyphen)
         );
+    }
+
+    #[test]
+    fn sub_tenant_names_extend_the_parent() {
+        let p = TenantSlug::parse("dainese").unwrap();
+        let ok = |s: &str| sub_tenant_name_problem(&p, &TenantSlug::parse(s).unwrap()).is_none();
+        assert!(ok("dainese-eng"));
+        assert!(ok("dainese-a"));
+        assert!(!ok("dainese"));
+        assert!(!ok("dainesex"));
+        assert!(!ok("acme-eng"));
+        assert!(!ok("x-dainese-eng"));
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! Sub-tenants as an owned resource. A parent registers each sub-tenant explicitly; the link is stored twice
+//! in the hub table and written together: `PARENT` on the sub-tenant's `pk` (the one small item the
+//! authorization decision reads) and `SUBTENANT#{sub}` on the parent's `pk` (the parent's list).
+//! Removing a sub-tenant keeps both, marked inactive, so its telemetry stays its parent's to read and the
+//! slug cannot be claimed by another tenant.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use claresia_domain::{ParentLink, SubTenant, TenantSlug};
+
+use crate::hub::{tenant_pk, PK, SK};
+use crate::{HubStore, StoreError, TelemetryStore};
+
+const PARENT_SK: &str = "PARENT";
+const SUB_PREFIX: &str = "SUBTENANT#";
+const CONNECTION_SK: &str = "CONNECTION";
+const DOC: &str = "doc";
+/// Plain attributes beside the document, for the conditions and the authorization read's projection.
+const PARENT_ATTR: &str = "parent";
+const ACTIVE_ATTR: &str = "active";
+
+/// Why a registration did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// A condition failed between the checks and the write (a connection appeared, another parent won).
+    #[error("the tenant {0} changed while it was being registered; retry")]
+    Raced(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HubStore {
+    /// The path tenant's parent link: one strongly consistent read of one small item, projected onto the
+    /// two attributes the decision needs. Items written before the registry existed carry no `parent`
+    /// attribute and are not links.
+    pub async fn parent_link(&self, tenant: &TenantSlug) -> Result<Option<ParentLink>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(tenant)))
+            .key(SK, AttributeValue::S(PARENT_SK.into()))
+            .projection_expression("#p, #a")
+            .expression_attribute_names("#p", PARENT_ATTR)
+            .expression_attribute_names("#a", ACTIVE_ATTR)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let (Some(AttributeValue::S(parent)), Some(AttributeValue::Bool(active))) =
+            (item.get(PARENT_ATTR), item.get(ACTIVE_ATTR))
+        else {
+            return Ok(None);
+        };
+        let parent = TenantSlug::parse(parent)
+            .map_err(|e| StoreError::Corrupt(format!("parent of {tenant}: {e}")))?;
+        Ok(Some(ParentLink {
+            parent,
+            active: *active,
+        }))
+    }
+
+    /// The whole registration record of `sub`, if it has a parent.
+    pub async fn sub_tenant_record(
+        &self,
+        sub: &TenantSlug,
+    ) -> Result<Option<SubTenant>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(sub)))
+            .key(SK, AttributeValue::S(PARENT_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        match out.item {
+            Some(item) if item.contains_key(PARENT_ATTR) => parse_record(&item).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every sub-tenant `parent` registered (active and removed), by slug.
+    pub async fn sub_tenants(
+        &self,
+        parent: &TenantSlug,
+    ) -> Result<BTreeMap<TenantSlug, SubTenant>, StoreError> {
+        let mut out = BTreeMap::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(parent)))
+                .expression_attribute_values(":p", AttributeValue::S(SUB_PREFIX.into()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                let record = parse_record(&item)?;
+                out.insert(record.tenant.clone(), record);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Whether `tenant` has any hub item of its own (a connection in any state, catalog, ledger, cursor),
+    /// not counting a parent link.
+    pub async fn has_own_items(&self, tenant: &TenantSlug) -> Result<bool, StoreError> {
+        let page = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant)))
+            .projection_expression("#sk")
+            .expression_attribute_names("#sk", SK)
+            .consistent_read(true)
+            .limit(2)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("Query", e))?;
+        Ok(page
+            .items
+            .unwrap_or_default()
+            .iter()
+            .any(|i| !matches!(i.get(SK), Some(AttributeValue::S(sk)) if sk == PARENT_SK)))
+    }
+
+    /// Writes the link on both sides in one transaction. The conditions close the races the caller's
+    /// checks cannot: `sub` has no parent but `record.parent`, has no connection record, and the parent is
+    /// not itself a sub-tenant.
+    pub async fn put_sub_tenant(&self, record: &SubTenant) -> Result<(), RegisterError> {
+        let sub_pk = tenant_pk(&record.tenant);
+        let parent_pk = tenant_pk(&record.parent);
+        let doc = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let item = |pk: String, sk: String| -> HashMap<String, AttributeValue> {
+            HashMap::from([
+                (PK.to_owned(), AttributeValue::S(pk)),
+                (SK.to_owned(), AttributeValue::S(sk)),
+                (DOC.to_owned(), AttributeValue::S(doc.clone())),
+                (
+                    PARENT_ATTR.to_owned(),
+                    AttributeValue::S(record.parent.to_string()),
+                ),
+                (ACTIVE_ATTR.to_owned(), AttributeValue::Bool(record.active)),
+            ])
+        };
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Corrupt(e.to_string());
+        let link = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(item(sub_pk.clone(), PARENT_SK.into())))
+            .condition_expression("attribute_not_exists(#pk) OR #p = :p")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#p", PARENT_ATTR)
+            .expression_attribute_values(":p", AttributeValue::S(record.parent.to_string()))
+            .build()
+            .map_err(build)?;
+        let listed = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(item(
+                parent_pk.clone(),
+                format!("{SUB_PREFIX}{}", record.tenant),
+            )))
+            .build()
+            .map_err(build)?;
+        let no_connection = ConditionCheck::builder()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(sub_pk))
+            .key(SK, AttributeValue::S(CONNECTION_SK.into()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(build)?;
+        let parent_is_top_level = ConditionCheck::builder()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(parent_pk))
+            .key(SK, AttributeValue::S(PARENT_SK.into()))
+            .condition_expression("attribute_not_exists(#p)")
+            .expression_attribute_names("#p", PARENT_ATTR)
+            .build()
+            .map_err(build)?;
+        let res = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(link).build())
+            .transact_items(TransactWriteItem::builder().put(listed).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(no_connection)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(parent_is_top_level)
+                    .build(),
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Err(RegisterError::Raced(record.tenant.to_string()))
+            }
+            Err(e) => Err(StoreError::dynamo("TransactWriteItems", e).into()),
+        }
+    }
+}
+
+impl TelemetryStore {
+    /// Whether any telemetry (normalized or quarantined) is stored under `tenant`.
+    pub async fn has_events(&self, tenant: &TenantSlug) -> Result<bool, StoreError> {
+        for partition in [tenant.to_string(), format!("quarantine:{tenant}")] {
+            let page = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .key_condition_expression("#t = :t")
+                .expression_attribute_names("#t", crate::telemetry::TENANT)
+                .expression_attribute_values(":t", AttributeValue::S(partition))
+                .limit(1)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("Query", e))?;
+            if page.count > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn parse_record(item: &HashMap<String, AttributeValue>) -> Result<SubTenant, StoreError> {
+    match item.get(DOC) {
+        Some(AttributeValue::S(doc)) => serde_json::from_str(doc)
+            .map_err(|e| StoreError::Corrupt(format!("sub-tenant record: {e}"))),
+        _ => Err(StoreError::Corrupt(
+            "sub-tenant record without a document".into(),
+        )),
+    }
+}
