@@ -208,3 +208,58 @@ fn the_poller_runs_every_minute_without_retries_and_is_alarmed() {
     );
     assert_eq!(stale["Threshold"].as_u64(), Some(300));
 }
+
+#[test]
+fn hardening_a_careful_reviewer_expects_is_in_place() {
+    let d = doc();
+    let resources = d["Resources"].as_mapping().unwrap();
+    assert!(
+        !TEMPLATE.contains("secretsmanager:DescribeSecret"),
+        "unused grant"
+    );
+    let format = d["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
+        .as_str()
+        .unwrap();
+    for var in [
+        "$context.requestId",
+        "$context.authorizer.claims.claresia:tenant",
+    ] {
+        assert!(format.contains(var), "access log lacks {var}");
+    }
+    for (id, r) in resources {
+        let id = id.as_str().unwrap();
+        let p = &r["Properties"];
+        match r["Type"].as_str().unwrap() {
+            "AWS::Serverless::Function" => {
+                assert!(
+                    !p["ReservedConcurrentExecutions"].is_null(),
+                    "{id}: reserved concurrency"
+                );
+                if !p["Events"]["EveryMinute"].is_null() {
+                    assert_eq!(p["DeadLetterQueue"]["Type"].as_str(), Some("SQS"), "{id}");
+                }
+                for skip in r["Metadata"]["checkov"]["skip"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                {
+                    let why = skip["comment"].as_str().unwrap_or_default();
+                    assert!(
+                        why.len() > 20,
+                        "{id}: skip {:?} needs its reason",
+                        skip["id"]
+                    );
+                }
+            }
+            "AWS::Logs::LogGroup" => assert!(!p["KmsKeyId"].is_null(), "{id}: KMS option"),
+            "AWS::DynamoDB::Table" => {
+                assert!(
+                    !p["SSESpecification"]["KMSMasterKeyId"].is_null(),
+                    "{id}: KMS option"
+                )
+            }
+            _ => {}
+        }
+    }
+    assert!(d["Parameters"]["KmsKeyArn"]["Default"].as_str() == Some(""));
+}

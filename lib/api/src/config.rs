@@ -12,6 +12,8 @@ pub struct Config {
     pub anthropic_base_url: String,
     /// `SECRET_RECOVERY_WINDOW_DAYS`: how long an offboarded tenant's key can still be restored (7–30).
     pub secret_recovery_window_days: i64,
+    /// `SECRETS_KMS_KEY_ID`: customer-managed KMS key for tenants' secrets (empty: Secrets Manager's own).
+    pub secrets_kms_key_id: Option<String>,
     /// `REQUEST_BUDGET_MS`: how long an HTTP request may spend on Anthropic (API Gateway stops at 30 s).
     pub request_budget: Duration,
     /// `PUBLISH_CONCURRENCY`: skill writes in flight at once during a publish (1–64).
@@ -136,6 +138,7 @@ impl Config {
             hub_table,
             anthropic_base_url,
             secret_recovery_window_days,
+            secrets_kms_key_id: get("SECRETS_KMS_KEY_ID").filter(|k| !k.trim().is_empty()),
             request_budget,
         })
     }

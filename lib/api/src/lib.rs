@@ -71,7 +71,8 @@ impl App {
             keys: KeyStore::new(
                 aws_sdk_secretsmanager::Client::new(sdk),
                 config.stage.clone(),
-            ),
+            )
+            .with_kms_key(config.secrets_kms_key_id.clone()),
             anthropic,
             config,
         })

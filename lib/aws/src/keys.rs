@@ -19,6 +19,8 @@ const BATCH_GET_MAX: usize = 20;
 pub struct KeyStore {
     client: Client,
     stage: String,
+    /// A customer-managed KMS key for new secrets (`SECRETS_KMS_KEY_ID`); `None`: Secrets Manager's own.
+    kms_key_id: Option<String>,
 }
 
 impl KeyStore {
@@ -26,7 +28,14 @@ impl KeyStore {
         KeyStore {
             client,
             stage: stage.into(),
+            kms_key_id: None,
         }
+    }
+
+    /// New secrets are encrypted with this KMS key instead of the account's `aws/secretsmanager` key.
+    pub fn with_kms_key(mut self, kms_key_id: Option<String>) -> Self {
+        self.kms_key_id = kms_key_id;
+        self
     }
 
     pub fn secret_name(&self, tenant: &TenantSlug) -> String {
@@ -71,6 +80,7 @@ impl KeyStore {
                 self.stage
             ))
             .secret_string(key.expose())
+            .set_kms_key_id(self.kms_key_id.clone())
             .tags(tag("claresia:tenant", tenant.as_str()))
             .tags(tag("claresia:stage", &self.stage))
             .tags(tag("claresia:managed-by", "claresia-connector"))
