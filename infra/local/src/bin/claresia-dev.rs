@@ -68,6 +68,11 @@ async fn run() -> Result<(), String> {
         &[("claresia:tenant", "dainese")],
         86_400,
     );
+    let sub_tenant_token = signer.sign(
+        "portal-admin@dainese-eng",
+        &[("claresia:tenant", "dainese-eng")],
+        86_400,
+    );
     let operator_token = signer.sign(
         "operator@claresia",
         &[("claresia:role", "operator")],
@@ -100,6 +105,7 @@ Demo keys (simulator only):
 Tokens (24 h):
   export TOKEN={tenant_token}
   export OPERATOR_TOKEN={operator_token}
+  export SUB_TOKEN={sub_tenant_token}    (sub-tenant dainese-eng, once dainese registers it)
 
 Try:
   curl -s -X PUT {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN" \
