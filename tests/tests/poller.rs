@@ -615,3 +615,120 @@ async fn a_cold_sandbox_reads_stored_keys_in_batches() {
     assert_eq!(s.ok, 2, "{s:?}");
     assert_exactly(&stored(&env).await, &ids);
 }
+
+/// Issue 11: one oversized event used to exceed DynamoDB's 400 KB item, fail the batch and stall the tenant
+/// for ever behind it, with the status still showing the previous success. Now every field is bounded:
+/// the event is stored with its message cut (and says so), an event with an absurd id is quarantined
+/// with its raw text capped, and everything after them arrives.
+#[tokio::test]
+async fn an_oversized_event_is_bounded_not_a_stall() {
+    let env = env_with_catalog(1000).await;
+    let huge = "stack frame\n".repeat(40_000); // ≈ 480 KB
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+        json!({"events": [
+            {"type": "skill.failed", "workspace_id": WS_CORPORATE,
+             "actor": {"type": "user_actor", "user_id": "user_1"},
+             "skill": {"id": "skill_x", "name": "claresia-dainese-incident-postmortem"},
+             "details": {"error": {"type": "tool_error", "message": huge}}},
+            {"id": format!("auditevt_{}", "9".repeat(400)), "type": "skill.invoked",
+             "skill": {"id": "skill_x", "name": "claresia-dainese-incident-postmortem"},
+             "details": {"padding": "p".repeat(200_000)}}
+        ]}),
+    )
+    .await;
+    let after = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 3, "workspace_id": WS_CORPORATE})).await;
+    let tick = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(tick.failed, 0, "{:?}", tick.results);
+    assert_eq!((tick.events_ingested, tick.events_quarantined), (4, 1));
+    assert_eq!(
+        cursor_of(&env).await.as_deref(),
+        after.last().map(String::as_str)
+    );
+
+    let (_, page) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/telemetry?limit=10",
+            None,
+        )
+        .await;
+    let failed = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["status"] == "failed")
+        .unwrap();
+    let message = failed["error_message"].as_str().unwrap();
+    assert!(
+        message.len() <= 16 * 1024 && message.contains("…[truncated "),
+        "{}",
+        message.len()
+    );
+
+    let quarantined: Vec<_> = env
+        .app
+        .telemetry
+        .scan_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| matches!(i.get("tenant"), Some(AttributeValue::S(t)) if t.starts_with("quarantine:")))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    let raw = match &quarantined[0]["raw"] {
+        AttributeValue::S(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        raw.len() <= 64 * 1024 && raw.ends_with("bytes]"),
+        "{}",
+        raw.len()
+    );
+
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["last_poll"]["error"], Value::Null, "{st}");
+}
+
+/// Issue 11: a poll that fails on any path records the failure on the tenant's status (it used to keep
+/// showing the previous success with `error: null`).
+#[tokio::test]
+async fn every_failed_poll_records_its_error_on_the_status() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.app.poll_all(deadline()).await.unwrap().failed, 0);
+    // The key vanishes (deleted by hand); a cold sandbox cannot read it.
+    env.secrets()
+        .delete_secret()
+        .secret_id(env.secret_name("dainese"))
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let cold = claresia_api::App::new(env.app.config.clone(), &env.sdk).unwrap();
+    let tick = cold.poll_all(deadline()).await.unwrap();
+    assert_eq!(tick.failed, 1, "{:?}", tick.results);
+    let status = env
+        .app
+        .hub
+        .poll_status(&TenantSlug::parse("dainese").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not connected")),
+        "{status:?}"
+    );
+    assert_ne!(status.last_poll_at, status.last_success_at);
+}

@@ -13,7 +13,7 @@ use claresia_aws::telemetry::Quarantined;
 use claresia_aws::PollState;
 use claresia_domain::catalog::WorkspaceMapping;
 use claresia_domain::telemetry::{
-    normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
+    normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent, MAX_ID_BYTES,
 };
 use claresia_domain::{AdminKey, ConnectionState, LiveConnection, TenantSlug};
 use futures::stream::{self, StreamExt};
@@ -361,6 +361,7 @@ impl App {
             ..TenantPoll::default()
         };
         let last_success = state.status.last_success_at.clone();
+        let mut failed_status = state.status.clone();
         match self.poll_inner(&record, state, deadline, &mut result).await {
             Ok(outcome) => result.outcome = outcome.into(),
             Err(PollError::Crash) => result.outcome = "crashed".into(),
@@ -368,6 +369,12 @@ impl App {
                 result.outcome = "error".into();
                 result.error = Some(e.to_string());
                 tracing::warn!(tenant = %tenant, error = %e, "poll failed");
+                // Whatever failed, the status says so (never the previous success with no error).
+                failed_status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
+                failed_status.error = Some(e.to_string());
+                if let Err(w) = self.hub.record_poll_status(&tenant, &failed_status).await {
+                    tracing::warn!(tenant = %tenant, error = %w, "could not record the failed poll's status");
+                }
             }
         }
         result.seconds_since_success = match result.outcome.as_str() {
@@ -492,6 +499,7 @@ impl App {
                         let id = raw
                             .get("id")
                             .and_then(Value::as_str)
+                            .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES)
                             .map(str::to_owned)
                             .unwrap_or_else(|| short_hash(&text));
                         quarantined.push(Quarantined {

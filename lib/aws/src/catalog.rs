@@ -44,6 +44,9 @@ impl HubStore {
         for (k, v) in extra {
             req = req.item(*k, AttributeValue::S(v.clone()));
         }
+        if let Some(item) = req.get_item() {
+            crate::batch::check_item_size(item, "hub document")?;
+        }
         req.send()
             .await
             .map_err(|e| StoreError::dynamo("PutItem", e))?;

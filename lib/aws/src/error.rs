@@ -13,6 +13,9 @@ pub enum StoreError {
     },
     #[error("stored item is unreadable: {0}")]
     Corrupt(String),
+    /// Refused before sending: DynamoDB would reject it (400 KB per item).
+    #[error("{what} would be {bytes} bytes, over DynamoDB's 400 KB item limit")]
+    ItemTooLarge { what: String, bytes: usize },
 }
 
 impl StoreError {

@@ -1,7 +1,7 @@
 //! AWS adapters: narrow, typed wrappers over the real SDK clients. The same code talks to AWS in a deployed
 //! stack and to moto on loopback in tests and the local run; only `AWS_ENDPOINT_URL` differs.
 
-mod batch;
+pub mod batch;
 pub mod catalog;
 pub mod error;
 pub mod hub;

@@ -243,6 +243,24 @@ impl HubStore {
         conditional(unmoved(req, cursor).send().await)
     }
 
+    /// Records a run's status alone (no cursor move, no condition): a failed run's error must reach the
+    /// status even when the run cannot tell where the cursor is.
+    pub async fn record_poll_status(
+        &self,
+        tenant: &TenantSlug,
+        status: &PollStatus,
+    ) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.update_poll_item(tenant)
+            .update_expression("SET #st = :st")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(doc))
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("UpdateItem", e))?;
+        Ok(())
+    }
+
     pub async fn poll_status(&self, tenant: &TenantSlug) -> Result<Option<PollStatus>, StoreError> {
         let out = self
             .client()

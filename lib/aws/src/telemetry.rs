@@ -9,8 +9,9 @@ use aws_sdk_dynamodb::Client;
 use claresia_domain::telemetry::TelemetryEvent;
 use claresia_domain::TenantSlug;
 
-use crate::batch::back_off;
+use crate::batch::{back_off, check_item_size};
 use crate::StoreError;
+use claresia_domain::telemetry::{truncate_marked, MAX_QUARANTINED_RAW_BYTES, MAX_REASON_BYTES};
 
 pub const TENANT: &str = "tenant";
 pub const EVENT_KEY: &str = "event_key";
@@ -77,8 +78,14 @@ impl TelemetryStore {
                     AttributeValue::S(format!("quarantine:{hub}")),
                 ),
                 (EVENT_KEY.to_owned(), AttributeValue::S(q.key.clone())),
-                ("raw".to_owned(), AttributeValue::S(q.raw.clone())),
-                ("reason".to_owned(), AttributeValue::S(q.reason.clone())),
+                (
+                    "raw".to_owned(),
+                    AttributeValue::S(truncate_marked(&q.raw, MAX_QUARANTINED_RAW_BYTES)),
+                ),
+                (
+                    "reason".to_owned(),
+                    AttributeValue::S(truncate_marked(&q.reason, MAX_REASON_BYTES)),
+                ),
             ]);
             unique.insert(q.key.clone(), item);
         }
@@ -89,6 +96,13 @@ impl TelemetryStore {
         &self,
         items: Vec<HashMap<String, AttributeValue>>,
     ) -> Result<usize, StoreError> {
+        for item in &items {
+            let key = match item.get(EVENT_KEY) {
+                Some(AttributeValue::S(k)) => k.as_str(),
+                _ => "?",
+            };
+            check_item_size(item, &format!("telemetry item {key}"))?;
+        }
         let mut calls = 0;
         for chunk in items.chunks(BATCH) {
             let mut pending: Vec<WriteRequest> = chunk

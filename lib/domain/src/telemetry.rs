@@ -65,6 +65,30 @@ pub struct Routing {
     pub workspaces: BTreeMap<String, TenantSlug>,
 }
 
+/// Longest stored error message, in bytes: far inside DynamoDB's 400 KB item, long enough for a stack trace.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 16 * 1024;
+/// Longest short text field (error type), in bytes.
+pub const MAX_SHORT_TEXT_BYTES: usize = 1024;
+/// Longest identifier (event id, workspace id, actor id) we store; anything longer is not one Anthropic
+/// issues, so the event is quarantined rather than stored under a cut (and so colliding) id.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest raw JSON kept for a quarantined event, and longest reason.
+pub const MAX_QUARANTINED_RAW_BYTES: usize = 64 * 1024;
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, with a marker saying how much was cut.
+pub fn truncate_marked(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let marker_room = 48;
+    let mut end = max.saturating_sub(marker_room);
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated {} bytes]", &text[..end], text.len() - end)
+}
+
 /// RFC 3339 in UTC with milliseconds, so stored timestamps sort as text.
 pub fn utc_millis(t: OffsetDateTime) -> String {
     const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
@@ -103,6 +127,16 @@ fn normalize_inner(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or("the event has no id")?;
+    let id_field = |name: &str, v: Option<&str>| -> Result<(), String> {
+        match v {
+            Some(v) if v.len() > MAX_ID_BYTES => Err(format!(
+                "{name} is {} bytes long; ids longer than {MAX_ID_BYTES} are not stored",
+                v.len()
+            )),
+            _ => Ok(()),
+        }
+    };
+    id_field("id", Some(event_id))?;
     let event_type = obj
         .get("type")
         .and_then(Value::as_str)
@@ -141,6 +175,8 @@ fn normalize_inner(
         .and_then(|a| a.get("user_id").or_else(|| a.get("api_key_id")))
         .and_then(Value::as_str)
         .map(str::to_owned);
+    id_field("workspace_id", workspace_id.as_deref())?;
+    id_field("actor id", actor_id.as_deref())?;
     let empty = Value::Null;
     let details = obj.get("details").unwrap_or(&empty);
     if !(details.is_object() || details.is_null()) {
@@ -155,10 +191,10 @@ fn normalize_inner(
         (
             err.and_then(|e| e.get("type"))
                 .and_then(Value::as_str)
-                .map(str::to_owned),
+                .map(|t| truncate_marked(t, MAX_SHORT_TEXT_BYTES)),
             err.and_then(|e| e.get("message"))
                 .and_then(Value::as_str)
-                .map(str::to_owned),
+                .map(|m| truncate_marked(m, MAX_ERROR_MESSAGE_BYTES)),
         )
     } else {
         (None, None)
@@ -168,6 +204,7 @@ fn normalize_inner(
         .and_then(Value::as_str)
         .filter(|r| {
             !r.is_empty()
+                && r.len() <= MAX_ID_BYTES
                 && r.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         })
@@ -343,6 +380,46 @@ mod tests {
             normalize(&json!([1]), &routing(), now),
             Normalized::Quarantined(_)
         ));
+    }
+
+    #[test]
+    fn every_text_field_is_bounded_and_oversized_ids_are_quarantined() {
+        let now = datetime!(2026-11-01 12:00 UTC);
+        let mut raw = spec_event();
+        raw["type"] = json!("skill.failed");
+        raw["details"]["error"] = json!({"type": "x".repeat(5000), "message": "é".repeat(300_000)});
+        let e = event(&raw);
+        let msg = e.error_message.unwrap();
+        assert!(msg.len() <= MAX_ERROR_MESSAGE_BYTES, "{}", msg.len());
+        assert!(msg.ends_with("bytes]") && msg.contains("…[truncated "));
+        assert!(e.error_type.unwrap().len() <= MAX_SHORT_TEXT_BYTES);
+        let whole = serde_json::to_string(&e.event_id).unwrap().len() + msg.len();
+        assert!(whole < 400 * 1024);
+
+        for (field, value) in [
+            ("/id", json!("e".repeat(MAX_ID_BYTES + 1))),
+            ("/workspace_id", json!("w".repeat(MAX_ID_BYTES + 1))),
+            ("/actor/user_id", json!("u".repeat(MAX_ID_BYTES + 1))),
+        ] {
+            let mut raw = spec_event();
+            *raw.pointer_mut(field).unwrap() = value;
+            assert!(
+                matches!(normalize(&raw, &routing(), now), Normalized::Quarantined(r) if r.contains("bytes long")),
+                "{field}"
+            );
+        }
+        // A record id too long for a URL simply gives no URL.
+        let mut raw = spec_event();
+        raw["details"]["record_id"] = json!("r".repeat(MAX_ID_BYTES + 1));
+        assert_eq!(event(&raw).record_url, None);
+    }
+
+    #[test]
+    fn truncation_respects_characters_and_says_how_much() {
+        assert_eq!(truncate_marked("short", 10), "short");
+        let cut = truncate_marked(&"é".repeat(100), 60);
+        assert!(cut.len() <= 60 && cut.starts_with('é'), "{cut}");
+        assert!(cut.ends_with("bytes]"));
     }
 
     #[test]
