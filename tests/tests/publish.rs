@@ -621,3 +621,48 @@ async fn catalog_input_is_validated_whole() {
     );
     assert!(env.sim_skills().await.is_empty());
 }
+
+/// Issue 11: a 401/403 from Anthropic during a publish is a refusal with its reason, not "Anthropic
+/// unavailable" with a pending marker that the sweep retries every minute for ever.
+#[tokio::test]
+async fn a_refused_publish_is_reported_and_never_retried() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": GOOD_KEY}))
+        .await;
+    let mut doc = example("skill-prd-review.json");
+    doc["title"] = json!("PRD Review v2");
+    let (s, b) = env.put_doc("dainese", "/skills/prd-review", &doc).await;
+    assert_eq!(s, 200, "the catalog change is saved: {b}");
+    assert_eq!(b["publish"]["skipped"], true);
+    assert_eq!(b["publish"]["pending"], false, "{b}");
+    assert!(
+        b["publish"]["reason"].as_str().unwrap().contains("refused"),
+        "{b}"
+    );
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["publish_pending"], false);
+    assert_eq!(st["state"], "needs_attention", "{st}");
+
+    // A marker left from before (Anthropic was down, then the key was revoked): the sweep clears it
+    // instead of retrying every minute.
+    let hub = claresia_domain::TenantSlug::parse("dainese").unwrap();
+    env.app.hub.mark_pending(&hub, "earlier").await.unwrap();
+    let deadline = claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20));
+    env.app.sweep_pending(deadline).await.unwrap();
+    assert_eq!(env.app.hub.pending_token(&hub).await.unwrap(), None);
+    let before = env.sim_requests().await.len();
+    env.app.sweep_pending(deadline).await.unwrap();
+    assert_eq!(
+        env.sim_requests().await.len(),
+        before,
+        "nothing left to retry"
+    );
+}

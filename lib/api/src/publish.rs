@@ -394,6 +394,8 @@ impl App {
             Err(e) => {
                 if e.is_unavailable() {
                     self.hub.mark_pending(hub, &new_token()).await?;
+                } else if matches!(e.kind(), ErrorKind::Authentication | ErrorKind::Permission) {
+                    self.key_refused(hub, &e).await?;
                 }
                 return Err(anthropic_error(e));
             }
@@ -542,11 +544,14 @@ impl App {
         match self.publish(hub, scope, deadline).await {
             Ok(report) => Ok(json!(report)),
             Err(ApiError::PublishRefused(reason)) => Ok(json!({"skipped": true, "reason": reason})),
-            Err(ApiError::AnthropicUnavailable(_)) | Err(ApiError::AnthropicRejected(_)) => {
+            Err(ApiError::AnthropicUnavailable(_)) => {
                 self.hub.mark_pending(hub, &new_token()).await?;
                 Ok(json!({"skipped": true, "pending": true,
                           "reason": "Anthropic is unavailable; the change is saved and will be published by the next sweep"}))
             }
+            // A refusal (401, 403, 400) will not go away by retrying: say why, retry nothing.
+            Err(ApiError::AnthropicRejected(e)) => Ok(json!({"skipped": true, "pending": false,
+                "reason": format!("Anthropic refused the publish ({}); the change is saved — fix the key, then Republish all", e.summary())})),
             Err(e) => Err(e),
         }
     }
@@ -630,12 +635,35 @@ impl App {
                         self.hub.clear_pending(&hub, &token).await?;
                     }
                 }
+                Err(ApiError::AnthropicRejected(e)) => {
+                    // Refused, not unavailable: retrying every minute changes nothing. The connection's
+                    // status says what to fix; the next change or Republish all publishes again.
+                    tracing::warn!(tenant = %hub, error = %e, "pending publish refused by Anthropic; clearing the marker");
+                    if let Some(token) = self.hub.pending_token(&hub).await? {
+                        self.hub.clear_pending(&hub, &token).await?;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(tenant = %hub, error = %e, "pending publish failed; the next sweep retries")
                 }
             }
         }
         Ok(done)
+    }
+
+    /// Anthropic refused the stored key while publishing: the connection needs an admin (rotate or
+    /// re-mint), and publishing is refused until a test or a new key sees it working again.
+    async fn key_refused(&self, hub: &TenantSlug, e: &AnthropicError) -> Result<(), ApiError> {
+        if let Some(mut r) = App::live(self.hub.connection(hub).await?) {
+            r.state = ConnectionState::NeedsAttention;
+            r.state_reason = Some(format!(
+                "Anthropic refused the stored key while publishing ({})",
+                e.summary()
+            ));
+            r.updated_at = OffsetDateTime::now_utc();
+            self.hub.save_connection(&r).await?;
+        }
+        Ok(())
     }
 
     pub(crate) fn live(record: Option<ConnectionRecord>) -> Option<ConnectionRecord> {
