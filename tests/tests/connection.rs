@@ -559,3 +559,37 @@ async fn malformed_input_gets_a_clear_400() {
     assert!(env.sim_requests().await.is_empty());
     assert_eq!(env.hub_dump().await, "[]");
 }
+
+/// Issue 11: a DELETE …/connection that died after scheduling the secret's deletion (before recording the
+/// disconnect) is retried successfully, as often as the portal likes.
+#[tokio::test]
+async fn a_retried_disconnect_finishes_whatever_step_the_first_one_died_after() {
+    let env = TestEnv::start().await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    let tenant = claresia_domain::TenantSlug::parse("dainese").unwrap();
+    // The first attempt got as far as scheduling the deletion.
+    env.app.keys.schedule_deletion(&tenant, 7).await.unwrap();
+    for attempt in 0..3 {
+        let (s, b) = env
+            .call(
+                As::Tenant("dainese"),
+                "DELETE",
+                "/tenants/dainese/connection",
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "attempt {attempt}: {b}");
+        assert_eq!(b["disconnected"], true);
+        assert!(b["secret_deletion_date"].is_string(), "{b}");
+    }
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["state"], "disconnected", "{st}");
+    assert_eq!(env.secret_value("dainese").await, None);
+}

@@ -200,6 +200,11 @@ impl KeyStore {
                 .and_then(|d| OffsetDateTime::from_unix_timestamp(d.secs()).ok())),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError::ResourceNotFoundException(_)) => Ok(None),
+                // Already scheduled (a retried offboarding): the goal is reached. The first call's date is
+                // not returned again; it is no later than a window from now.
+                Some(aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError::InvalidRequestException(_)) => {
+                    Ok(Some(OffsetDateTime::now_utc() + time::Duration::days(recovery_window_days)))
+                }
                 _ => Err(StoreError::secrets("DeleteSecret", e)),
             },
         }
