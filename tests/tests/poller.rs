@@ -732,3 +732,78 @@ async fn every_failed_poll_records_its_error_on_the_status() {
     );
     assert_ne!(status.last_poll_at, status.last_success_at);
 }
+
+/// Issue 11: a cursor that is not this query's `next_cursor` is a 400 naming `cursor` — it used to answer
+/// 200 with an empty page (the portal believed it had everything) or, outside the `since` range, a 500.
+#[tokio::test]
+async fn a_telemetry_cursor_works_only_for_the_query_it_came_from() {
+    let env = env_with_catalog(1000).await;
+    env.register_sub_tenant("dainese", "dainese-eng").await;
+    emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 5, "workspace_id": WS_CORPORATE})).await;
+    env.app.poll_all(deadline()).await.unwrap();
+    let get = |query: String| {
+        let env = &env;
+        async move {
+            env.call(
+                As::Tenant("dainese"),
+                "GET",
+                &format!("/tenants/{query}"),
+                None,
+            )
+            .await
+        }
+    };
+    let since = "since=2020-01-01T00%3A00%3A00Z";
+    let (s, p1) = get(format!("dainese/telemetry?limit=2&{since}")).await;
+    assert_eq!(s, 200, "{p1}");
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    let (s, p2) = get(format!(
+        "dainese/telemetry?limit=10&{since}&cursor={cursor}"
+    ))
+    .await;
+    assert_eq!((s, p2["events"].as_array().unwrap().len()), (200, 3));
+
+    use base64::Engine;
+    let forge = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    for (query, why) in [
+        (
+            format!("dainese/telemetry?cursor={cursor}"),
+            "another since",
+        ),
+        (
+            format!("dainese-eng/telemetry?{since}&cursor={cursor}"),
+            "another tenant",
+        ),
+        (
+            format!("dainese/telemetry?cursor={}", forge(json!("x"))),
+            "unreadable",
+        ),
+        (
+            format!(
+                "dainese/telemetry?cursor={}",
+                forge(json!({"t": "dainese", "s": null, "k": "garbage"}))
+            ),
+            "not an event",
+        ),
+        (
+            format!(
+                "dainese/telemetry?{since}&cursor={}",
+                forge(
+                    json!({"t": "dainese", "s": "2020-01-01T00:00:00.000Z", "k": "2019-01-01T00:00:00.000Z#e"})
+                )
+            ),
+            "outside since",
+        ),
+    ] {
+        let (s, b) = get(query.clone()).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{why}: {b}"
+        );
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains("cursor"),
+            "{b}"
+        );
+    }
+}

@@ -651,12 +651,7 @@ impl App {
                             ))
                         })?;
                 }
-                "cursor" => {
-                    let raw = base64_url_decode(&v).ok_or_else(|| {
-                        ApiError::InvalidQuery("cursor is not one this API returned".into())
-                    })?;
-                    cursor = Some(raw);
-                }
+                "cursor" => cursor = Some(v.into_owned()),
                 other => {
                     return Err(ApiError::InvalidQuery(format!(
                         "unknown parameter {other:?}; use since, limit, cursor"
@@ -664,14 +659,17 @@ impl App {
                 }
             }
         }
+        let start = cursor
+            .map(|c| TelemetryCursor::open(&c, tenant, since.as_deref()))
+            .transpose()?;
         let (events, next) = self
             .telemetry
-            .events(tenant, since.as_deref(), limit, cursor.as_deref())
+            .events(tenant, since.as_deref(), limit, start.as_deref())
             .await?;
         Ok(serde_json::json!({
             "tenant": tenant,
             "events": events,
-            "next_cursor": next.map(|n| base64_url_encode(&n)),
+            "next_cursor": next.map(|key| TelemetryCursor::seal(tenant, since.as_deref(), key)),
         }))
     }
 }
@@ -717,6 +715,55 @@ impl From<ApiError> for PollError {
 impl From<Crash> for PollError {
     fn from(_: Crash) -> Self {
         PollError::Crash
+    }
+}
+
+/// A telemetry page's `next_cursor`: where the page stopped, bound to the tenant and the `since` it was
+/// read with, so a cursor from another query (or made up) is refused rather than answered wrongly.
+#[derive(Serialize, serde::Deserialize)]
+struct TelemetryCursor {
+    t: String,
+    s: Option<String>,
+    k: String,
+}
+
+impl TelemetryCursor {
+    fn seal(tenant: &TenantSlug, since: Option<&str>, key: String) -> String {
+        let c = TelemetryCursor {
+            t: tenant.to_string(),
+            s: since.map(str::to_owned),
+            k: key,
+        };
+        base64_url_encode(&serde_json::to_string(&c).unwrap_or_default())
+    }
+
+    /// The event key to continue after, or 400 naming `cursor` and why.
+    fn open(raw: &str, tenant: &TenantSlug, since: Option<&str>) -> Result<String, ApiError> {
+        let bad = |why: &str| {
+            ApiError::InvalidQuery(format!(
+                "cursor is not a next_cursor this API returned for this query ({why}); start again without it"
+            ))
+        };
+        let c: TelemetryCursor = base64_url_decode(raw)
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .ok_or_else(|| bad("unreadable"))?;
+        if c.t != tenant.as_str() {
+            return Err(bad("it belongs to another tenant"));
+        }
+        if c.s.as_deref() != since {
+            return Err(bad("it was returned for another since"));
+        }
+        // An event key is "{RFC 3339 time}#{event id}", within `since` and DynamoDB's key size.
+        let well_formed = c.k.len() <= 1024
+            && c.k.split_once('#').is_some_and(|(at, id)| {
+                !id.is_empty()
+                    && OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                        .is_ok()
+            });
+        if !well_formed || since.is_some_and(|s| c.k.as_str() < s) {
+            return Err(bad("its position is not an event of this query"));
+        }
+        Ok(c.k)
     }
 }
 
