@@ -807,3 +807,115 @@ async fn a_telemetry_cursor_works_only_for_the_query_it_came_from() {
         );
     }
 }
+
+/// Issue 11: a ledger write lost after the skill was created (a crash, a failed write) used to make every
+/// run of that skill "not ours" for good. The next publish re-derives the ledger from Anthropic.
+#[tokio::test]
+async fn a_lost_ledger_entry_is_restored_by_the_next_publish() {
+    let env = env_with_catalog(1000).await;
+    let name = "claresia-dainese-incident-postmortem";
+    env.dynamo()
+        .delete_item()
+        .table_name(&env.app.config.hub_table)
+        .key("pk", AttributeValue::S("TENANT#dainese".into()))
+        .key("sk", AttributeValue::S(format!("LEDGER#{name}")))
+        .send()
+        .await
+        .unwrap();
+    let writes = env.sim_skill_writes().await;
+    let (s, _) = env
+        .call(
+            As::Tenant("dainese"),
+            "POST",
+            "/tenants/dainese/republish",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        env.sim_skill_writes().await,
+        writes,
+        "nothing to change in Anthropic"
+    );
+    let runs = emit(
+        &env,
+        json!({"skill_name": name, "count": 4, "workspace_id": WS_CORPORATE}),
+    )
+    .await;
+    let tick = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!((tick.events_ingested, tick.events_skipped), (4, 0));
+    let stored = stored(&env).await;
+    assert!(runs.iter().all(|id| stored.get(id) == Some(&1)));
+}
+
+/// Issue 11: unpublishing a skill keeps its name as a tombstone (with a TTL), so runs that become visible
+/// after it was removed are still stored — and offboarding polls once more before it stops.
+#[tokio::test]
+async fn late_runs_of_an_unpublished_skill_and_of_an_offboarded_tenant_are_kept() {
+    let env = env_with_catalog(1000).await;
+    // prd-review is granted only by the product-manager archetype.
+    let (s, b) = env
+        .call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/archetypes/product-manager",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!env
+        .sim_skills()
+        .await
+        .iter()
+        .any(|s| s["name"] == "claresia-dainese-prd-review"));
+    let late = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 2, "workspace_id": WS_CORPORATE})).await;
+    let tick = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(
+        (tick.events_ingested, tick.events_skipped),
+        (2, 0),
+        "{:?}",
+        tick.results
+    );
+    let tombstone = env
+        .dynamo()
+        .get_item()
+        .table_name(&env.app.config.hub_table)
+        .key("pk", AttributeValue::S("TENANT#dainese".into()))
+        .key(
+            "sk",
+            AttributeValue::S("LEDGER#claresia-dainese-prd-review".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let expires: i64 = match &tombstone["expires_at"] {
+        AttributeValue::N(n) => n.parse().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        (now + 7 * 86_400 - 60..=now + 7 * 86_400).contains(&expires),
+        "{expires}"
+    );
+
+    // Runs visible when the tenant offboards are stored by the final pass, with no tick in between.
+    let last = emit(&env, json!({"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "workspace_id": WS_CORPORATE})).await;
+    let (s, b) = env
+        .call(
+            As::Tenant("dainese"),
+            "DELETE",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let stored = stored(&env).await;
+    assert!(
+        late.iter()
+            .chain(&last)
+            .all(|id| stored.get(id) == Some(&1)),
+        "{stored:?}"
+    );
+}

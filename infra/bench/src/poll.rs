@@ -57,6 +57,7 @@ async fn main() {
                     target: tenant.clone(),
                     skill_id: "bench".into(),
                     remote_id: "skill_x".into(),
+                    removed_at: None,
                 },
             )
             .await

@@ -327,6 +327,8 @@ impl App {
     /// `DELETE /tenants/{tenant}/connection`: stop using the key, schedule the secret's deletion after the
     /// recovery window, keep the telemetry. Repeating it answers the same result.
     pub async fn disconnect(&self, tenant: &TenantSlug) -> Result<DisconnectResult, ApiError> {
+        // One budget for every step: removing the skills, the last poll, the secret, the record.
+        let deadline = self.request_deadline();
         let Some(mut record) = self.hub.connection(tenant).await? else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
@@ -337,8 +339,15 @@ impl App {
             // disconnected (retry); if it refuses the key (revoked first, a common offboarding order),
             // blocking offboarding forever helps no one: disconnect and say what is left to remove.
             if let Some(key) = self.keys.get(tenant).await? {
-                match self.unpublish_all(tenant, &record, &key).await {
-                    Ok(n) => skills_removed = n,
+                match self.unpublish_all(tenant, &record, &key, deadline).await {
+                    Ok(n) => {
+                        skills_removed = n;
+                        // A last poll while the key still works: runs already visible in the audit log
+                        // are stored (their names resolve through the ledger's tombstones) before polling
+                        // stops for good.
+                        let last = self.poll_tenant(tenant.clone(), deadline).await;
+                        tracing::info!(tenant = %tenant, outcome = %last.outcome, events = last.events_ingested, "final poll before offboarding");
+                    }
                     Err(ApiError::AnthropicRejected(e))
                         if matches!(
                             e.kind(),

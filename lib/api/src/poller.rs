@@ -590,10 +590,14 @@ impl App {
         let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(tenant).await?;
         let routing = Arc::new(Routing {
             hub: Some(tenant.clone()),
-            published: ledger
-                .into_values()
-                .map(|e| (e.name, (e.target, e.skill_id)))
-                .collect(),
+            published: {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                ledger
+                    .into_values()
+                    .filter(|e| e.resolves_at(now))
+                    .map(|e| (e.name, (e.target, e.skill_id)))
+                    .collect()
+            },
             workspaces: mappings
                 .into_iter()
                 .filter_map(|m| m.sub_tenant.map(|s| (m.workspace_id, s)))

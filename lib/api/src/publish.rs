@@ -112,6 +112,7 @@ impl Ctx<'_> {
             target: target.clone(),
             skill_id: d.skill_id.clone(),
             remote_id: remote_id.to_owned(),
+            removed_at: None,
         };
         self.app
             .hub
@@ -185,7 +186,20 @@ impl Ctx<'_> {
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return self.failure(&skill_id, &name, &e),
                 }
-                match self.app.hub.delete_ledger(self.hub, &name).await {
+                let tombstone = LedgerEntry {
+                    name: name.clone(),
+                    target: target.clone(),
+                    skill_id: skill_id.clone(),
+                    remote_id,
+                    removed_at: None,
+                };
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                match self
+                    .app
+                    .hub
+                    .tombstone_ledger(self.hub, &tombstone, now)
+                    .await
+                {
                     Ok(()) => Outcome::Deleted(name),
                     Err(e) => Outcome::Failed(
                         SkillFailure {
@@ -342,6 +356,14 @@ fn remote_skill(v: &Value) -> Option<RemoteSkill> {
     })
 }
 
+/// The target (the hub tenant or one of its sub-tenants) a remote skill was published for, if it is ours:
+/// our metadata names this hub (or the hub itself as tenant) and the name matches that target exactly.
+fn owner_target(hub: &TenantSlug, r: &RemoteSkill) -> Option<TenantSlug> {
+    let t = TenantSlug::parse(r.metadata.get("tenant")?).ok()?;
+    let ours = r.metadata.get("hub_tenant").map(String::as_str) == Some(hub.as_str()) || &t == hub;
+    (ours && r.owned_by(&t)).then_some(t)
+}
+
 /// Why a publish was refused before anything was written.
 pub fn refusal(record: Option<&ConnectionRecord>) -> Option<String> {
     match record {
@@ -403,18 +425,11 @@ impl App {
         // Sub-tenants that lost all their mappings and archetypes still own skills to remove.
         let mut targets: BTreeMap<TenantSlug, _> = desired;
         for r in &remote {
-            if let Some(t) = r
-                .metadata
-                .get("tenant")
-                .and_then(|t| TenantSlug::parse(t).ok())
-            {
-                let ours = r.metadata.get("hub_tenant").map(String::as_str) == Some(hub.as_str())
-                    || &t == hub;
-                if ours && r.owned_by(&t) {
-                    targets.entry(t).or_default();
-                }
+            if let Some(t) = owner_target(hub, r) {
+                targets.entry(t).or_default();
             }
         }
+        self.heal_ledger(hub, &remote).await?;
 
         let mut reports = Vec::new();
         let mut missing_workspaces = BTreeSet::new();
@@ -563,8 +578,8 @@ impl App {
         hub: &TenantSlug,
         record: &ConnectionRecord,
         key: &AdminKey,
+        deadline: Deadline,
     ) -> Result<usize, ApiError> {
-        let deadline = Deadline::after(self.config.request_budget);
         let ctx = Ctx {
             app: self,
             hub,
@@ -573,30 +588,20 @@ impl App {
             deadline,
         };
         let remote = ctx.list_remote().await.map_err(anthropic_error)?;
-        let ours: Vec<RemoteSkill> = remote
+        let ours: Vec<(TenantSlug, RemoteSkill)> = remote
             .into_iter()
-            .filter(|r| {
-                let tenant = r
-                    .metadata
-                    .get("tenant")
-                    .and_then(|t| TenantSlug::parse(t).ok());
-                let belongs = r.metadata.get("hub_tenant").map(String::as_str)
-                    == Some(hub.as_str())
-                    || tenant.as_ref() == Some(hub);
-                belongs && tenant.is_some_and(|t| r.owned_by(&t))
-            })
+            .filter_map(|r| Some((owner_target(hub, &r)?, r)))
             .collect();
+        let ctx = &ctx;
         let outcomes: Vec<Outcome> = stream::iter(ours)
-            .map(|r| {
+            .map(|(target, r)| async move {
                 let skill_id = r.metadata.get("skill_id").cloned().unwrap_or_default();
-                ctx.run(
-                    hub,
-                    Action::Delete {
-                        remote_id: r.id,
-                        skill_id,
-                        name: r.name,
-                    },
-                )
+                let delete = Action::Delete {
+                    remote_id: r.id,
+                    skill_id,
+                    name: r.name,
+                };
+                ctx.run(&target, delete).await
             })
             .buffer_unordered(self.config.publish_concurrency)
             .collect()
@@ -649,6 +654,30 @@ impl App {
             }
         }
         Ok(done)
+    }
+
+    /// The ledger is derived from what Anthropic holds: every skill we own there gets its entry, so a
+    /// ledger write lost to a crash (after the skill was created) is repaired by the next publish or sweep
+    /// instead of leaving its runs unresolvable for ever. Writes only what is missing or different.
+    async fn heal_ledger(&self, hub: &TenantSlug, remote: &[RemoteSkill]) -> Result<(), ApiError> {
+        let ledger = self.hub.ledger(hub).await?;
+        for r in remote {
+            let Some(target) = owner_target(hub, r) else {
+                continue;
+            };
+            let entry = LedgerEntry {
+                name: r.name.clone(),
+                target,
+                skill_id: r.metadata.get("skill_id").cloned().unwrap_or_default(),
+                remote_id: r.id.clone(),
+                removed_at: None,
+            };
+            if ledger.get(&r.name) != Some(&entry) {
+                tracing::info!(tenant = %hub, name = %r.name, "ledger entry restored from Anthropic");
+                self.hub.put_ledger(hub, &entry).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Anthropic refused the stored key while publishing: the connection needs an admin (rotate or

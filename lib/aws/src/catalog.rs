@@ -17,13 +17,31 @@ const DOC: &str = "doc";
 const PENDING_SK: &str = "PENDING_PUBLISH";
 const PENDING_KIND: &str = "PENDING_PUBLISH";
 
-/// What we published under a name, so telemetry resolves skill names without guessing by prefix.
+/// What we published under a name, so telemetry resolves skill names without guessing by prefix. A name
+/// we removed stays as a tombstone (`removed_at`) for [`TOMBSTONE_DAYS`], so its late audit events (visible
+/// up to a minute later, redelivered later still, or read after a poller outage) still resolve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     pub name: String,
     pub target: TenantSlug,
     pub skill_id: String,
     pub remote_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<i64>,
+}
+
+/// How long a removed name keeps resolving telemetry: a week covers Anthropic's late visibility and
+/// redeliveries, and a poller outage far longer than the 5-minute stale-tenant alarm lets go unnoticed.
+pub const TOMBSTONE_DAYS: i64 = 7;
+/// DynamoDB's time-to-live attribute on the hub table (tombstones expire by themselves).
+pub const EXPIRES_AT: &str = "expires_at";
+
+impl LedgerEntry {
+    /// Still resolves telemetry at `now` (unix seconds): live, or a tombstone inside its window.
+    pub fn resolves_at(&self, now: i64) -> bool {
+        self.removed_at
+            .is_none_or(|at| now < at + TOMBSTONE_DAYS * 86_400)
+    }
 }
 
 impl HubStore {
@@ -32,7 +50,7 @@ impl HubStore {
         pk: String,
         sk: String,
         doc: String,
-        extra: &[(&str, String)],
+        extra: &[(&str, AttributeValue)],
     ) -> Result<(), StoreError> {
         let mut req = self
             .client()
@@ -42,7 +60,7 @@ impl HubStore {
             .item(SK, AttributeValue::S(sk))
             .item(DOC, AttributeValue::S(doc));
         for (k, v) in extra {
-            req = req.item(*k, AttributeValue::S(v.clone()));
+            req = req.item(*k, v.clone());
         }
         if let Some(item) = req.get_item() {
             crate::batch::check_item_size(item, "hub document")?;
@@ -263,9 +281,26 @@ impl HubStore {
         self.touch_routing(hub).await
     }
 
-    pub async fn delete_ledger(&self, hub: &TenantSlug, name: &str) -> Result<(), StoreError> {
-        self.delete_doc(tenant_pk(hub), format!("LEDGER#{name}"))
-            .await?;
+    /// Marks a name as removed (its skill deleted from Anthropic): it keeps resolving late telemetry for
+    /// [`TOMBSTONE_DAYS`], then DynamoDB's TTL removes it.
+    pub async fn tombstone_ledger(
+        &self,
+        hub: &TenantSlug,
+        entry: &LedgerEntry,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tombstone = LedgerEntry {
+            removed_at: Some(now),
+            ..entry.clone()
+        };
+        let expires = now + TOMBSTONE_DAYS * 86_400;
+        self.put_doc(
+            tenant_pk(hub),
+            format!("LEDGER#{}", entry.name),
+            to_json(&tombstone)?,
+            &[(EXPIRES_AT, AttributeValue::N(expires.to_string()))],
+        )
+        .await?;
         self.touch_routing(hub).await
     }
 
@@ -308,7 +343,10 @@ impl HubStore {
             tenant_pk(hub),
             PENDING_SK.into(),
             to_json(&token)?,
-            &[(GSI1_PK, PENDING_KIND.into()), (GSI1_SK, hub.to_string())],
+            &[
+                (GSI1_PK, AttributeValue::S(PENDING_KIND.into())),
+                (GSI1_SK, AttributeValue::S(hub.to_string())),
+            ],
         )
         .await
     }
