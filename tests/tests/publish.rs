@@ -85,13 +85,8 @@ async fn catalog_changes_publish_with_rbac_acls_and_a_rerun_writes_nothing() {
             None,
         )
         .await;
-    assert_eq!(
-        st["last_publish"]["dainese"]["unchanged"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(st["last_publish"]["dainese"]["counts"]["unchanged"], 3);
+    assert_eq!(st["last_publish"]["dainese"]["names_truncated"], false);
     assert_eq!(st["publish_pending"], false);
 }
 
@@ -665,4 +660,70 @@ async fn a_refused_publish_is_reported_and_never_retried() {
         before,
         "nothing left to retry"
     );
+}
+
+/// Issue 11: the skill list is paged summaries (whole documents, up to 100 KiB each, would pass Lambda's
+/// 6 MB response at a few dozen skills); the full document comes from the per-skill route.
+#[tokio::test]
+async fn the_skill_list_is_paged_summaries() {
+    let env = TestEnv::start().await;
+    let mut doc = example("skill-standup-notes.json");
+    doc["instructions"] = json!("step\n".repeat(20_000));
+    for i in 0..5 {
+        doc["id"] = json!(format!("skill-{i}"));
+        let (s, b) = env
+            .put_doc("dainese", &format!("/skills/skill-{i}"), &doc)
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let (s, page) = env
+            .call(
+                As::Tenant("dainese"),
+                "GET",
+                &format!("/tenants/dainese/skills?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        for skill in page["skills"].as_array().unwrap() {
+            assert!(skill.get("instructions").is_none(), "a summary: {skill}");
+            assert_eq!(skill["title"], "Standup Notes");
+            seen.push(skill["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["skill-0", "skill-1", "skill-2", "skill-3", "skill-4"]
+    );
+    let (_, first) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/skills?limit=1",
+            None,
+        )
+        .await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    for bad in [
+        format!("acme/skills?cursor={cursor}"),
+        "dainese/skills?limit=101".into(),
+        "dainese/skills?cursor=xyz".into(),
+    ] {
+        let who = bad.split('/').next().unwrap().to_owned();
+        let (s, b) = env
+            .call(As::Tenant(&who), "GET", &format!("/tenants/{bad}"), None)
+            .await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}: {b}"
+        );
+    }
 }

@@ -123,9 +123,45 @@ impl App {
         Ok(json!({"deleted": id, "publish": publish}))
     }
 
-    pub async fn list_skills(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
-        let skills: BTreeMap<String, Value> = self.hub.skills(hub).await?;
-        Ok(json!({"skills": skills.into_values().collect::<Vec<_>>()}))
+    /// `GET /tenants/{tenant}/skills?limit=&cursor=`: summaries in id order, paginated (a whole document
+    /// is up to 100 KiB of instructions: `GET …/skills/{id}` serves it), so a page stays far under Lambda's
+    /// 6 MB response whatever the catalog's size.
+    pub async fn list_skills(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
+        let mut limit = 50;
+        let mut after = None;
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "limit" => {
+                    limit = v
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::InvalidQuery(format!(
+                                "limit={v:?} must be a whole number from 1 to 100"
+                            ))
+                        })?
+                }
+                "cursor" => after = Some(ListCursor::open(&v, hub)?),
+                other => {
+                    return Err(ApiError::InvalidQuery(format!(
+                        "unknown parameter {other:?}; use limit, cursor"
+                    )))
+                }
+            }
+        }
+        let (docs, next) = self.hub.skills_page(hub, limit, after.as_deref()).await?;
+        let summaries: Vec<Value> = docs
+            .iter()
+            .map(|d| {
+                json!({"id": d["id"], "title": d["title"], "owner": d["owner"],
+                       "version": d["version"], "tags": d["tags"], "description": d["description"]})
+            })
+            .collect();
+        Ok(json!({
+            "skills": summaries,
+            "next_cursor": next.map(|id| ListCursor::seal(hub, &id)),
+        }))
     }
 
     pub async fn put_archetype(
@@ -292,5 +328,39 @@ impl App {
             .publish(hub, None, Deadline::after(self.config.request_budget))
             .await?;
         Ok(json!(report))
+    }
+}
+
+/// A list page's `next_cursor`: the last id of the page, bound to the tenant whose list it is.
+#[derive(serde::Serialize, Deserialize)]
+struct ListCursor {
+    t: String,
+    a: String,
+}
+
+impl ListCursor {
+    fn seal(hub: &TenantSlug, after: &str) -> String {
+        use base64::Engine;
+        let text = serde_json::to_string(&ListCursor {
+            t: hub.to_string(),
+            a: after.to_owned(),
+        })
+        .unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    fn open(raw: &str, hub: &TenantSlug) -> Result<String, ApiError> {
+        use base64::Engine;
+        let c: Option<ListCursor> = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match c {
+            Some(c) if c.t == hub.as_str() && check_slug(&c.a, 40).is_ok() => Ok(c.a),
+            _ => Err(ApiError::InvalidQuery(
+                "cursor is not a next_cursor this API returned for this list; start again without it"
+                    .into(),
+            )),
+        }
     }
 }

@@ -149,7 +149,9 @@ impl App {
             }
             (Route::Connection, "GET") => ok(self.connection_status(&grant).await?),
             (Route::Connection, "DELETE") => ok(self.disconnect(&tenant).await?),
-            (Route::Skills, "GET") => ok(self.list_skills(hub).await?),
+            (Route::Skills, "GET") => ok(self
+                .list_skills(hub, req.uri().query().unwrap_or_default())
+                .await?),
             (Route::Skill, "GET") => ok(self.get_skill(hub, item).await?),
             (Route::Skill, "PUT") => ok(self.put_skill(hub, item, body).await?),
             (Route::Skill, "DELETE") => ok(self.delete_skill(hub, item).await?),

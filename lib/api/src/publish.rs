@@ -46,6 +46,78 @@ pub struct TargetReport {
     pub pending: Vec<String>,
 }
 
+/// Names of each kind kept in a stored report: the item stays far inside DynamoDB's 400 KB whatever the
+/// catalog's size (the full lists are in the publish's own answer).
+const STORED_NAMES: usize = 200;
+
+/// How many skills each outcome had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    pub pending: usize,
+}
+
+/// What the status keeps of a target's last publish (`last_publish`): the counts, and the names that
+/// changed, failed or wait (at most [`STORED_NAMES`] of each; `names_truncated` says when some were left
+/// out). Unchanged names are not kept: they are the bulk of a large catalog and say nothing new.
+#[derive(Debug, Serialize)]
+pub struct StoredReport<'a> {
+    pub tenant: &'a TenantSlug,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub complete: bool,
+    pub counts: OutcomeCounts,
+    pub created: &'a [String],
+    pub updated: &'a [String],
+    pub deleted: &'a [String],
+    pub failed: &'a [SkillFailure],
+    pub pending: &'a [String],
+    pub names_truncated: bool,
+}
+
+impl TargetReport {
+    pub fn counts(&self) -> OutcomeCounts {
+        OutcomeCounts {
+            created: self.created.len(),
+            updated: self.updated.len(),
+            deleted: self.deleted.len(),
+            unchanged: self.unchanged.len(),
+            failed: self.failed.len(),
+            pending: self.pending.len(),
+        }
+    }
+
+    pub fn stored(&self) -> StoredReport<'_> {
+        fn cap<T>(v: &[T]) -> &[T] {
+            &v[..v.len().min(STORED_NAMES)]
+        }
+        StoredReport {
+            tenant: &self.tenant,
+            at: self.at,
+            complete: self.complete,
+            counts: self.counts(),
+            created: cap(&self.created),
+            updated: cap(&self.updated),
+            deleted: cap(&self.deleted),
+            failed: cap(&self.failed),
+            pending: cap(&self.pending),
+            names_truncated: [
+                self.created.len(),
+                self.updated.len(),
+                self.deleted.len(),
+                self.failed.len(),
+                self.pending.len(),
+            ]
+            .iter()
+            .any(|n| *n > STORED_NAMES),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishReport {
     pub tenant: TenantSlug,
@@ -520,7 +592,9 @@ impl App {
                 || !r.failed.is_empty()
                 || !r.complete
             {
-                self.hub.put_publish_report(hub, &r.tenant, r).await?;
+                self.hub
+                    .put_publish_report(hub, &r.tenant, &r.stored())
+                    .await?;
             }
         }
         if complete {
@@ -735,5 +809,50 @@ impl App {
             "tenants_published": reports.len(),
             "complete": reports.iter().all(|r| r.complete),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_report_stays_small_whatever_the_catalog() {
+        let names = |n: usize, kind: &str| -> Vec<String> {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "claresia-a-very-long-tenant-name-{kind}-{i:05}-{}",
+                        "x".repeat(20)
+                    )
+                })
+                .collect()
+        };
+        let failures = (0..5_000)
+            .map(|i| SkillFailure {
+                skill_id: format!("s{i}"),
+                name: format!("claresia-t-s{i}"),
+                reason: "Add the Admin key's principal to workspace dainese-sales (wrkspc_01DemoSales00000000000000)".into(),
+            })
+            .collect();
+        let report = TargetReport {
+            tenant: TenantSlug::parse("t").unwrap(),
+            at: OffsetDateTime::UNIX_EPOCH,
+            complete: false,
+            created: names(10_000, "c"),
+            updated: names(10_000, "u"),
+            deleted: names(10_000, "d"),
+            unchanged: names(50_000, "n"),
+            failed: failures,
+            pending: names(10_000, "p"),
+        };
+        let stored = serde_json::to_string(&report.stored()).unwrap();
+        assert!(stored.len() < 200 * 1024, "{} bytes", stored.len());
+        let v: Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(v["counts"]["unchanged"], 50_000);
+        assert_eq!(v["counts"]["failed"], 5_000);
+        assert_eq!(v["names_truncated"], true);
+        assert!(v.get("unchanged").is_none());
+        assert_eq!(v["created"].as_array().unwrap().len(), STORED_NAMES);
     }
 }

@@ -182,6 +182,45 @@ impl HubStore {
             .is_some())
     }
 
+    /// One page of skills in id order, after skill id `after`: at most `limit`, and the id to continue
+    /// after when there are more.
+    pub async fn skills_page(
+        &self,
+        tenant: &TenantSlug,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), StoreError> {
+        let mut q = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant)))
+            .expression_attribute_values(":p", AttributeValue::S("SKILL#".into()))
+            .consistent_read(true)
+            .limit(limit);
+        if let Some(id) = after {
+            q = q
+                .exclusive_start_key(PK, AttributeValue::S(tenant_pk(tenant)))
+                .exclusive_start_key(SK, AttributeValue::S(format!("SKILL#{id}")));
+        }
+        let out = q.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
+        let docs = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(doc_of)
+            .map(|d| parse(&d))
+            .collect::<Result<Vec<serde_json::Value>, _>>()?;
+        let next = out.last_evaluated_key.and_then(|k| match k.get(SK) {
+            Some(AttributeValue::S(sk)) => sk.strip_prefix("SKILL#").map(str::to_owned),
+            _ => None,
+        });
+        Ok((docs, next))
+    }
+
     pub async fn skills<T: DeserializeOwned>(
         &self,
         tenant: &TenantSlug,
