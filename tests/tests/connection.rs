@@ -593,3 +593,58 @@ async fn a_retried_disconnect_finishes_whatever_step_the_first_one_died_after() 
     assert_eq!(st["state"], "disconnected", "{st}");
     assert_eq!(env.secret_value("dainese").await, None);
 }
+
+/// Issue 11: the connection record is written only at the version it was read at. A stored-key test racing
+/// a rotation used to write the old key's record back; now the record always describes the stored key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_racing_a_rotation_never_writes_the_old_key_back() {
+    let env = TestEnv::start().await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    for round in 0..20 {
+        let next = if round % 2 == 0 {
+            ROTATED_KEY
+        } else {
+            GOOD_KEY
+        };
+        let body = json!({"admin_api_key": next}).to_string();
+        let (rotate, test) = tokio::join!(
+            env.call(
+                As::Tenant("dainese"),
+                "PUT",
+                "/tenants/dainese/connection",
+                Some(&body)
+            ),
+            env.call(
+                As::Tenant("dainese"),
+                "POST",
+                "/tenants/dainese/connection/test",
+                None
+            ),
+        );
+        assert!(
+            [200, 409].contains(&rotate.0),
+            "round {round}: {}",
+            rotate.1
+        );
+        assert!([200, 409].contains(&test.0), "round {round}: {}", test.1);
+        let stored = env.secret_value("dainese").await.unwrap();
+        let fingerprint = claresia_domain::AdminKey::parse(&stored)
+            .unwrap()
+            .fingerprint()
+            .to_string();
+        let (_, st) = env
+            .call(
+                As::Tenant("dainese"),
+                "GET",
+                "/tenants/dainese/connection",
+                None,
+            )
+            .await;
+        assert_eq!(
+            st["key"]["fingerprint"],
+            fingerprint.as_str(),
+            "round {round}: {st}"
+        );
+        assert_eq!(st["state"], "connected", "round {round}: {st}");
+    }
+}

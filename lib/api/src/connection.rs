@@ -161,6 +161,7 @@ impl App {
             return Err(ApiError::KeyRejected(Box::new(outcome)));
         };
         let stored = self.hub.connection(tenant).await?;
+        let read_version = stored.as_ref().map_or(0, |r| r.version);
         let offboarded = stored
             .as_ref()
             .is_some_and(|r| r.state == ConnectionState::Disconnected);
@@ -189,7 +190,7 @@ impl App {
         } else {
             Some(self.keys.put(tenant, &key).await?)
         };
-        let record = ConnectionRecord {
+        let mut record = ConnectionRecord {
             tenant: tenant.clone(),
             state: ConnectionState::Connected,
             state_reason: None,
@@ -198,7 +199,7 @@ impl App {
             workspace_count: outcome.workspace_count.unwrap_or(0),
             zero_retention: outcome.zero_retention,
             scopes_verified: outcome.scopes.verified.clone(),
-            key_fingerprint: fingerprint,
+            key_fingerprint: fingerprint.clone(),
             key_created_at: match &existing {
                 Some(r) if same_key => r.key_created_at,
                 _ => now,
@@ -213,8 +214,25 @@ impl App {
             }),
             disconnected_at: None,
             secret_deletion_date: None,
+            version: read_version,
         };
-        self.hub.save_connection(&record).await?;
+        // The key is stored; the record must say so. Another writer (a stored-key test, the poller) may
+        // have bumped the record since we read it: carry this connect onto what is there now.
+        let mut attempts = 0;
+        while !self.hub.save_connection(&record).await? {
+            attempts += 1;
+            let current = self.hub.connection(tenant).await?;
+            let live = current
+                .as_ref()
+                .filter(|r| r.state != ConnectionState::Disconnected);
+            if attempts >= 5 || live.is_some_and(|r| r.org_id != org.id) {
+                return Err(ApiError::Conflict(format!(
+                    "the connection of {tenant} changed while this request ran (another admin connected, rotated or disconnected it); check the status, then retry"
+                )));
+            }
+            record.version = current.as_ref().map_or(0, |r| r.version);
+            record.connected_at = live.map_or(now, |r| r.connected_at);
+        }
         let rotated = existing.is_some() && !same_key;
         tracing::info!(
             tenant = %tenant,
@@ -256,45 +274,48 @@ impl App {
             .connection(tenant)
             .await?
             .filter(|r| r.state != ConnectionState::Disconnected);
-        let (Some(mut record), Some(key)) = (record, self.keys.get(tenant).await?) else {
+        let (Some(_), Some(key)) = (record, self.keys.get(tenant).await?) else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
         let outcome = self.test_key(&key, self.request_deadline()).await?;
         if outcome.code == TestVerdict::AnthropicUnavailable {
             return Err(ApiError::AnthropicUnavailable(Box::new(outcome)));
         }
-        let now = OffsetDateTime::now_utc();
-        match outcome.code {
-            TestVerdict::Unauthorized => {
-                record.state = ConnectionState::NeedsAttention;
-                record.state_reason = Some("Anthropic answered 401 to the stored key".into());
+        let tested = key.fingerprint().to_string();
+        self.update_connection(tenant, |record| {
+            // The key was rotated while we tested the old one: that verdict is not the connection's.
+            if record.key_fingerprint != tested || record.state == ConnectionState::Disconnected {
+                return false;
             }
-            TestVerdict::MissingScopes => {
-                record.state = ConnectionState::NeedsAttention;
-                record.state_reason = Some(outcome.message.clone());
-                record.scopes_verified = outcome.scopes.verified.clone();
+            apply_test(record, &outcome);
+            true
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Re-reads the record and applies `change` to it until the conditional write lands (another writer
+    /// may bump the version in between); `change` answers `false` to write nothing. `None`: no record.
+    pub(crate) async fn update_connection(
+        &self,
+        tenant: &TenantSlug,
+        mut change: impl FnMut(&mut ConnectionRecord) -> bool,
+    ) -> Result<Option<ConnectionRecord>, ApiError> {
+        for _ in 0..5 {
+            let Some(mut record) = self.hub.connection(tenant).await? else {
+                return Ok(None);
+            };
+            if !change(&mut record) {
+                return Ok(Some(record));
             }
-            _ => {
-                record.state = ConnectionState::Connected;
-                record.state_reason = None;
-                record.scopes_verified = outcome.scopes.verified.clone();
-                record.zero_retention = outcome.zero_retention;
-                if let Some(org) = &outcome.organization {
-                    record.org_name = org.name.clone();
-                }
-                if let Some(n) = outcome.workspace_count {
-                    record.workspace_count = n;
-                }
+            record.updated_at = OffsetDateTime::now_utc();
+            if self.hub.save_connection(&record).await? {
+                return Ok(Some(record));
             }
         }
-        record.updated_at = now;
-        record.last_test = Some(LastTest {
-            at: now,
-            code: outcome.code,
-            message: outcome.message.clone(),
-        });
-        self.hub.save_connection(&record).await?;
-        Ok(outcome)
+        Err(ApiError::Conflict(format!(
+            "the connection of {tenant} kept changing while this request ran; retry"
+        )))
     }
 
     /// `GET /tenants/{tenant}/connection`: the connection, the last publish per target, sub-tenants. On a
@@ -368,12 +389,16 @@ impl App {
                 .schedule_deletion(tenant, self.config.secret_recovery_window_days)
                 .await?;
             let now = OffsetDateTime::now_utc();
-            record.state = ConnectionState::Disconnected;
-            record.state_reason = Some("offboarded".into());
-            record.disconnected_at = Some(now);
-            record.secret_deletion_date = deletion;
-            record.updated_at = now;
-            self.hub.save_connection(&record).await?;
+            let offboard = |r: &mut ConnectionRecord| {
+                r.state = ConnectionState::Disconnected;
+                r.state_reason = Some("offboarded".into());
+                r.disconnected_at = Some(now);
+                r.secret_deletion_date = deletion;
+                true
+            };
+            if let Some(r) = self.update_connection(tenant, offboard).await? {
+                record = r;
+            }
             tracing::info!(tenant = %tenant, secret_deletion_date = ?deletion, "tenant disconnected");
         }
         Ok(DisconnectResult {
@@ -385,4 +410,36 @@ impl App {
             skills_cleanup_warning,
         })
     }
+}
+
+/// What a stored-key test teaches the record.
+fn apply_test(record: &mut ConnectionRecord, outcome: &TestOutcome) {
+    match outcome.code {
+        TestVerdict::Unauthorized => {
+            record.state = ConnectionState::NeedsAttention;
+            record.state_reason = Some("Anthropic answered 401 to the stored key".into());
+        }
+        TestVerdict::MissingScopes => {
+            record.state = ConnectionState::NeedsAttention;
+            record.state_reason = Some(outcome.message.clone());
+            record.scopes_verified = outcome.scopes.verified.clone();
+        }
+        _ => {
+            record.state = ConnectionState::Connected;
+            record.state_reason = None;
+            record.scopes_verified = outcome.scopes.verified.clone();
+            record.zero_retention = outcome.zero_retention;
+            if let Some(org) = &outcome.organization {
+                record.org_name = org.name.clone();
+            }
+            if let Some(n) = outcome.workspace_count {
+                record.workspace_count = n;
+            }
+        }
+    }
+    record.last_test = Some(LastTest {
+        at: OffsetDateTime::now_utc(),
+        code: outcome.code,
+        message: outcome.message.clone(),
+    });
 }

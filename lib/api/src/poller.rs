@@ -435,14 +435,14 @@ impl App {
                             continue;
                         }
                         _ => {
-                            self.mark_needs_attention(tenant, &e).await?;
+                            self.mark_needs_attention(tenant, &key, &e).await?;
                             status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
                             break "unauthorized";
                         }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Authentication => {
-                    self.mark_needs_attention(tenant, &e).await?;
+                    self.mark_needs_attention(tenant, &key, &e).await?;
                     status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
                     break "unauthorized";
                 }
@@ -610,19 +610,23 @@ impl App {
     async fn mark_needs_attention(
         &self,
         tenant: &TenantSlug,
+        key: &AdminKey,
         e: &AnthropicError,
     ) -> Result<(), PollError> {
         self.key_cache.forget(tenant);
-        if let Some(mut r) = App::live(self.hub.connection(tenant).await.map_err(ApiError::from)?) {
+        self.before_write()?;
+        let refused = key.fingerprint().to_string();
+        let reason = format!("the audit poller got 401 from Anthropic ({})", e.summary());
+        self.update_connection(tenant, |r| {
+            // Only the key that was refused: a rotation that landed meanwhile stays as it is.
+            if r.state == ConnectionState::Disconnected || r.key_fingerprint != refused {
+                return false;
+            }
             r.state = ConnectionState::NeedsAttention;
-            r.state_reason = Some(format!(
-                "the audit poller got 401 from Anthropic ({})",
-                e.summary()
-            ));
-            r.updated_at = OffsetDateTime::now_utc();
-            self.before_write()?;
-            self.hub.save_connection(&r).await.map_err(ApiError::from)?;
-        }
+            r.state_reason = Some(reason.clone());
+            true
+        })
+        .await?;
         metrics::emit(&self.config.stage, &[("AnthropicErrors401", 1.0, "Count")]);
         Ok(())
     }

@@ -66,10 +66,17 @@ impl HubStore {
             .transpose()
     }
 
-    /// Writes the whole connection record. A live connection is listed in `gsi1` under `CONNECTED` so the
-    /// poller finds it without a scan; a disconnected one drops out of that index.
-    pub async fn save_connection(&self, record: &ConnectionRecord) -> Result<(), StoreError> {
-        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(record)
+    /// Writes the whole connection record if it is still at the version `record` was read at (0: there was
+    /// none), as version + 1. `false` when another writer got there first (nothing written): re-read and
+    /// decide again. A live connection is listed in `gsi1` under `CONNECTED` so the poller finds it without
+    /// a scan; a disconnected one drops out of that index.
+    pub async fn save_connection(&self, record: &ConnectionRecord) -> Result<bool, StoreError> {
+        let read_at = record.version;
+        let next = ConnectionRecord {
+            version: read_at + 1,
+            ..record.clone()
+        };
+        let mut item: HashMap<String, AttributeValue> = serde_dynamo::to_item(&next)
             .map_err(|e| StoreError::Corrupt(format!("connection record: {e}")))?;
         item.insert(PK.into(), AttributeValue::S(tenant_pk(&record.tenant)));
         item.insert(SK.into(), AttributeValue::S(CONNECTION_SK.into()));
@@ -77,14 +84,28 @@ impl HubStore {
             item.insert(GSI1_PK.into(), AttributeValue::S(CONNECTED_KIND.into()));
             item.insert(GSI1_SK.into(), AttributeValue::S(record.tenant.to_string()));
         }
-        self.client
+        let req = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("PutItem", e))?;
-        Ok(())
+            .expression_attribute_names("#v", "version");
+        let req = if read_at == 0 {
+            req.condition_expression("attribute_not_exists(#v)")
+        } else {
+            req.condition_expression("#v = :v")
+                .expression_attribute_values(":v", AttributeValue::N(read_at.to_string()))
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("PutItem", e)),
+        }
     }
 
     /// Every tenant with a live connection (connected or needing attention).

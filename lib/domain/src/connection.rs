@@ -257,6 +257,10 @@ pub struct ConnectionRecord {
         with = "time::serde::rfc3339::option"
     )]
     pub secret_deletion_date: Option<OffsetDateTime>,
+    /// Bumped by every write; a write is conditioned on the version it read (0: no record yet), so a
+    /// writer that read a stale record (a test or a 401 racing a rotation) cannot put it back.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl ConnectionRecord {
@@ -449,6 +453,7 @@ mod tests {
             last_test: None,
             disconnected_at: None,
             secret_deletion_date: None,
+            version: 1,
         }
     }
 
