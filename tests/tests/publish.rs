@@ -727,3 +727,33 @@ async fn the_skill_list_is_paged_summaries() {
         );
     }
 }
+
+/// Issue 11: catalog body errors quote the input back; a key pasted into the wrong place must not be.
+#[tokio::test]
+async fn catalog_errors_never_echo_a_key() {
+    let env = TestEnv::start().await;
+    let secret_part = "demo-dainese-good";
+    let mut skill = example("skill-standup-notes.json");
+    skill["owner"] = json!(GOOD_KEY);
+    for (path, body) in [
+        ("/skills/standup-notes", skill.to_string()),
+        ("/skills/standup-notes", format!("{{\"id\": \"{GOOD_KEY}\"")),
+        ("/archetypes/eng", json!({"skils": [GOOD_KEY]}).to_string()),
+        ("/archetypes/eng", json!({"skills": [GOOD_KEY]}).to_string()),
+        (
+            "/workspaces",
+            json!({"mappings": [{"workspace_id": 1, "sub_tenant": GOOD_KEY}]}).to_string(),
+        ),
+    ] {
+        let (s, b) = env
+            .call(
+                As::Tenant("dainese"),
+                "PUT",
+                &format!("/tenants/dainese{path}"),
+                Some(&body),
+            )
+            .await;
+        assert!((400..500).contains(&s), "{path}: {s} {b}");
+        assert!(!b.to_string().contains(secret_part), "{path}: {b}");
+    }
+}

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use claresia_anthropic::Deadline;
+use claresia_domain::admin_key::redact_keys;
 use claresia_domain::catalog::{check_grants, Archetype, WorkspaceMapping};
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
 use claresia_domain::TenantSlug;
@@ -38,14 +39,15 @@ fn check_sub_tenant(
 }
 
 fn parse_doc(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody(e.to_string()))
+    serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody(redact_keys(&e.to_string())))
 }
 
-/// serde's message names the offending field (`unknown field `skils``); keep it as the problem.
+/// serde's message names the offending field (`unknown field `skils``); keep it as the problem — with any
+/// key pasted into the wrong place redacted, as in every other body error.
 fn typed<T: serde::de::DeserializeOwned>(kind: &'static str, doc: Value) -> Result<T, ApiError> {
     serde_json::from_value(doc).map_err(|e| ApiError::InvalidDocument {
         kind,
-        problems: vec![problem("$", e.to_string())],
+        problems: vec![problem("$", redact_keys(&e.to_string()))],
     })
 }
 

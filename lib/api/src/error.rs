@@ -2,6 +2,7 @@
 
 use claresia_anthropic::AnthropicError;
 use claresia_aws::StoreError;
+use claresia_domain::admin_key::redact_keys;
 use claresia_domain::skill_ir::Problem;
 use claresia_domain::{AdminKeyError, TenantSlugError, TestOutcome};
 use serde_json::{json, Value};
@@ -166,7 +167,8 @@ impl ApiError {
             ApiError::StoreUnavailable(_) => format!(
                 "Storage is unavailable right now; nothing was written. Retry shortly, or quote request id {request_id} to support."
             ),
-            other => other.to_string(),
+            // Whatever a message quotes back of the input, a key pasted into the wrong place is redacted.
+            other => redact_keys(&other.to_string()),
         };
         let mut error = json!({"code": self.code(), "message": message, "request_id": request_id});
         match self {
@@ -177,7 +179,14 @@ impl ApiError {
                 }
             }
             ApiError::InvalidDocument { problems, .. } => {
-                error["problems"] = json!(problems);
+                let redacted: Vec<Problem> = problems
+                    .iter()
+                    .map(|p| Problem {
+                        path: redact_keys(&p.path),
+                        message: redact_keys(&p.message),
+                    })
+                    .collect();
+                error["problems"] = json!(redacted);
             }
             ApiError::AnthropicRejected(e) => {
                 if let Some(rid) = e.request_id() {
