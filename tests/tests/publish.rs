@@ -757,3 +757,41 @@ async fn catalog_errors_never_echo_a_key() {
         assert!(!b.to_string().contains(secret_part), "{path}: {b}");
     }
 }
+
+/// Issue 11: one deadline per request. `PUT …/workspaces` used to spend its budget listing workspaces and
+/// then a fresh budget publishing, past the function's timeout; now the publish gets what is left, and
+/// what it cannot finish is left to the sweep with a pending marker.
+#[tokio::test]
+async fn a_request_shares_one_deadline_between_its_steps() {
+    let env =
+        TestEnv::start_with(|c| c.request_budget = std::time::Duration::from_millis(2500)).await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    env.load_examples("dainese").await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/organizations/workspaces", "latency_ms": 1500}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/workspaces",
+            &json!({"mappings": [{"workspace_id": WS_CORPORATE, "sub_tenant": null}]}),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["publish"]["pending"], true, "left to the sweep: {b}");
+    assert!(took < std::time::Duration::from_millis(4000), "{took:?}");
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["publish_pending"], true);
+}

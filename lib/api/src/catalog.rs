@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use claresia_anthropic::Deadline;
 use claresia_domain::admin_key::redact_keys;
 use claresia_domain::catalog::{check_grants, Archetype, WorkspaceMapping};
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
@@ -272,7 +271,7 @@ impl App {
             .ok_or_else(|| ApiError::NotConnected(hub.to_string()))?;
         let known = self
             .anthropic
-            .workspaces(&key, Deadline::after(self.config.request_budget))
+            .workspaces(&key, self.request_deadline())
             .await
             .map_err(anthropic_error)?;
         let registered = self.active_sub_tenants(hub).await?;
@@ -326,9 +325,7 @@ impl App {
 
     /// `POST /tenants/{tenant}/republish`: a full reconcile, returning the report.
     pub async fn republish(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
-        let report = self
-            .publish(hub, None, Deadline::after(self.config.request_budget))
-            .await?;
+        let report = self.publish(hub, None, self.request_deadline()).await?;
         Ok(json!(report))
     }
 }

@@ -13,6 +13,11 @@ use time::OffsetDateTime;
 use crate::auth::Grant;
 use crate::{ApiError, App};
 
+tokio::task_local! {
+    /// The deadline of the request this task is handling (see [`App::request_deadline`]).
+    pub(crate) static REQUEST_DEADLINE: Deadline;
+}
+
 /// An id no skill can have: deleting it proves `Skills:write` (404) without changing anything.
 const SKILLS_WRITE_PROBE_ID: &str = "skill_claresia_scope_probe_0000000000";
 
@@ -129,9 +134,13 @@ pub struct DisconnectResult {
 }
 
 impl App {
-    /// The deadline of one HTTP request's Anthropic work.
+    /// The deadline of the request being handled: one for every step of it (key test, listing, publish,
+    /// final poll), set by [`App::handle`] from the Lambda invocation's own deadline. Outside a request
+    /// (tests calling a service directly), a fresh budget.
     pub fn request_deadline(&self) -> Deadline {
-        Deadline::after(self.config.request_budget)
+        REQUEST_DEADLINE
+            .try_with(|d| *d)
+            .unwrap_or_else(|_| Deadline::after(self.config.request_budget))
     }
 
     async fn test_key(&self, key: &AdminKey, deadline: Deadline) -> Result<TestOutcome, ApiError> {

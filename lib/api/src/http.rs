@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use claresia_anthropic::Deadline;
 use claresia_domain::admin_key::redact_keys;
 use claresia_domain::{AdminKey, TenantSlug};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -71,7 +72,8 @@ impl App {
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
-        async move {
+        let deadline = self.deadline_of(&req);
+        let work = async move {
             let (status, body, retry_after) = match self.route(req).await {
                 Ok((status, body)) => (status, body, None),
                 Err(err) => {
@@ -94,9 +96,26 @@ impl App {
                     .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
             }
             resp
-        }
-        .instrument(span)
-        .await
+        };
+        crate::connection::REQUEST_DEADLINE
+            .scope(deadline, work.instrument(span))
+            .await
+    }
+
+    /// The budget of one request: `REQUEST_BUDGET_MS` (API Gateway stops waiting at 30 s), and never past
+    /// the Lambda invocation's own deadline less a margin to answer in. Work left over is the sweep's.
+    fn deadline_of(&self, req: &Request) -> Deadline {
+        let budget = self.config.request_budget;
+        let left = req
+            .lambda_context_ref()
+            .map(|ctx| ctx.deadline)
+            .filter(|ms| *ms > 0)
+            .map(|ms| {
+                let now_ms =
+                    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
+                std::time::Duration::from_millis(ms.saturating_sub(now_ms).saturating_sub(1_000))
+            });
+        Deadline::after(left.map_or(budget, |l| l.min(budget)))
     }
 
     async fn route(&self, req: Request) -> Result<(u16, Value), ApiError> {

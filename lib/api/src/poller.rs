@@ -533,9 +533,11 @@ impl App {
             }
             out.events_ingested += events.len() as u64;
             out.events_quarantined += quarantined.len() as u64;
-            // Stop on the last page or a short one: empty pages only burn the rate limit.
-            let final_page = !page.has_more || page.data.len() < limit as usize;
+            // `has_more` is the contract's word on whether more follow (a page may be short and not the
+            // last). A page that says "more" but gives no position to continue from ends the run: the next
+            // tick asks again from the same cursor instead of spinning on it.
             let moved_to = page.last_id.clone().filter(|_| !page.data.is_empty());
+            let final_page = !page.has_more || moved_to.is_none();
             if final_page {
                 last_move = moved_to;
                 break "ok";
