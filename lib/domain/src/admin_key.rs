@@ -114,11 +114,20 @@ pub fn redact_keys(text: &str) -> String {
     let mut rest = text;
     while let Some(at) = rest.find("sk-ant-") {
         out.push_str(&rest[..at]);
-        out.push_str("[redacted key]");
         let tail = &rest[at..];
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
             .unwrap_or(tail.len());
+        // A bare prefix (`sk-ant-admin01-`) is guidance, not a secret: redact what carries key material
+        // after the kind (`admin01-…`, `api03-…`).
+        let material = tail[..end]["sk-ant-".len()..]
+            .split_once('-')
+            .is_some_and(|(_, m)| !m.is_empty());
+        if material {
+            out.push_str("[redacted key]");
+        } else {
+            out.push_str(&tail[..end]);
+        }
         rest = &tail[end..];
     }
     out.push_str(rest);
@@ -220,5 +229,9 @@ mod tests {
             "[redacted key] and [redacted key]"
         );
         assert_eq!(redact_keys("nothing to hide"), "nothing to hide");
+        assert_eq!(
+            redact_keys("an Admin key starts with sk-ant-admin01- (see the Console)"),
+            "an Admin key starts with sk-ant-admin01- (see the Console)"
+        );
     }
 }
