@@ -795,3 +795,71 @@ async fn a_request_shares_one_deadline_between_its_steps() {
         .await;
     assert_eq!(st["publish_pending"], true);
 }
+
+/// Issue 11: publishes of one Hub are serialized. A grant and a revoke of the same skill issued at once,
+/// 20 rounds: after each (and the sweep, for what was left pending), Anthropic matches the catalog —
+/// skills and group ACLs — whichever request's write landed last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_racing_a_revoke_leaves_anthropic_matching_the_catalog() {
+    let env = connected().await;
+    for id in ["incident-postmortem", "prd-review"] {
+        let (s, b) = env
+            .put_doc(
+                "dainese",
+                &format!("/skills/{id}"),
+                &example(&format!("skill-{id}.json")),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // Latency on every call, so one request's plan and writes overlap the other's.
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "*", "latency_ms": 40}),
+    )
+    .await;
+    let grant =
+        json!({"skills": ["incident-postmortem", "prd-review"], "group_ids": ["grp_engineering"]});
+    let revoke = json!({"skills": ["prd-review"], "group_ids": ["grp_product"]});
+    let deadline = || claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20));
+    for round in 0..20 {
+        let (a, b) = if round % 2 == 0 {
+            (&grant, &revoke)
+        } else {
+            (&revoke, &grant)
+        };
+        // The second lands at a different point of the first one's publish each round.
+        let stagger = std::time::Duration::from_millis(10 * (round % 10) as u64 + 20);
+        let (ra, rb) = tokio::join!(env.put_doc("dainese", "/archetypes/eng", a), async {
+            tokio::time::sleep(stagger).await;
+            env.put_doc("dainese", "/archetypes/eng", b).await
+        });
+        assert_eq!((ra.0, rb.0), (200, 200), "round {round}: {} {}", ra.1, rb.1);
+        env.app.sweep_pending(deadline()).await.unwrap();
+
+        let (_, stored) = env
+            .call(
+                As::Tenant("dainese"),
+                "GET",
+                "/tenants/dainese/archetypes/eng",
+                None,
+            )
+            .await;
+        let mut want: Vec<String> = stored["skills"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("claresia-dainese-{}", s.as_str().unwrap()))
+            .collect();
+        want.sort();
+        let skills = env.sim_skills().await;
+        assert_eq!(names(&skills), want, "round {round}");
+        for s in &skills {
+            assert_eq!(
+                s["acl"]["group_ids"], stored["group_ids"],
+                "round {round}: {s}"
+            );
+        }
+    }
+}

@@ -446,8 +446,67 @@ pub fn refusal(record: Option<&ConnectionRecord>) -> Option<String> {
 
 impl App {
     /// Publishes `hub`'s catalog: every target, or only `scope`'s skill ids. Refuses (writing nothing) when
-    /// the tenant is not connected or zero-retention is not confirmed.
+    /// the tenant is not connected or zero-retention is not confirmed. One publish of a Hub at a time (a
+    /// lease): another waits for it while its budget allows, else leaves a pending marker for the sweep,
+    /// which plans from the catalog as it is then — so whatever finishes last, Anthropic ends up matching
+    /// the catalog's last state.
     pub async fn publish(
+        &self,
+        hub: &TenantSlug,
+        scope: Option<&BTreeSet<String>>,
+        deadline: Deadline,
+    ) -> Result<PublishReport, ApiError> {
+        let owner = format!(
+            "publish-{}-{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos(),
+            std::process::id()
+        );
+        if !self.wait_for_publish_lease(hub, &owner, deadline).await? {
+            tracing::info!(tenant = %hub, "another publish of this Hub is running; left to the sweep");
+            self.hub.mark_pending(hub, &new_token()).await?;
+            return Ok(PublishReport {
+                tenant: hub.clone(),
+                complete: false,
+                pending: true,
+                targets: Vec::new(),
+            });
+        }
+        let result = self.publish_leased(hub, scope, deadline).await;
+        if let Err(e) = self.hub.release_publish_lease(hub, &owner).await {
+            // Not fatal: the lease lapses a few seconds after this request's deadline.
+            tracing::warn!(tenant = %hub, error = %e, "could not release the publish lease");
+        }
+        result
+    }
+
+    /// Takes the Hub's publish lease (until the deadline plus a margin, so a holder that dies lets it
+    /// lapse), waiting for a running publish while enough budget is left to do anything after it.
+    async fn wait_for_publish_lease(
+        &self,
+        hub: &TenantSlug,
+        owner: &str,
+        deadline: Deadline,
+    ) -> Result<bool, ApiError> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+            let until = now_ms + deadline.remaining().as_millis() as i128 + 5_000;
+            if self
+                .hub
+                .acquire_publish_lease(hub, owner, now_ms, until)
+                .await?
+            {
+                return Ok(true);
+            }
+            if deadline.remaining() < MIN_ACTION_BUDGET * 2 + wait {
+                return Ok(false);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn publish_leased(
         &self,
         hub: &TenantSlug,
         scope: Option<&BTreeSet<String>>,
@@ -648,6 +707,31 @@ impl App {
     /// Removes every skill Claresia published for `hub` and its sub-tenants (offboarding). Zero-retention
     /// does not matter here: cleaning up must work even when publishing is refused.
     pub async fn unpublish_all(
+        &self,
+        hub: &TenantSlug,
+        record: &ConnectionRecord,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<usize, ApiError> {
+        // Not while a publish of this Hub may still be creating skills.
+        let owner = format!(
+            "unpublish-{}-{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos(),
+            std::process::id()
+        );
+        if !self.wait_for_publish_lease(hub, &owner, deadline).await? {
+            return Err(ApiError::CleanupFailed(
+                "a publish of this tenant's catalog is still running".into(),
+            ));
+        }
+        let removed = self.unpublish_leased(hub, record, key, deadline).await;
+        if let Err(e) = self.hub.release_publish_lease(hub, &owner).await {
+            tracing::warn!(tenant = %hub, error = %e, "could not release the publish lease");
+        }
+        removed
+    }
+
+    async fn unpublish_leased(
         &self,
         hub: &TenantSlug,
         record: &ConnectionRecord,

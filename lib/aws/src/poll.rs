@@ -19,6 +19,7 @@ const POLL_SK: &str = "POLL";
 const ROUTING_REV: &str = "routing_rev";
 const TICK_PK: &str = "POLLER";
 const TICK_SK: &str = "TICK";
+const PUBLISH_LEASE_SK: &str = "PUBLISH_LEASE";
 /// BatchGetItem's limit of keys per call.
 const BATCH_GET_MAX: usize = 100;
 
@@ -57,14 +58,6 @@ pub struct PollState {
 }
 
 impl HubStore {
-    fn update_tick_item(&self) -> UpdateItemFluentBuilder {
-        self.client()
-            .update_item()
-            .table_name(self.table())
-            .key(PK, s(TICK_PK))
-            .key(SK, s(TICK_SK))
-    }
-
     fn update_poll_item(&self, tenant: &TenantSlug) -> UpdateItemFluentBuilder {
         self.client()
             .update_item()
@@ -81,8 +74,54 @@ impl HubStore {
         now_ms: i128,
         until_ms: i128,
     ) -> Result<bool, StoreError> {
+        self.acquire_lease(TICK_PK.into(), TICK_SK, owner, now_ms, until_ms)
+            .await
+    }
+
+    /// Gives the tick lease back if `owner` still holds it (the next delivery need not wait for it to
+    /// lapse).
+    pub async fn release_tick_lease(&self, owner: &str) -> Result<bool, StoreError> {
+        self.release_lease(TICK_PK.into(), TICK_SK, owner).await
+    }
+
+    /// Takes the lease that serializes the publishes of `hub`'s catalog (requests and sweeps): one
+    /// publish at a time plans from the catalog and writes to Anthropic, so the last one to run after the
+    /// last catalog change leaves Anthropic matching it.
+    pub async fn acquire_publish_lease(
+        &self,
+        hub: &TenantSlug,
+        owner: &str,
+        now_ms: i128,
+        until_ms: i128,
+    ) -> Result<bool, StoreError> {
+        self.acquire_lease(tenant_pk(hub), PUBLISH_LEASE_SK, owner, now_ms, until_ms)
+            .await
+    }
+
+    pub async fn release_publish_lease(
+        &self,
+        hub: &TenantSlug,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        self.release_lease(tenant_pk(hub), PUBLISH_LEASE_SK, owner)
+            .await
+    }
+
+    /// A lease item: taken when free, expired, or already `owner`'s; a holder that dies lets it lapse.
+    async fn acquire_lease(
+        &self,
+        pk: String,
+        sk: &str,
+        owner: &str,
+        now_ms: i128,
+        until_ms: i128,
+    ) -> Result<bool, StoreError> {
         let res = self
-            .update_tick_item()
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(pk))
+            .key(SK, s(sk))
             .update_expression("SET lease_owner = :o, lease_until = :u")
             .condition_expression(
                 "attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :o",
@@ -95,11 +134,13 @@ impl HubStore {
         conditional(res)
     }
 
-    /// Gives the tick lease back if `owner` still holds it (the next delivery need not wait for it to
-    /// lapse).
-    pub async fn release_tick_lease(&self, owner: &str) -> Result<bool, StoreError> {
+    async fn release_lease(&self, pk: String, sk: &str, owner: &str) -> Result<bool, StoreError> {
         let res = self
-            .update_tick_item()
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, s(pk))
+            .key(SK, s(sk))
             .update_expression("REMOVE lease_owner, lease_until")
             .condition_expression("lease_owner = :o")
             .expression_attribute_values(":o", s(owner))
