@@ -456,6 +456,10 @@ impl App {
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
     ) -> Result<PublishReport, ApiError> {
+        // A refusal is decided before anything is written (the lease included).
+        if let Some(reason) = refusal(self.hub.connection(hub).await?.as_ref()) {
+            return Err(ApiError::PublishRefused(reason));
+        }
         let owner = format!(
             "publish-{}-{}",
             OffsetDateTime::now_utc().unix_timestamp_nanos(),

@@ -134,19 +134,28 @@ impl HubStore {
         conditional(res)
     }
 
+    /// Deletes the lease item if `owner` still holds it: nothing of a finished holder stays behind.
     async fn release_lease(&self, pk: String, sk: &str, owner: &str) -> Result<bool, StoreError> {
         let res = self
             .client()
-            .update_item()
+            .delete_item()
             .table_name(self.table())
             .key(PK, s(pk))
             .key(SK, s(sk))
-            .update_expression("REMOVE lease_owner, lease_until")
             .condition_expression("lease_owner = :o")
             .expression_attribute_values(":o", s(owner))
             .send()
             .await;
-        conditional(res)
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
+        }
     }
 
     /// Every given tenant's poll item (cursor, last status, routing revision), strongly consistent, 100
