@@ -919,3 +919,103 @@ async fn late_runs_of_an_unpublished_skill_and_of_an_offboarded_tenant_are_kept(
         "{stored:?}"
     );
 }
+
+/// Issue 11: with one slow org, the tenants behind it used to start with under 2 s left, read nothing and
+/// be recorded as a success every tick, so the stale-tenant alarm never fired. Now such a tenant is
+/// `deferred` (not a success: the alarm's value grows), and the start order rotates so it goes first next.
+#[tokio::test]
+async fn a_slow_org_cannot_starve_the_others_unnoticed() {
+    let env = TestEnv::start_with(|c| c.poll_concurrency = 1).await;
+    let slow_org = "99999999-0000-0000-0000-000000000001";
+    let slow_key = "sk-ant-admin01-sim-slow-org-key-000000000000000000000000SLOW";
+    env.sim_send(
+        "POST",
+        "/_sim/orgs",
+        json!({"id": slow_org, "name": "Slow Co", "zero_retention": true}),
+    )
+    .await;
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{slow_org}/keys"),
+        json!({"key": slow_key}),
+    )
+    .await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("slowco", slow_key).await.0, 200);
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{slow_org}"),
+        json!({"latency_ms": 1500}),
+    )
+    .await;
+    // dainese has not been polled successfully since it connected ten minutes ago.
+    let ten_minutes_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    env.dynamo()
+        .update_item()
+        .table_name(&env.app.config.hub_table)
+        .key("pk", AttributeValue::S("TENANT#dainese".into()))
+        .key("sk", AttributeValue::S("CONNECTION".into()))
+        .update_expression("SET connected_at = :t")
+        .expression_attribute_values(
+            ":t",
+            AttributeValue::S(
+                ten_minutes_ago
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // The first tick's turn puts slowco first (the order is sorted, then rotated by minute + turn).
+    let minute = (time::OffsetDateTime::now_utc().unix_timestamp() / 60) as u64;
+    env.app
+        .tick_turn
+        .store((3 - minute % 2) % 2, Ordering::Relaxed);
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let tick = env
+            .app
+            .poll_all(Deadline::after(Duration::from_millis(3000)))
+            .await
+            .unwrap();
+        let of = |t: &str| {
+            tick.results
+                .iter()
+                .find(|r| r.tenant == t)
+                .unwrap()
+                .outcome
+                .clone()
+        };
+        outcomes.push((
+            of("dainese"),
+            of("slowco"),
+            tick.deferred,
+            tick.oldest_success_age_seconds,
+        ));
+    }
+    // First tick: the slow org went first and dainese was deferred — not a success, so the alarm's value
+    // (its 10 minutes without one) is past the 300 s threshold.
+    let starved = &outcomes[0];
+    assert_eq!(
+        (starved.0.as_str(), starved.1.as_str(), starved.2),
+        ("deferred", "ok", 1),
+        "{outcomes:?}"
+    );
+    assert!(starved.3 > 300.0, "{outcomes:?}");
+    // Next tick: the order turned, dainese went first, and both were polled.
+    assert_eq!(
+        (outcomes[1].0.as_str(), outcomes[1].1.as_str()),
+        ("ok", "ok"),
+        "{outcomes:?}"
+    );
+    let status = env
+        .app
+        .hub
+        .poll_status(&TenantSlug::parse("dainese").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.last_success_at.is_some());
+}

@@ -122,6 +122,7 @@ async fn create_org(State(sim): State<Sim>, Json(body): Json<NewOrg>) -> Respons
             skills: vec![],
             audit: vec![],
             audit_expired_through: None,
+            latency: std::time::Duration::ZERO,
         },
     );
     Json(json!({"id": id, "name": body.name, "zero_retention": body.zero_retention}))
@@ -134,6 +135,8 @@ struct OrgPatch {
     /// Present with `null` makes the field absent (unknown).
     #[serde(default, with = "double_option")]
     zero_retention: Option<Option<bool>>,
+    /// Delay added to every request on this org's routes.
+    latency_ms: Option<u64>,
 }
 
 mod double_option {
@@ -158,8 +161,14 @@ async fn update_org(
     if let Some(zr) = body.zero_retention {
         org.zero_retention = zr;
     }
-    Json(json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention}))
-        .into_response()
+    if let Some(ms) = body.latency_ms {
+        org.latency = std::time::Duration::from_millis(ms);
+    }
+    Json(
+        json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention,
+                "latency_ms": org.latency.as_millis() as u64}),
+    )
+    .into_response()
 }
 
 #[derive(Deserialize)]

@@ -48,6 +48,7 @@ fn org(id: &str, name: &str, zero_retention: Option<bool>, workspaces: Vec<Works
         skills: vec![],
         audit: vec![],
         audit_expired_through: None,
+        latency: std::time::Duration::ZERO,
     }
 }
 

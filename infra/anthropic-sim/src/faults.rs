@@ -105,7 +105,13 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         if st.received.len() > RECEIVED_KEEP {
             st.received.pop_front();
         }
-        let mut latency = Duration::ZERO;
+        let mut latency = req
+            .uri()
+            .path()
+            .strip_prefix("/v1/organizations/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|org| st.orgs.get(org))
+            .map_or(Duration::ZERO, |o| o.latency);
         let mut verdict = Verdict::Serve;
         for key in ["*", route.as_str()] {
             let Some(f) = st.faults.get_mut(key) else {

@@ -89,6 +89,8 @@ pub struct Org {
     pub audit: Vec<Value>,
     /// Events up to and including this id have aged out of the 30-day window.
     pub audit_expired_through: Option<String>,
+    /// Added to every `/v1/organizations/{this org}/…` request (a slow org among fast ones).
+    pub latency: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]

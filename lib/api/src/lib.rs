@@ -32,6 +32,8 @@ pub struct App {
     pub routing_cache: std::sync::Arc<poller::RoutingCache>,
     /// Bounds the telemetry batch writes in flight across a tick (`TELEMETRY_WRITE_CONCURRENCY`).
     pub telemetry_writes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Ticks this sandbox has run: turns the poller's start order (fairness).
+    pub tick_turn: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Crash injection for tests: the poller stops dead before its n-th DynamoDB write (negative: off).
     #[doc(hidden)]
     pub crash_after_writes: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -67,6 +69,7 @@ impl App {
                 config.telemetry_write_concurrency,
             )),
             crash_after_writes: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
+            tick_turn: Default::default(),
             hub: HubStore::new(dynamo, config.hub_table.clone()),
             keys: KeyStore::new(
                 aws_sdk_secretsmanager::Client::new(sdk),
