@@ -781,7 +781,7 @@ async fn a_telemetry_cursor_works_only_for_the_query_it_came_from() {
         (
             format!(
                 "dainese/telemetry?cursor={}",
-                forge(json!({"t": "dainese", "s": null, "k": "garbage"}))
+                forge(json!({"t": "dainese", "s": null, "k": "garbage", "u": "org#garbage"}))
             ),
             "not an event",
         ),
@@ -1018,4 +1018,78 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
         .unwrap()
         .unwrap();
     assert!(status.last_success_at.is_some());
+}
+
+/// Issue 11: an event id is stored once per org, whatever the routing or the timestamp when it arrives. A
+/// redelivery after its workspace was re-mapped to a sub-tenant (or carrying another timestamp) used to be
+/// stored a second time under another key.
+#[tokio::test]
+async fn an_event_is_one_item_whatever_the_routing_or_timestamp_of_its_redelivery() {
+    let env = env_with_catalog(1000).await;
+    let name = "claresia-dainese-incident-postmortem";
+    let ids = emit(
+        &env,
+        json!({"skill_name": name, "count": 2, "workspace_id": WS_ENGINEERING}),
+    )
+    .await;
+    env.app.poll_all(deadline()).await.unwrap();
+
+    env.register_sub_tenant("dainese", "dainese-eng").await;
+    let (s, b) = env
+        .put_doc(
+            "dainese",
+            "/workspaces",
+            &json!({"mappings": [{"workspace_id": WS_ENGINEERING, "sub_tenant": "dainese-eng"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // The first event redelivered as is, and once more with another timestamp. (The cursor sits on the
+    // second: the simulator resolves after_id to an id's latest delivery, so only what follows it counts.)
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events/redeliver"),
+        json!({"ids": [ids[0]]}),
+    )
+    .await;
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+        json!({"events": [{"id": ids[0], "type": "skill.invoked", "created_at": "2026-11-20T08:00:00Z",
+                            "workspace_id": WS_ENGINEERING, "actor": {"type": "user_actor", "user_id": "user_1"},
+                            "skill": {"id": "skill_x", "name": name}, "details": {}}]}),
+    )
+    .await;
+    env.app.poll_all(deadline()).await.unwrap();
+    let stored = stored(&env).await;
+    for id in &ids {
+        assert_eq!(stored.get(id), Some(&1), "{id}: {stored:?}");
+    }
+    // The redelivered event's one item follows the routing of its latest delivery; the other stays.
+    let ids_of = |page: &Value| -> Vec<String> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, sub) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese-eng/telemetry",
+            None,
+        )
+        .await;
+    assert_eq!(ids_of(&sub), [ids[0].clone()], "{sub}");
+    assert_eq!(sub["events"][0]["occurred_at"], "2026-11-20T08:00:00.000Z");
+    let (_, hub) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/telemetry",
+            None,
+        )
+        .await;
+    assert_eq!(ids_of(&hub), [ids[1].clone()], "{hub}");
 }

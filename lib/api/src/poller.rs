@@ -544,7 +544,7 @@ impl App {
             }
             let written = futures::future::join_all(chunks.iter().map(|c| async move {
                 let _permit = self.telemetry_writes.acquire().await;
-                self.telemetry.write_events(c).await
+                self.telemetry.write_events(&record.org_id, c).await
             }))
             .await;
             for w in written {
@@ -553,7 +553,7 @@ impl App {
             if !quarantined.is_empty() {
                 self.before_write()?;
                 self.telemetry
-                    .write_quarantined(tenant, &quarantined)
+                    .write_quarantined(&record.org_id, tenant, &quarantined)
                     .await
                     .map_err(ApiError::from)?;
                 tracing::warn!(tenant = %tenant, count = quarantined.len(), "audit events quarantined");
@@ -701,7 +701,12 @@ impl App {
             .transpose()?;
         let (events, next) = self
             .telemetry
-            .events(tenant, since.as_deref(), limit, start.as_deref())
+            .events(
+                tenant,
+                since.as_deref(),
+                limit,
+                start.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
+            )
             .await?;
         Ok(serde_json::json!({
             "tenant": tenant,
@@ -762,20 +767,26 @@ struct TelemetryCursor {
     t: String,
     s: Option<String>,
     k: String,
+    u: String,
 }
 
 impl TelemetryCursor {
-    fn seal(tenant: &TenantSlug, since: Option<&str>, key: String) -> String {
+    fn seal(tenant: &TenantSlug, since: Option<&str>, (key, uid): (String, String)) -> String {
         let c = TelemetryCursor {
             t: tenant.to_string(),
             s: since.map(str::to_owned),
             k: key,
+            u: uid,
         };
         base64_url_encode(&serde_json::to_string(&c).unwrap_or_default())
     }
 
-    /// The event key to continue after, or 400 naming `cursor` and why.
-    fn open(raw: &str, tenant: &TenantSlug, since: Option<&str>) -> Result<String, ApiError> {
+    /// The position (event key, item key) to continue after, or 400 naming `cursor` and why.
+    fn open(
+        raw: &str,
+        tenant: &TenantSlug,
+        since: Option<&str>,
+    ) -> Result<(String, String), ApiError> {
         let bad = |why: &str| {
             ApiError::InvalidQuery(format!(
                 "cursor is not a next_cursor this API returned for this query ({why}); start again without it"
@@ -791,16 +802,18 @@ impl TelemetryCursor {
             return Err(bad("it was returned for another since"));
         }
         // An event key is "{RFC 3339 time}#{event id}", within `since` and DynamoDB's key size.
+        let event_id = c.k.split_once('#').and_then(|(at, id)| {
+            OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|_| id)
+        });
         let well_formed = c.k.len() <= 1024
-            && c.k.split_once('#').is_some_and(|(at, id)| {
-                !id.is_empty()
-                    && OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
-                        .is_ok()
-            });
+            && c.u.len() <= 1024
+            && event_id.is_some_and(|id| !id.is_empty() && c.u.ends_with(&format!("#{id}")));
         if !well_formed || since.is_some_and(|s| c.k.as_str() < s) {
             return Err(bad("its position is not an event of this query"));
         }
-        Ok(c.k)
+        Ok((c.k, c.u))
     }
 }
 

@@ -1,6 +1,7 @@
-//! The `telemetry_event` table: one item per (tenant, `{occurred_at}#{event_id}`), so writing an event
-//! twice writes the same item (idempotent) and a tenant's events read newest first. Unparsable events are
-//! kept raw under `quarantine:{tenant}`.
+//! The `telemetry_event` table: one item per Anthropic event, keyed `{org_id}#{event_id}` (`event_uid`), so
+//! writing an event again — a redelivery, another timestamp, a workspace re-mapped since — writes the same
+//! item. The `by_tenant` index (`tenant`, `{occurred_at}#{event_id}`) reads a tenant's events newest first.
+//! Unparsable events are kept raw under `quarantine:{tenant}`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,8 +14,10 @@ use crate::batch::{back_off, check_item_size};
 use crate::StoreError;
 use claresia_domain::telemetry::{truncate_marked, MAX_QUARANTINED_RAW_BYTES, MAX_REASON_BYTES};
 
+pub const EVENT_UID: &str = "event_uid";
 pub const TENANT: &str = "tenant";
 pub const EVENT_KEY: &str = "event_key";
+pub const BY_TENANT: &str = "by_tenant";
 const BATCH: usize = 25;
 
 #[derive(Debug, Clone)]
@@ -35,6 +38,11 @@ pub fn event_key(e: &TelemetryEvent) -> String {
     format!("{}#{}", e.occurred_at, e.event_id)
 }
 
+/// The item's key: the event's id within its Anthropic organization.
+pub fn event_uid(org_id: &str, event_id: &str) -> String {
+    format!("{org_id}#{event_id}")
+}
+
 impl TelemetryStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         TelemetryStore {
@@ -51,28 +59,39 @@ impl TelemetryStore {
         &self.client
     }
 
-    /// Writes every event (idempotently); returns how many DynamoDB write calls it made.
-    pub async fn write_events(&self, events: &[TelemetryEvent]) -> Result<usize, StoreError> {
-        // A redelivered event may sit twice in one page: one item per key.
-        let mut items: BTreeMap<(String, String), HashMap<String, AttributeValue>> =
-            BTreeMap::new();
+    /// Writes every event of organization `org_id` (idempotently: one item per event id); returns how many
+    /// DynamoDB write calls it made.
+    pub async fn write_events(
+        &self,
+        org_id: &str,
+        events: &[TelemetryEvent],
+    ) -> Result<usize, StoreError> {
+        // A redelivered event may sit twice in one page: one item per key (BatchWriteItem refuses two).
+        let mut items: BTreeMap<String, HashMap<String, AttributeValue>> = BTreeMap::new();
         for e in events {
             let mut item: HashMap<String, AttributeValue> =
                 serde_dynamo::to_item(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            let uid = event_uid(org_id, &e.event_id);
+            item.insert(EVENT_UID.into(), AttributeValue::S(uid.clone()));
             item.insert(EVENT_KEY.into(), AttributeValue::S(event_key(e)));
-            items.insert((e.tenant.to_string(), event_key(e)), item);
+            items.insert(uid, item);
         }
         self.batch_put(items.into_values().collect()).await
     }
 
     pub async fn write_quarantined(
         &self,
+        org_id: &str,
         hub: &TenantSlug,
         items: &[Quarantined],
     ) -> Result<usize, StoreError> {
         let mut unique: BTreeMap<String, HashMap<String, AttributeValue>> = BTreeMap::new();
         for q in items {
             let item = HashMap::from([
+                (
+                    EVENT_UID.to_owned(),
+                    AttributeValue::S(format!("quarantine#{}", event_uid(org_id, &q.key))),
+                ),
                 (
                     TENANT.to_owned(),
                     AttributeValue::S(format!("quarantine:{hub}")),
@@ -138,18 +157,20 @@ impl TelemetryStore {
         Ok(calls)
     }
 
-    /// A tenant's events, newest first, from `since` (inclusive) on; `cursor` continues a previous page.
+    /// A tenant's events, newest first, from `since` (inclusive) on; `cursor` (the last page's last
+    /// `(event_key, event_uid)`) continues a previous page.
     pub async fn events(
         &self,
         tenant: &TenantSlug,
         since: Option<&str>,
         limit: i32,
-        cursor: Option<&str>,
-    ) -> Result<(Vec<TelemetryEvent>, Option<String>), StoreError> {
+        cursor: Option<(&str, &str)>,
+    ) -> Result<(Vec<TelemetryEvent>, Option<(String, String)>), StoreError> {
         let mut q = self
             .client
             .query()
             .table_name(&self.table)
+            .index_name(BY_TENANT)
             .expression_attribute_names("#t", TENANT)
             .expression_attribute_values(":t", AttributeValue::S(tenant.to_string()))
             .scan_index_forward(false)
@@ -161,10 +182,11 @@ impl TelemetryStore {
                 .expression_attribute_values(":s", AttributeValue::S(s.to_owned())),
             None => q.key_condition_expression("#t = :t"),
         };
-        if let Some(c) = cursor {
+        if let Some((key, uid)) = cursor {
             q = q
                 .exclusive_start_key(TENANT, AttributeValue::S(tenant.to_string()))
-                .exclusive_start_key(EVENT_KEY, AttributeValue::S(c.to_owned()));
+                .exclusive_start_key(EVENT_KEY, AttributeValue::S(key.to_owned()))
+                .exclusive_start_key(EVENT_UID, AttributeValue::S(uid.to_owned()));
         }
         let out = q.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
         let events = out
@@ -175,10 +197,14 @@ impl TelemetryStore {
                 serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect::<Result<Vec<TelemetryEvent>, _>>()?;
-        let next = out.last_evaluated_key.and_then(|k| match k.get(EVENT_KEY) {
-            Some(AttributeValue::S(s)) => Some(s.clone()),
-            _ => None,
-        });
+        let next =
+            out.last_evaluated_key
+                .and_then(|k| match (k.get(EVENT_KEY), k.get(EVENT_UID)) {
+                    (Some(AttributeValue::S(key)), Some(AttributeValue::S(uid))) => {
+                        Some((key.clone(), uid.clone()))
+                    }
+                    _ => None,
+                });
         Ok((events, next))
     }
 

@@ -233,6 +233,7 @@ impl TelemetryStore {
                 .client()
                 .query()
                 .table_name(self.table())
+                .index_name(crate::telemetry::BY_TENANT)
                 .key_condition_expression("#t = :t")
                 .expression_attribute_names("#t", crate::telemetry::TENANT)
                 .expression_attribute_values(":t", AttributeValue::S(partition))
