@@ -303,6 +303,28 @@ impl App {
         Ok(outcome)
     }
 
+    /// Anthropic refused `key` (401, or 403 where a scope is gone): the connection needs an admin, and
+    /// publishing is refused until a test or a new key sees it working. Only if `key` is still the stored
+    /// one: a rotation that landed meanwhile stays as it is.
+    pub(crate) async fn key_refused(
+        &self,
+        tenant: &TenantSlug,
+        key: &AdminKey,
+        reason: String,
+    ) -> Result<(), ApiError> {
+        let refused = key.fingerprint().to_string();
+        self.update_connection(tenant, |r| {
+            if r.state == ConnectionState::Disconnected || r.key_fingerprint != refused {
+                return false;
+            }
+            r.state = ConnectionState::NeedsAttention;
+            r.state_reason = Some(reason.clone());
+            true
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Re-reads the record and applies `change` to it until the conditional write lands (another writer
     /// may bump the version in between); `change` answers `false` to write nothing. `None`: no record.
     pub(crate) async fn update_connection(

@@ -644,18 +644,8 @@ impl App {
     ) -> Result<(), PollError> {
         self.key_cache.forget(tenant);
         self.before_write()?;
-        let refused = key.fingerprint().to_string();
         let reason = format!("the audit poller got 401 from Anthropic ({})", e.summary());
-        self.update_connection(tenant, |r| {
-            // Only the key that was refused: a rotation that landed meanwhile stays as it is.
-            if r.state == ConnectionState::Disconnected || r.key_fingerprint != refused {
-                return false;
-            }
-            r.state = ConnectionState::NeedsAttention;
-            r.state_reason = Some(reason.clone());
-            true
-        })
-        .await?;
+        self.key_refused(tenant, key, reason).await?;
         metrics::emit(&self.config.stage, &[("AnthropicErrors401", 1.0, "Count")]);
         Ok(())
     }

@@ -552,7 +552,11 @@ impl App {
                 if e.is_unavailable() {
                     self.hub.mark_pending(hub, &new_token()).await?;
                 } else if matches!(e.kind(), ErrorKind::Authentication | ErrorKind::Permission) {
-                    self.key_refused(hub, &key, &e).await?;
+                    let reason = format!(
+                        "Anthropic refused the stored key while publishing ({})",
+                        e.summary()
+                    );
+                    self.key_refused(hub, &key, reason).await?;
                 }
                 return Err(anthropic_error(e));
             }
@@ -839,31 +843,6 @@ impl App {
                 self.hub.put_ledger(hub, &entry).await?;
             }
         }
-        Ok(())
-    }
-
-    /// Anthropic refused the stored key while publishing: the connection needs an admin (rotate or
-    /// re-mint), and publishing is refused until a test or a new key sees it working again.
-    async fn key_refused(
-        &self,
-        hub: &TenantSlug,
-        key: &AdminKey,
-        e: &AnthropicError,
-    ) -> Result<(), ApiError> {
-        let refused = key.fingerprint().to_string();
-        let reason = format!(
-            "Anthropic refused the stored key while publishing ({})",
-            e.summary()
-        );
-        self.update_connection(hub, |r| {
-            if r.state == ConnectionState::Disconnected || r.key_fingerprint != refused {
-                return false;
-            }
-            r.state = ConnectionState::NeedsAttention;
-            r.state_reason = Some(reason.clone());
-            true
-        })
-        .await?;
         Ok(())
     }
 

@@ -135,7 +135,7 @@ impl HubStore {
         }
     }
 
-    async fn query_parsed<T: DeserializeOwned>(
+    pub(crate) async fn query_parsed<T: DeserializeOwned>(
         &self,
         tenant: &TenantSlug,
         prefix: &str,
@@ -412,12 +412,7 @@ impl HubStore {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if crate::error::condition_failed(&e) => Ok(()),
             Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
         }
     }

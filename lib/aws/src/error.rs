@@ -39,3 +39,11 @@ impl StoreError {
         }
     }
 }
+
+/// A conditional write's condition did not hold (another writer got there first): an answer, not an error.
+pub(crate) fn condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}

@@ -98,12 +98,7 @@ impl HubStore {
         };
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if crate::error::condition_failed(&e) => Ok(false),
             Err(e) => Err(StoreError::dynamo("PutItem", e)),
         }
     }

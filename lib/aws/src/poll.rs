@@ -12,6 +12,7 @@ use claresia_domain::TenantSlug;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::back_off;
+use crate::error::condition_failed;
 use crate::hub::{tenant_pk, PK, SK};
 use crate::{HubStore, StoreError};
 
@@ -148,12 +149,7 @@ impl HubStore {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
         }
     }
@@ -380,12 +376,7 @@ fn conditional<T>(
 ) -> Result<bool, StoreError> {
     match res {
         Ok(_) => Ok(true),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-        {
-            Ok(false)
-        }
+        Err(e) if condition_failed(&e) => Ok(false),
         Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
     }
 }

@@ -90,32 +90,12 @@ impl HubStore {
         &self,
         parent: &TenantSlug,
     ) -> Result<BTreeMap<TenantSlug, SubTenant>, StoreError> {
-        let mut out = BTreeMap::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client()
-                .query()
-                .table_name(self.table())
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(parent)))
-                .expression_attribute_values(":p", AttributeValue::S(SUB_PREFIX.into()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::dynamo("Query", e))?;
-            for item in page.items.unwrap_or_default() {
-                let record = parse_record(&item)?;
-                out.insert(record.tenant.clone(), record);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+        Ok(self
+            .query_parsed::<SubTenant>(parent, SUB_PREFIX)
+            .await?
+            .into_values()
+            .map(|r| (r.tenant.clone(), r))
+            .collect())
     }
 
     /// Whether `tenant` has any hub item of its own (a connection in any state, catalog, ledger, cursor),
