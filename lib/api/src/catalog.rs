@@ -88,6 +88,7 @@ impl App {
             });
         }
         let existed = self.hub.skill(hub, id).await?.is_some();
+        let intent = self.begin_change(hub).await?;
         self.hub
             .put_skill(hub, id, &serde_json::to_value(&ir).unwrap_or(doc))
             .await?;
@@ -96,6 +97,7 @@ impl App {
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
                 self.request_deadline(),
+                Some(intent),
             )
             .await?;
         Ok(json!({"skill": ir, "created": !existed, "publish": publish}))
@@ -109,16 +111,19 @@ impl App {
     }
 
     pub async fn delete_skill(&self, hub: &TenantSlug, id: &str) -> Result<Value, ApiError> {
-        if !self.hub.delete_skill(hub, id).await? {
+        if self.hub.skill(hub, id).await?.is_none() {
             return Err(ApiError::NotFound(format!(
                 "tenant {hub} has no skill {id}"
             )));
         }
+        let intent = self.begin_change(hub).await?;
+        self.hub.delete_skill(hub, id).await?;
         let publish = self
             .publish_after_change(
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
                 self.request_deadline(),
+                Some(intent),
             )
             .await?;
         Ok(json!({"deleted": id, "publish": publish}))
@@ -219,6 +224,7 @@ impl App {
             });
         }
         let before: Option<Archetype> = self.hub.archetype(hub, name).await?;
+        let intent = self.begin_change(hub).await?;
         self.hub.put_archetype(hub, name, &archetype).await?;
         let scope: BTreeSet<String> = archetype
             .skills
@@ -227,7 +233,7 @@ impl App {
             .cloned()
             .collect();
         let publish = self
-            .publish_after_change(hub, Some(&scope), self.request_deadline())
+            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
             .await?;
         Ok(
             json!({"archetype": name, "definition": archetype, "created": before.is_none(), "publish": publish}),
@@ -241,14 +247,16 @@ impl App {
     }
 
     pub async fn delete_archetype(&self, hub: &TenantSlug, name: &str) -> Result<Value, ApiError> {
-        let Some(before) = self.hub.delete_archetype::<Archetype>(hub, name).await? else {
+        let Some(before) = self.hub.archetype::<Archetype>(hub, name).await? else {
             return Err(ApiError::NotFound(format!(
                 "tenant {hub} has no archetype {name}"
             )));
         };
+        let intent = self.begin_change(hub).await?;
+        self.hub.delete_archetype::<Archetype>(hub, name).await?;
         let scope: BTreeSet<String> = before.skills.into_iter().collect();
         let publish = self
-            .publish_after_change(hub, Some(&scope), self.request_deadline())
+            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
             .await?;
         Ok(json!({"deleted": name, "publish": publish}))
     }
@@ -309,11 +317,12 @@ impl App {
                 problems,
             });
         }
+        let intent = self.begin_change(hub).await?;
         self.hub
             .put_workspace_mappings(hub, &input.mappings)
             .await?;
         let publish = self
-            .publish_after_change(hub, None, self.request_deadline())
+            .publish_after_change(hub, None, self.request_deadline(), Some(intent))
             .await?;
         Ok(json!({"mappings": input.mappings, "publish": publish}))
     }

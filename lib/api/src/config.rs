@@ -31,7 +31,8 @@ pub struct Config {
     pub poll_page_limit: u32,
     /// `KEY_CACHE_TTL_SECS`: how long the poller keeps a tenant's key in memory (and, at most, its routing).
     pub key_cache_ttl: Duration,
-    /// How long the tick lease outlives the run's own deadline (a crashed run's lease then lapses).
+    /// How long a lease (the poller's tick lease, a Hub's publish lease) outlives its holder's deadline: a
+    /// crashed holder's lease lapses then.
     pub poll_lease_slack: Duration,
 }
 

@@ -251,7 +251,9 @@ impl App {
             zero_retention = ?record.zero_retention,
             "tenant connected"
         );
-        let publish = self.publish_after_change(tenant, None, deadline).await?;
+        let publish = self
+            .publish_after_change(tenant, None, deadline, None)
+            .await?;
         Ok(ConnectResult {
             tenant: tenant.clone(),
             connected: true,

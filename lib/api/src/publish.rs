@@ -456,6 +456,18 @@ impl App {
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
     ) -> Result<PublishReport, ApiError> {
+        self.publish_with(hub, scope, deadline, None).await
+    }
+
+    /// [`App::publish`], finishing the change whose pending marker is `intent`: that marker is cleared when
+    /// the publish completes (and only if it is still that one — a later change keeps its own).
+    async fn publish_with(
+        &self,
+        hub: &TenantSlug,
+        scope: Option<&BTreeSet<String>>,
+        deadline: Deadline,
+        intent: Option<&str>,
+    ) -> Result<PublishReport, ApiError> {
         // A refusal is decided before anything is written (the lease included).
         if let Some(reason) = refusal(self.hub.connection(hub).await?.as_ref()) {
             return Err(ApiError::PublishRefused(reason));
@@ -475,7 +487,7 @@ impl App {
                 targets: Vec::new(),
             });
         }
-        let result = self.publish_leased(hub, scope, deadline).await;
+        let result = self.publish_leased(hub, scope, deadline, intent).await;
         if let Err(e) = self.hub.release_publish_lease(hub, &owner).await {
             // Not fatal: the lease lapses a few seconds after this request's deadline.
             tracing::warn!(tenant = %hub, error = %e, "could not release the publish lease");
@@ -494,7 +506,9 @@ impl App {
         let mut wait = Duration::from_millis(50);
         loop {
             let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-            let until = now_ms + deadline.remaining().as_millis() as i128 + 5_000;
+            let until = now_ms
+                + deadline.remaining().as_millis() as i128
+                + self.config.poll_lease_slack.as_millis() as i128;
             if self
                 .hub
                 .acquire_publish_lease(hub, owner, now_ms, until)
@@ -515,6 +529,7 @@ impl App {
         hub: &TenantSlug,
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
+        intent: Option<&str>,
     ) -> Result<PublishReport, ApiError> {
         let record = self.hub.connection(hub).await?;
         if let Some(reason) = refusal(record.as_ref()) {
@@ -665,7 +680,11 @@ impl App {
             }
         }
         if complete {
+            // A full publish finishes whatever was pending; a scoped one, only its own change.
             if let (Some(token), None) = (&pending_token, scope) {
+                self.hub.clear_pending(hub, token).await?;
+            }
+            if let Some(token) = intent {
                 self.hub.clear_pending(hub, token).await?;
             }
         } else {
@@ -690,14 +709,28 @@ impl App {
         })
     }
 
-    /// Publishes after a catalog change if publishing is allowed; otherwise says why it was skipped.
+    /// Marks `hub` as needing a publish before a change is written (write-ahead): if the function dies
+    /// anywhere between the change and the end of its publish, the sweep finishes the work.
+    pub async fn begin_change(&self, hub: &TenantSlug) -> Result<String, ApiError> {
+        let token = new_token();
+        self.hub.mark_pending(hub, &token).await?;
+        Ok(token)
+    }
+
+    /// Publishes after a change (`intent`: the marker [`App::begin_change`] left before it, or one made
+    /// now) if publishing is allowed; otherwise says why it was skipped.
     pub async fn publish_after_change(
         &self,
         hub: &TenantSlug,
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
+        intent: Option<String>,
     ) -> Result<Value, ApiError> {
-        match self.publish(hub, scope, deadline).await {
+        let intent = match intent {
+            Some(t) => t,
+            None => self.begin_change(hub).await?,
+        };
+        match self.publish_with(hub, scope, deadline, Some(&intent)).await {
             Ok(report) => Ok(json!(report)),
             Err(ApiError::PublishRefused(reason)) => Ok(json!({"skipped": true, "reason": reason})),
             Err(ApiError::AnthropicUnavailable(_)) => {
@@ -827,6 +860,14 @@ impl App {
     /// instead of leaving its runs unresolvable for ever. Writes only what is missing or different.
     async fn heal_ledger(&self, hub: &TenantSlug, remote: &[RemoteSkill]) -> Result<(), ApiError> {
         let ledger = self.hub.ledger(hub).await?;
+        // A live entry whose skill is gone (a crash between the delete and its tombstone): a tombstone now,
+        // so its late runs still resolve and the ledger says what Anthropic holds.
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        for entry in ledger.values().filter(|e| e.removed_at.is_none()) {
+            if !remote.iter().any(|r| r.name == entry.name) {
+                self.hub.tombstone_ledger(hub, entry, now).await?;
+            }
+        }
         for r in remote {
             let Some(target) = owner_target(hub, r) else {
                 continue;

@@ -1,0 +1,347 @@
+//! Crashes everywhere, with no hook in the product: a publish or a poll runs as a task while every
+//! Anthropic call takes a few milliseconds, and the task is aborted — the function dies — after 0, δ, 2δ, …
+//! until a run finishes on its own. The cut lands before and after each DynamoDB write and each Anthropic
+//! call in turn. After each crash the crashed holder's lease lapses (its deadline passes), recovery runs as
+//! the schedule would run it, and the result must be whole: Anthropic matches the catalog (a full reconcile
+//! finds nothing to do), the ledger matches Anthropic, every emitted event is stored exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use claresia_anthropic::Deadline;
+use claresia_domain::TenantSlug;
+use claresia_tests::*;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+/// Between two crash points: short next to a simulated Anthropic call (15 ms), so every call and the
+/// DynamoDB writes around it are cut before, during and after.
+const STEP: Duration = Duration::from_millis(6);
+/// The crashing run's budget: its lease lapses this long after it starts (slack 0 in these worlds).
+const CRASH_BUDGET: Duration = Duration::from_millis(2500);
+
+fn dainese() -> TenantSlug {
+    TenantSlug::parse("dainese").unwrap()
+}
+
+async fn world() -> TestEnv {
+    let env = TestEnv::start_with(|c| {
+        c.poll_lease_slack = Duration::ZERO;
+        c.request_budget = CRASH_BUDGET;
+    })
+    .await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    env.load_examples("dainese").await;
+    env
+}
+
+/// Changes the catalog as the routes do (intent first), without their publish, so the next publish has
+/// every kind of action: an update, a create, a delete, ACL changes.
+async fn change_catalog(env: &TestEnv) {
+    // As every catalog route does before it writes (so a crash right after still gets published).
+    env.app.begin_change(&dainese()).await.unwrap();
+    let hub = &env.app.hub;
+    let mut ir = example("skill-incident-postmortem.json");
+    ir["title"] = json!("Incident Postmortem v2");
+    hub.put_skill(&dainese(), "incident-postmortem", &ir)
+        .await
+        .unwrap();
+    let mut new = example("skill-standup-notes.json");
+    new["id"] = json!("retro-notes");
+    hub.put_skill(&dainese(), "retro-notes", &new)
+        .await
+        .unwrap();
+    hub.delete_archetype::<Value>(&dainese(), "product-manager")
+        .await
+        .unwrap();
+    hub.put_archetype(
+        &dainese(),
+        "oncall",
+        &json!({"skills": ["incident-postmortem", "retro-notes"], "group_ids": ["grp_oncall"]}),
+    )
+    .await
+    .unwrap();
+}
+
+/// Anthropic matches the catalog (a full reconcile writes nothing), nothing is left pending, and the
+/// ledger's live entries are exactly our skills in Anthropic, under their remote ids.
+async fn assert_whole(env: &TestEnv, case: &str) {
+    let report = env
+        .app
+        .publish(&dainese(), None, Deadline::after(Duration::from_secs(20)))
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    for t in &report.targets {
+        assert!(
+            t.created.is_empty()
+                && t.updated.is_empty()
+                && t.deleted.is_empty()
+                && t.failed.is_empty()
+                && t.pending.is_empty(),
+            "{case}: Anthropic did not match the catalog: {t:?}"
+        );
+    }
+    let remote: BTreeMap<String, String> = env
+        .sim_skills()
+        .await
+        .iter()
+        .filter(|s| s["metadata"]["managed_by"] == "claresia")
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let ledger: BTreeMap<String, String> = env
+        .app
+        .hub
+        .ledger(&dainese())
+        .await
+        .unwrap()
+        .into_values()
+        .filter(|e| e.removed_at.is_none())
+        .map(|e| (e.name, e.remote_id))
+        .collect();
+    assert_eq!(ledger, remote, "{case}: the ledger must match Anthropic");
+    let mut names: Vec<&String> = remote.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "claresia-dainese-incident-postmortem",
+            "claresia-dainese-retro-notes",
+            "claresia-dainese-standup-notes"
+        ],
+        "{case}"
+    );
+}
+
+/// Runs `work` as a task and aborts it after `after`; `true` if it finished first.
+async fn crash_after<F>(work: F, after: Duration) -> bool
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = tokio::spawn(work);
+    tokio::time::sleep(after).await;
+    let finished = task.is_finished();
+    task.abort();
+    let _ = task.await;
+    finished
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_crashed_anywhere_converges() {
+    let limit = Arc::new(Semaphore::new(6));
+    let mut cases = tokio::task::JoinSet::new();
+    // Crash points until one run finishes before its cut (found by the cases themselves).
+    for k in 0..80u32 {
+        let limit = limit.clone();
+        cases.spawn(async move {
+            let _p = limit.acquire_owned().await.unwrap();
+            let env = world().await;
+            change_catalog(&env).await;
+            env.sim_send(
+                "PUT",
+                "/_sim/faults",
+                json!({"route": "*", "latency_ms": 15}),
+            )
+            .await;
+            let app = env.app.clone();
+            let finished = crash_after(
+                async move {
+                    let _ = app
+                        .publish(&dainese(), None, Deadline::after(CRASH_BUDGET))
+                        .await;
+                },
+                STEP * k,
+            )
+            .await;
+            env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+            // Recovery as the schedule runs it: the sweep (if a marker was left), then the check's reconcile,
+            // which waits for the crashed run's lease to lapse.
+            env.app
+                .sweep_pending(Deadline::after(Duration::from_secs(20)))
+                .await
+                .unwrap();
+            assert_whole(&env, &format!("crash after {:?}", STEP * k)).await;
+            finished
+        });
+    }
+    let started = Instant::now();
+    let (mut crashed, mut finished) = (0, 0);
+    while let Some(r) = cases.join_next().await {
+        if r.unwrap() {
+            finished += 1;
+        } else {
+            crashed += 1;
+        }
+    }
+    println!(
+        "publish crash sweep: {crashed} runs cut at {:?} steps, {finished} finished uncut, all converged, in {:?}",
+        STEP,
+        started.elapsed()
+    );
+    assert!(
+        crashed >= 20,
+        "the sweep must cut the publish at many points: {crashed}"
+    );
+    assert!(
+        finished >= 1,
+        "the sweep must reach past the end of a publish"
+    );
+}
+
+/// event_id → how many items hold it (quarantine excluded).
+async fn stored(env: &TestEnv) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for item in env.app.telemetry.scan_all().await.unwrap() {
+        if let (Some(AttributeValue::S(t)), Some(AttributeValue::S(id))) =
+            (item.get("tenant"), item.get("event_id"))
+        {
+            if !t.starts_with("quarantine:") {
+                *m.entry(id.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
+    let limit = Arc::new(Semaphore::new(6));
+    let mut cases = tokio::task::JoinSet::new();
+    for k in 0..60u32 {
+        let limit = limit.clone();
+        cases.spawn(async move {
+            let _p = limit.acquire_owned().await.unwrap();
+            let env = TestEnv::start_with(|c| {
+                c.poll_lease_slack = Duration::ZERO;
+                c.poll_page_limit = 20;
+            })
+            .await;
+            assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+            env.load_examples("dainese").await;
+            let out = env
+                .sim_send(
+                    "POST",
+                    &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+                    json!({"invoke": {"skill_name": "claresia-dainese-prd-review", "count": 60}}),
+                )
+                .await;
+            let ids: Vec<String> = out["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            env.sim_send(
+                "PUT",
+                "/_sim/faults",
+                json!({"route": "*", "latency_ms": 15}),
+            )
+            .await;
+            let app = env.app.clone();
+            let finished = crash_after(
+                async move {
+                    let _ = app.poll_all(Deadline::after(CRASH_BUDGET)).await;
+                },
+                STEP * k,
+            )
+            .await;
+            env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+            // The next scheduled ticks, once the crashed run's lease has lapsed.
+            tokio::time::sleep(CRASH_BUDGET).await;
+            for _ in 0..3 {
+                env.app
+                    .poll_all(Deadline::after(Duration::from_secs(20)))
+                    .await
+                    .unwrap();
+            }
+            let stored = stored(&env).await;
+            let want: BTreeMap<String, usize> = ids.iter().map(|id| (id.clone(), 1)).collect();
+            assert_eq!(stored, want, "crash after {:?}", STEP * k);
+            finished
+        });
+    }
+    let (mut crashed, mut finished) = (0, 0);
+    while let Some(r) = cases.join_next().await {
+        if r.unwrap() {
+            finished += 1;
+        } else {
+            crashed += 1;
+        }
+    }
+    println!("poll crash sweep: {crashed} runs cut at {STEP:?} steps, {finished} finished uncut, every event stored once");
+    assert!(
+        crashed >= 20 && finished >= 1,
+        "{crashed} cut, {finished} uncut"
+    );
+}
+
+/// The same sweep over a catalog request through the real handler: wherever `PUT …/archetypes/…` dies —
+/// before its catalog write, between it and its publish, or inside the publish — its pending marker was
+/// written first, so the next sweep leaves Anthropic matching the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
+    let limit = Arc::new(Semaphore::new(6));
+    let mut cases = tokio::task::JoinSet::new();
+    for k in 0..50u32 {
+        let limit = limit.clone();
+        cases.spawn(async move {
+            let _p = limit.acquire_owned().await.unwrap();
+            let env = Arc::new(world().await);
+            env.sim_send("PUT", "/_sim/faults", json!({"route": "*", "latency_ms": 15}))
+                .await;
+            let request = {
+                let env = env.clone();
+                async move {
+                    let body = json!({"skills": ["incident-postmortem", "standup-notes"], "group_ids": ["grp_oncall"]});
+                    env.put_doc("dainese", "/archetypes/product-manager", &body).await
+                }
+            };
+            let finished = crash_after(request, STEP * k).await;
+            env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+            // The schedule's sweeps until nothing is pending (the first may find the crashed request's
+            // lease still held and leave the work to the next).
+            for _ in 0..4 {
+                if env.app.hub.pending_token(&dainese()).await.unwrap().is_none() {
+                    break;
+                }
+                env.app
+                    .sweep_pending(Deadline::after(Duration::from_secs(20)))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(env.app.hub.pending_token(&dainese()).await.unwrap(), None);
+            let report = env
+                .app
+                .publish(&dainese(), None, Deadline::after(Duration::from_secs(20)))
+                .await
+                .unwrap();
+            let t = &report.targets[0];
+            assert!(
+                t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty(),
+                "crash after {:?}: Anthropic did not match the catalog: {t:?}",
+                STEP * k
+            );
+            finished
+        });
+    }
+    let (mut crashed, mut finished) = (0, 0);
+    while let Some(r) = cases.join_next().await {
+        if r.unwrap() {
+            finished += 1;
+        } else {
+            crashed += 1;
+        }
+    }
+    println!("catalog request crash sweep: {crashed} requests cut at {STEP:?} steps, {finished} finished uncut, all converged");
+    assert!(
+        crashed >= 10 && finished >= 1,
+        "{crashed} cut, {finished} uncut"
+    );
+}
