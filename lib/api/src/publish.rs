@@ -732,15 +732,23 @@ impl App {
         };
         match self.publish_with(hub, scope, deadline, Some(&intent)).await {
             Ok(report) => Ok(json!(report)),
-            Err(ApiError::PublishRefused(reason)) => Ok(json!({"skipped": true, "reason": reason})),
             Err(ApiError::AnthropicUnavailable(_)) => {
                 self.hub.mark_pending(hub, &new_token()).await?;
                 Ok(json!({"skipped": true, "pending": true,
                           "reason": "Anthropic is unavailable; the change is saved and will be published by the next sweep"}))
             }
-            // A refusal (401, 403, 400) will not go away by retrying: say why, retry nothing.
-            Err(ApiError::AnthropicRejected(e)) => Ok(json!({"skipped": true, "pending": false,
-                "reason": format!("Anthropic refused the publish ({}); the change is saved — fix the key, then Republish all", e.summary())})),
+            // Refused — not connected, zero-retention off, or Anthropic's 401/403/400: retrying will not
+            // help until an admin acts, so this change's marker goes (the next change or Republish all
+            // publishes everything).
+            Err(ApiError::PublishRefused(reason)) => {
+                self.hub.clear_pending(hub, &intent).await?;
+                Ok(json!({"skipped": true, "pending": false, "reason": reason}))
+            }
+            Err(ApiError::AnthropicRejected(e)) => {
+                self.hub.clear_pending(hub, &intent).await?;
+                Ok(json!({"skipped": true, "pending": false,
+                    "reason": format!("Anthropic refused the publish ({}); the change is saved — fix the key, then Republish all", e.summary())}))
+            }
             Err(e) => Err(e),
         }
     }
