@@ -1,9 +1,11 @@
-//! Crashes everywhere, with no hook in the product: a publish or a poll runs as a task while every
+//! Crashes and Anthropic failures everywhere, with no hook in the product. The crash sweeps: a publish or a poll runs as a task while every
 //! Anthropic call takes a few milliseconds, and the task is aborted — the function dies — after 0, δ, 2δ, …
 //! until a run finishes on its own. The cut lands before and after each DynamoDB write and each Anthropic
 //! call in turn. After each crash the crashed holder's lease lapses (its deadline passes), recovery runs as
 //! the schedule would run it, and the result must be whole: Anthropic matches the catalog (a full reconcile
 //! finds nothing to do), the ledger matches Anthropic, every emitted event is stored exactly once.
+//! The failure matrix: each kind of failure (500, 529, 429 with and without `retry-after`, a timeout, a
+//! dropped connection) on each Anthropic call a publish or a poll makes, then the same recovery and checks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ async fn world() -> TestEnv {
     let env = TestEnv::start_with(|c| {
         c.poll_lease_slack = Duration::ZERO;
         c.request_budget = CRASH_BUDGET;
+        // A timeout is an attempt slower than this (the matrix's timeout case holds a route for longer).
+        c.anthropic_attempt_timeout = Duration::from_millis(400);
     })
     .await;
     assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
@@ -344,4 +348,150 @@ async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
         crashed >= 10 && finished >= 1,
         "{crashed} cut, {finished} uncut"
     );
+}
+
+/// The failures, as simulator faults on one route.
+fn failures(route: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "500",
+            json!({"route": route, "fail": {"status": 500, "count": 1}}),
+        ),
+        (
+            "529",
+            json!({"route": route, "fail": {"status": 529, "count": 1}}),
+        ),
+        (
+            "429 + retry-after",
+            json!({"route": route, "rate_limit_rps": 1}),
+        ),
+        (
+            "429 without retry-after",
+            json!({"route": route, "spend_cap": 1}),
+        ),
+        ("timeout", json!({"route": route, "latency_ms": 1500})),
+        (
+            "dropped connection",
+            json!({"route": route, "drop_connections": 1}),
+        ),
+    ]
+}
+
+/// Sweeps until nothing is pending (the schedule, minute after minute), bounded.
+async fn sweep_until_done(env: &TestEnv) {
+    for _ in 0..4 {
+        if env
+            .app
+            .hub
+            .pending_token(&dainese())
+            .await
+            .unwrap()
+            .is_none()
+        {
+            return;
+        }
+        env.app
+            .sweep_pending(Deadline::after(Duration::from_secs(20)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.app.hub.pending_token(&dainese()).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_on_every_publish_call_converges() {
+    let routes = [
+        "GET /v1/organizations/{org_id}/skills",
+        "POST /v1/organizations/{org_id}/skills",
+        "PUT /v1/organizations/{org_id}/skills/{skill_id}",
+        "PUT /v1/organizations/{org_id}/skills/{skill_id}/acl",
+        "DELETE /v1/organizations/{org_id}/skills/{skill_id}",
+    ];
+    let limit = Arc::new(Semaphore::new(6));
+    let mut cases = tokio::task::JoinSet::new();
+    for route in routes {
+        for (kind, fault) in failures(route) {
+            let limit = limit.clone();
+            cases.spawn(async move {
+                let _p = limit.acquire_owned().await.unwrap();
+                let env = world().await;
+                change_catalog(&env).await;
+                env.sim_send("PUT", "/_sim/faults", fault).await;
+                let _ = env
+                    .app
+                    .publish(&dainese(), None, Deadline::after(CRASH_BUDGET))
+                    .await;
+                env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+                sweep_until_done(&env).await;
+                assert_whole(&env, &format!("{kind} on {route}")).await;
+            });
+        }
+    }
+    let mut n = 0;
+    while let Some(r) = cases.join_next().await {
+        r.unwrap();
+        n += 1;
+    }
+    println!(
+        "publish failure matrix: {} calls × 6 failures = {n} cases, all converged",
+        routes.len()
+    );
+    assert_eq!(n, routes.len() * 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_on_the_audit_call_loses_and_doubles_nothing() {
+    let route = "GET /v1/organizations/{org_id}/audit_logs";
+    let limit = Arc::new(Semaphore::new(6));
+    let mut cases = tokio::task::JoinSet::new();
+    for (kind, fault) in failures(route) {
+        let limit = limit.clone();
+        cases.spawn(async move {
+            let _p = limit.acquire_owned().await.unwrap();
+            let env = TestEnv::start_with(|c| {
+                c.poll_lease_slack = Duration::ZERO;
+                c.poll_page_limit = 20;
+                c.anthropic_attempt_timeout = Duration::from_millis(400);
+            })
+            .await;
+            assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+            env.load_examples("dainese").await;
+            let out = env
+                .sim_send(
+                    "POST",
+                    &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+                    json!({"invoke": {"skill_name": "claresia-dainese-prd-review", "count": 60}}),
+                )
+                .await;
+            let ids: Vec<String> = out["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            env.sim_send("PUT", "/_sim/faults", fault).await;
+            let first = env
+                .app
+                .poll_all(Deadline::after(CRASH_BUDGET))
+                .await
+                .unwrap();
+            env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+            for _ in 0..3 {
+                env.app
+                    .poll_all(Deadline::after(Duration::from_secs(20)))
+                    .await
+                    .unwrap();
+            }
+            let stored = stored(&env).await;
+            let want: BTreeMap<String, usize> = ids.iter().map(|id| (id.clone(), 1)).collect();
+            assert_eq!(stored, want, "{kind}: first tick {:?}", first.results);
+        });
+    }
+    let mut n = 0;
+    while let Some(r) = cases.join_next().await {
+        r.unwrap();
+        n += 1;
+    }
+    println!("poll failure matrix: 1 call × 6 failures = {n} cases, every event stored once");
+    assert_eq!(n, 6);
 }

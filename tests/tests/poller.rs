@@ -1093,3 +1093,25 @@ async fn an_event_is_one_item_whatever_the_routing_or_timestamp_of_its_redeliver
         .await;
     assert_eq!(ids_of(&hub), [ids[1].clone()], "{hub}");
 }
+
+/// Issue 11: paging follows `has_more`, not the page's length. An org that serves pages shorter than the
+/// limit used to stop the poll after its first page every tick.
+#[tokio::test]
+async fn short_pages_that_say_more_are_followed() {
+    let env = env_with_catalog(1000).await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{DAINESE_ORG_ID}"),
+        json!({"audit_page_cap": 7}),
+    )
+    .await;
+    let ids = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 30, "workspace_id": WS_CORPORATE})).await;
+    let tick = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(tick.events_ingested, 30, "{:?}", tick.results);
+    assert_eq!(tick.results[0].pages, 5, "7 + 7 + 7 + 7 + 2");
+    assert_exactly(&stored(&env).await, &ids);
+    assert_eq!(
+        cursor_of(&env).await.as_deref(),
+        ids.last().map(String::as_str)
+    );
+}

@@ -553,8 +553,14 @@ async fn audit_logs(
         })
         .map(|e| (id_of(e), e.clone()))
         .collect();
+    // An org may serve pages shorter than asked (`audit_page_cap`): only `has_more` says more follow.
+    let limit = match parse_limit(q.limit.as_deref(), 100) {
+        Ok(l) => org.audit_page_cap.map_or(l, |cap| l.min(cap as usize)),
+        Err(r) => return r,
+    };
     let q = ListQuery {
         after_id: None,
+        limit: Some(limit.to_string()),
         ..q
     };
     page(&items, &q, 100).map(ok).unwrap_or_else(|r| r)

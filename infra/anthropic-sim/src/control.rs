@@ -123,6 +123,7 @@ async fn create_org(State(sim): State<Sim>, Json(body): Json<NewOrg>) -> Respons
             audit: vec![],
             audit_expired_through: None,
             latency: std::time::Duration::ZERO,
+            audit_page_cap: None,
         },
     );
     Json(json!({"id": id, "name": body.name, "zero_retention": body.zero_retention}))
@@ -137,6 +138,8 @@ struct OrgPatch {
     zero_retention: Option<Option<bool>>,
     /// Delay added to every request on this org's routes.
     latency_ms: Option<u64>,
+    /// Audit pages shorter than asked (0 removes the cap).
+    audit_page_cap: Option<u32>,
 }
 
 mod double_option {
@@ -163,6 +166,9 @@ async fn update_org(
     }
     if let Some(ms) = body.latency_ms {
         org.latency = std::time::Duration::from_millis(ms);
+    }
+    if let Some(cap) = body.audit_page_cap {
+        org.audit_page_cap = (cap > 0).then_some(cap);
     }
     Json(
         json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention,

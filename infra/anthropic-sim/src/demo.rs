@@ -49,6 +49,7 @@ fn org(id: &str, name: &str, zero_retention: Option<bool>, workspaces: Vec<Works
         audit: vec![],
         audit_expired_through: None,
         latency: std::time::Duration::ZERO,
+        audit_page_cap: None,
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Config {
     pub publish_concurrency: usize,
     /// `ANTHROPIC_MAX_RPS`: client-side pacing of Anthropic requests per sandbox; 0 disables it.
     pub anthropic_max_rps: f64,
+    /// `ANTHROPIC_ATTEMPT_TIMEOUT_MS`: the longest one Anthropic attempt may take before it counts as a
+    /// timeout and is retried (the request's deadline may cut it shorter).
+    pub anthropic_attempt_timeout: Duration,
     /// `TELEMETRY_TABLE`: the `telemetry_event` table.
     pub telemetry_table: String,
     /// `POLL_CONCURRENCY`: tenants polled at once (1–64).
@@ -135,6 +138,12 @@ impl Config {
             poll_lease_slack: Duration::from_secs(5),
             publish_concurrency,
             anthropic_max_rps,
+            anthropic_attempt_timeout: Duration::from_millis(number(
+                "ANTHROPIC_ATTEMPT_TIMEOUT_MS",
+                10_000,
+                100,
+                29_000,
+            )?),
             stage,
             hub_table,
             anthropic_base_url,

@@ -59,6 +59,7 @@ impl App {
         let mut client = ClientConfig::new(config.anthropic_base_url.clone());
         client.requests_per_second =
             (config.anthropic_max_rps > 0.0).then_some(config.anthropic_max_rps);
+        client.attempt_timeout = config.anthropic_attempt_timeout;
         let anthropic = AnthropicClient::new(client)?;
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Ok(App {

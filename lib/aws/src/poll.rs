@@ -274,7 +274,7 @@ impl HubStore {
         cursor: Option<&str>,
         advance: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let doc = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let doc = status_doc(status)?;
         let req = self
             .update_poll_item(tenant)
             .expression_attribute_names("#st", "status")
@@ -296,7 +296,7 @@ impl HubStore {
         tenant: &TenantSlug,
         status: &PollStatus,
     ) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let doc = status_doc(status)?;
         self.update_poll_item(tenant)
             .update_expression("SET #st = :st")
             .expression_attribute_names("#st", "status")
@@ -331,6 +331,24 @@ fn unmoved(req: UpdateItemFluentBuilder, from: Option<&str>) -> UpdateItemFluent
             .expression_attribute_values(":from", s(f)),
         None => req.condition_expression("attribute_not_exists(#c)"),
     }
+}
+
+/// The status as stored: its error text (an upstream message, whatever its size) cut to 1 KiB, so a
+/// tenant's POLL item stays a few KB — 100 of them per BatchGetItem are far inside its 16 MB answer.
+fn status_doc(status: &PollStatus) -> Result<String, StoreError> {
+    use claresia_domain::telemetry::{truncate_marked, MAX_REASON_BYTES};
+    let bounded = PollStatus {
+        error: status
+            .error
+            .as_deref()
+            .map(|e| truncate_marked(e, MAX_REASON_BYTES)),
+        gap: status
+            .gap
+            .as_deref()
+            .map(|g| truncate_marked(g, MAX_REASON_BYTES)),
+        ..status.clone()
+    };
+    serde_json::to_string(&bounded).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn state_of(item: &HashMap<String, AttributeValue>) -> Result<PollState, StoreError> {
