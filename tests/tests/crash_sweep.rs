@@ -21,6 +21,14 @@ use tokio::sync::Semaphore;
 /// Between two crash points: short next to a simulated Anthropic call (15 ms), so every call and the
 /// DynamoDB writes around it are cut before, during and after.
 const STEP: Duration = Duration::from_millis(6);
+/// The crash points: every STEP up to `n` steps, then one far past the end of any run (so the sweep
+/// always reaches past the end, however slow the machine).
+fn cuts(n: u32) -> impl Iterator<Item = Duration> {
+    (0..n)
+        .map(|k| STEP * k)
+        .chain(std::iter::once(Duration::from_secs(10)))
+}
+
 /// The crashing run's budget: its lease lapses this long after it starts (slack 0 in these worlds).
 const CRASH_BUDGET: Duration = Duration::from_millis(2500);
 
@@ -142,7 +150,7 @@ async fn a_publish_crashed_anywhere_converges() {
     let limit = Arc::new(Semaphore::new(6));
     let mut cases = tokio::task::JoinSet::new();
     // Crash points until one run finishes before its cut (found by the cases themselves).
-    for k in 0..80u32 {
+    for cut in cuts(80) {
         let limit = limit.clone();
         cases.spawn(async move {
             let _p = limit.acquire_owned().await.unwrap();
@@ -161,7 +169,7 @@ async fn a_publish_crashed_anywhere_converges() {
                         .publish(&dainese(), None, Deadline::after(CRASH_BUDGET))
                         .await;
                 },
-                STEP * k,
+                cut,
             )
             .await;
             env.sim_send("DELETE", "/_sim/faults", json!({})).await;
@@ -171,7 +179,7 @@ async fn a_publish_crashed_anywhere_converges() {
                 .sweep_pending(Deadline::after(Duration::from_secs(20)))
                 .await
                 .unwrap();
-            assert_whole(&env, &format!("crash after {:?}", STEP * k)).await;
+            assert_whole(&env, &format!("crash after {:?}", cut)).await;
             finished
         });
     }
@@ -218,7 +226,7 @@ async fn stored(env: &TestEnv) -> BTreeMap<String, usize> {
 async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
     let limit = Arc::new(Semaphore::new(6));
     let mut cases = tokio::task::JoinSet::new();
-    for k in 0..60u32 {
+    for cut in cuts(60) {
         let limit = limit.clone();
         cases.spawn(async move {
             let _p = limit.acquire_owned().await.unwrap();
@@ -253,7 +261,7 @@ async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
                 async move {
                     let _ = app.poll_all(Deadline::after(CRASH_BUDGET)).await;
                 },
-                STEP * k,
+                cut,
             )
             .await;
             env.sim_send("DELETE", "/_sim/faults", json!({})).await;
@@ -267,7 +275,7 @@ async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
             }
             let stored = stored(&env).await;
             let want: BTreeMap<String, usize> = ids.iter().map(|id| (id.clone(), 1)).collect();
-            assert_eq!(stored, want, "crash after {:?}", STEP * k);
+            assert_eq!(stored, want, "crash after {:?}", cut);
             finished
         });
     }
@@ -293,7 +301,7 @@ async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
 async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
     let limit = Arc::new(Semaphore::new(6));
     let mut cases = tokio::task::JoinSet::new();
-    for k in 0..50u32 {
+    for cut in cuts(50) {
         let limit = limit.clone();
         cases.spawn(async move {
             let _p = limit.acquire_owned().await.unwrap();
@@ -307,7 +315,7 @@ async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
                     env.put_doc("dainese", "/archetypes/product-manager", &body).await
                 }
             };
-            let finished = crash_after(request, STEP * k).await;
+            let finished = crash_after(request, cut).await;
             env.sim_send("DELETE", "/_sim/faults", json!({})).await;
             // The schedule's sweeps until nothing is pending (the first may find the crashed request's
             // lease still held and leave the work to the next).
@@ -330,7 +338,7 @@ async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
             assert!(
                 t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty(),
                 "crash after {:?}: Anthropic did not match the catalog: {t:?}",
-                STEP * k
+                cut
             );
             finished
         });
