@@ -207,6 +207,33 @@ async fn a_publish_crashed_anywhere_converges() {
     );
 }
 
+/// A connected tenant with its catalog published and 60 runs waiting in the audit log (3 pages of 20);
+/// answers the runs' event ids.
+async fn poll_world() -> (TestEnv, Vec<String>) {
+    let env = TestEnv::start_with(|c| {
+        c.poll_lease_slack = Duration::ZERO;
+        c.poll_page_limit = 20;
+        c.anthropic_attempt_timeout = Duration::from_millis(400);
+    })
+    .await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    env.load_examples("dainese").await;
+    let out = env
+        .sim_send(
+            "POST",
+            &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
+            json!({"invoke": {"skill_name": "claresia-dainese-prd-review", "count": 60}}),
+        )
+        .await;
+    let ids = out["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    (env, ids)
+}
+
 /// event_id → how many items hold it (quarantine excluded).
 async fn stored(env: &TestEnv) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -230,26 +257,7 @@ async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
         let limit = limit.clone();
         cases.spawn(async move {
             let _p = limit.acquire_owned().await.unwrap();
-            let env = TestEnv::start_with(|c| {
-                c.poll_lease_slack = Duration::ZERO;
-                c.poll_page_limit = 20;
-            })
-            .await;
-            assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
-            env.load_examples("dainese").await;
-            let out = env
-                .sim_send(
-                    "POST",
-                    &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
-                    json!({"invoke": {"skill_name": "claresia-dainese-prd-review", "count": 60}}),
-                )
-                .await;
-            let ids: Vec<String> = out["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_owned())
-                .collect();
+            let (env, ids) = poll_world().await;
             env.sim_send(
                 "PUT",
                 "/_sim/faults",
@@ -456,27 +464,7 @@ async fn every_failure_on_the_audit_call_loses_and_doubles_nothing() {
         let limit = limit.clone();
         cases.spawn(async move {
             let _p = limit.acquire_owned().await.unwrap();
-            let env = TestEnv::start_with(|c| {
-                c.poll_lease_slack = Duration::ZERO;
-                c.poll_page_limit = 20;
-                c.anthropic_attempt_timeout = Duration::from_millis(400);
-            })
-            .await;
-            assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
-            env.load_examples("dainese").await;
-            let out = env
-                .sim_send(
-                    "POST",
-                    &format!("/_sim/orgs/{DAINESE_ORG_ID}/audit_events"),
-                    json!({"invoke": {"skill_name": "claresia-dainese-prd-review", "count": 60}}),
-                )
-                .await;
-            let ids: Vec<String> = out["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_owned())
-                .collect();
+            let (env, ids) = poll_world().await;
             env.sim_send("PUT", "/_sim/faults", fault).await;
             let first = env
                 .app
