@@ -131,6 +131,19 @@ async fn assert_whole(env: &TestEnv, case: &str) {
     );
 }
 
+/// Waits for every case: how many were cut (`false`) and how many finished before their cut.
+async fn tally(mut cases: tokio::task::JoinSet<bool>) -> (usize, usize) {
+    let (mut crashed, mut finished) = (0, 0);
+    while let Some(r) = cases.join_next().await {
+        if r.unwrap() {
+            finished += 1;
+        } else {
+            crashed += 1;
+        }
+    }
+    (crashed, finished)
+}
+
 /// Runs `work` as a task and aborts it after `after`; `true` if it finished first.
 async fn crash_after<F>(work: F, after: Duration) -> bool
 where
@@ -184,14 +197,7 @@ async fn a_publish_crashed_anywhere_converges() {
         });
     }
     let started = Instant::now();
-    let (mut crashed, mut finished) = (0, 0);
-    while let Some(r) = cases.join_next().await {
-        if r.unwrap() {
-            finished += 1;
-        } else {
-            crashed += 1;
-        }
-    }
+    let (crashed, finished) = tally(cases).await;
     println!(
         "publish crash sweep: {crashed} runs cut at {:?} steps, {finished} finished uncut, all converged, in {:?}",
         STEP,
@@ -287,14 +293,7 @@ async fn a_poll_crashed_anywhere_loses_and_doubles_nothing() {
             finished
         });
     }
-    let (mut crashed, mut finished) = (0, 0);
-    while let Some(r) = cases.join_next().await {
-        if r.unwrap() {
-            finished += 1;
-        } else {
-            crashed += 1;
-        }
-    }
+    let (crashed, finished) = tally(cases).await;
     println!("poll crash sweep: {crashed} runs cut at {STEP:?} steps, {finished} finished uncut, every event stored once");
     assert!(
         crashed >= 20 && finished >= 1,
@@ -327,16 +326,7 @@ async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
             env.sim_send("DELETE", "/_sim/faults", json!({})).await;
             // The schedule's sweeps until nothing is pending (the first may find the crashed request's
             // lease still held and leave the work to the next).
-            for _ in 0..4 {
-                if env.app.hub.pending_token(&dainese()).await.unwrap().is_none() {
-                    break;
-                }
-                env.app
-                    .sweep_pending(Deadline::after(Duration::from_secs(20)))
-                    .await
-                    .unwrap();
-            }
-            assert_eq!(env.app.hub.pending_token(&dainese()).await.unwrap(), None);
+            sweep_until_done(&env).await;
             let report = env
                 .app
                 .publish(&dainese(), None, Deadline::after(Duration::from_secs(20)))
@@ -351,14 +341,7 @@ async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
             finished
         });
     }
-    let (mut crashed, mut finished) = (0, 0);
-    while let Some(r) = cases.join_next().await {
-        if r.unwrap() {
-            finished += 1;
-        } else {
-            crashed += 1;
-        }
-    }
+    let (crashed, finished) = tally(cases).await;
     println!("catalog request crash sweep: {crashed} requests cut at {STEP:?} steps, {finished} finished uncut, all converged");
     assert!(
         crashed >= 10 && finished >= 1,
