@@ -14,6 +14,83 @@ use serde_json::{json, Value};
 
 pub use anthropic_sim::demo::*;
 
+pub mod contract;
+
+/// A response as the client sees it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: http::HeaderMap,
+}
+
+impl Answer {
+    /// A response header as text (panics if absent, naming it).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no {name} header: {:?} {}", self.headers, self.body))
+    }
+}
+
+/// The API Gateway (payload v2) request a caller `who` sends.
+pub fn request(
+    who: As<'_>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> lambda_http::Request {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("https://api.example.com{path}"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (parts, ()) = req.body(()).unwrap().into_parts();
+    let claims = match who {
+        As::Tenant(t) => json!({"sub": "user-1", "claresia:tenant": t}),
+        As::Operator => json!({"sub": "op-1", "claresia:role": "operator"}),
+        As::Anonymous => json!({}),
+        As::Claims(c) => c.clone(),
+    };
+    let req = gateway::to_lambda_request(
+        parts,
+        body.unwrap_or_default().as_bytes().to_vec(),
+        claims.as_object().cloned().unwrap(),
+    );
+    if matches!(who, As::Anonymous) {
+        // No authorizer at all, as when a route is misconfigured without one.
+        strip_authorizer(req)
+    } else {
+        req
+    }
+}
+
+/// Hands `req` to `app` and checks the answer against the OpenAPI document.
+pub async fn answer(app: &App, req: lambda_http::Request, method: &str, path: &str) -> Answer {
+    let path = path.split('?').next().unwrap_or(path).to_owned();
+    let resp = app.handle(req).await;
+    let status = resp.status().as_u16();
+    let text = match resp.body() {
+        lambda_http::Body::Text(t) => t.clone(),
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    let headers = resp.headers().clone();
+    if let Err(e) = contract::contract().check(method, &path, status, &headers, &body) {
+        panic!("the response disagrees with lib/api/openapi.yaml: {e}");
+    }
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
 pub struct TestEnv {
     pub sim: SimServer,
     pub app: Arc<App>,
@@ -76,39 +153,22 @@ impl TestEnv {
         path: &str,
         body: Option<&str>,
     ) -> (u16, Value) {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("https://api.example.com{path}"))
-            .header("content-type", "application/json")
-            .body(())
-            .unwrap();
-        let (parts, ()) = req.into_parts();
-        let claims = match who {
-            As::Tenant(t) => json!({"sub": "user-1", "claresia:tenant": t}),
-            As::Operator => json!({"sub": "op-1", "claresia:role": "operator"}),
-            As::Anonymous => json!({}),
-            As::Claims(c) => c.clone(),
-        };
-        let mut lambda_req = gateway::to_lambda_request(
-            parts,
-            body.unwrap_or_default().as_bytes().to_vec(),
-            claims.as_object().cloned().unwrap(),
-        );
-        if matches!(who, As::Anonymous) {
-            // No authorizer at all, as when a route is misconfigured without one.
-            lambda_req = strip_authorizer(lambda_req);
-        }
-        let resp = self.app.handle(lambda_req).await;
-        let status = resp.status().as_u16();
-        let text = match resp.body() {
-            lambda_http::Body::Text(t) => t.clone(),
-            lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
-        };
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let a = self.send(who, method, path, body, &[]).await;
+        (a.status, a.body)
+    }
+
+    /// Like [`TestEnv::call`], with request headers, answering the response headers too. Every answer is
+    /// checked against the API's OpenAPI document (see [`contract`]).
+    pub async fn send(
+        &self,
+        who: As<'_>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let req = request(who, method, path, body, headers);
+        answer(&self.app, req, method, path).await
     }
 
     pub async fn connect(&self, tenant: &str, key: &str) -> (u16, Value) {
@@ -143,7 +203,7 @@ impl TestEnv {
                 None,
             )
             .await;
-        assert_eq!(s, 200, "{b}");
+        assert!(matches!(s, 200 | 201), "{s}: {b}");
     }
 
     /// Loads the product page's catalog (three skills, two archetypes) for `tenant`.
@@ -156,7 +216,7 @@ impl TestEnv {
                     &example(&format!("skill-{id}.json")),
                 )
                 .await;
-            assert_eq!(s, 200, "{b}");
+            assert_eq!(s, 201, "{b}");
         }
         for a in ["engineer", "product-manager"] {
             let (s, b) = self
@@ -166,7 +226,7 @@ impl TestEnv {
                     &example(&format!("archetype-{a}.json")),
                 )
                 .await;
-            assert_eq!(s, 200, "{b}");
+            assert_eq!(s, 201, "{b}");
         }
     }
 

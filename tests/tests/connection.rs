@@ -11,7 +11,7 @@ fn code(body: &Value) -> &str {
 async fn connect_trims_the_key_stores_it_and_reports_status() {
     let env = TestEnv::start().await;
     let (status, body) = env.connect("dainese", &format!("  {GOOD_KEY} \n")).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 201, "{body}");
     assert_eq!(body["connected"], true);
     assert_eq!(body["rotated"], false);
     assert_eq!(body["test"]["code"], "success");
@@ -203,7 +203,7 @@ async fn connect_refuses_bad_keys_and_writes_nothing() {
 async fn zero_retention_off_saves_the_connection_but_refuses_publishing() {
     let env = TestEnv::start().await;
     let (s, b) = env.connect("retention", NO_ZR_KEY).await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     assert_eq!(b["test"]["code"], "zero_retention_disabled");
     assert_eq!(b["status"]["publishing"]["allowed"], false);
     assert!(b["status"]["publishing"]["reason"]
@@ -241,7 +241,7 @@ async fn zero_retention_off_saves_the_connection_but_refuses_publishing() {
 #[tokio::test]
 async fn rotation_tests_first_and_keeps_the_old_key_when_the_new_one_fails() {
     let env = TestEnv::start().await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     let (s, b) = env.connect("dainese", ROTATED_KEY).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["rotated"], true);
@@ -309,7 +309,7 @@ async fn rotation_tests_first_and_keeps_the_old_key_when_the_new_one_fails() {
 #[tokio::test]
 async fn stored_key_test_marks_a_revoked_key_needs_attention() {
     let env = TestEnv::start().await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     let (s, t) = env
         .call(
             As::Tenant("dainese"),
@@ -365,7 +365,7 @@ async fn disconnect_schedules_the_secret_deletion_and_can_be_repeated() {
         )
         .await;
     assert_eq!((s, code(&b)), (404, "not_connected"));
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     let (s, b) = env
         .call(
             As::Tenant("dainese"),
@@ -426,7 +426,7 @@ async fn disconnect_schedules_the_secret_deletion_and_can_be_repeated() {
 
     // Reconnecting restores the secret and stores the new key.
     let (s, b) = env.connect("dainese", ROTATED_KEY).await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "a new live connection: {b}");
     assert_eq!(
         env.secret_value("dainese").await.as_deref(),
         Some(ROTATED_KEY)
@@ -459,7 +459,7 @@ async fn anthropic_outage_answers_503_with_the_request_id_and_stores_nothing() {
     assert_eq!(me, 4);
     // Once Anthropic recovers, the same call succeeds.
     env.sim_send("DELETE", "/_sim/faults", json!({})).await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
 }
 
 #[tokio::test]
@@ -504,7 +504,7 @@ async fn tenant_isolation_is_enforced_before_any_io() {
             Some(&body),
         )
         .await;
-    assert_eq!(s, 200);
+    assert_eq!(s, 201);
 }
 
 #[tokio::test]
@@ -565,7 +565,7 @@ async fn malformed_input_gets_a_clear_400() {
 #[tokio::test]
 async fn a_retried_disconnect_finishes_whatever_step_the_first_one_died_after() {
     let env = TestEnv::start().await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     let tenant = claresia_domain::TenantSlug::parse("dainese").unwrap();
     // The first attempt got as far as scheduling the deletion.
     env.app.keys.schedule_deletion(&tenant, 7).await.unwrap();
@@ -599,7 +599,7 @@ async fn a_retried_disconnect_finishes_whatever_step_the_first_one_died_after() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_racing_a_rotation_never_writes_the_old_key_back() {
     let env = TestEnv::start().await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     for round in 0..20 {
         let next = if round % 2 == 0 {
             ROTATED_KEY

@@ -7,6 +7,7 @@
 //! The failure matrix: each kind of failure (500, 529, 429 with and without `retry-after`, a timeout, a
 //! dropped connection) on each Anthropic call a publish or a poll makes, then the same recovery and checks.
 
+use claresia_aws::Expect;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ async fn world() -> TestEnv {
         c.anthropic_attempt_timeout = Duration::from_millis(400);
     })
     .await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     env.load_examples("dainese").await;
     env
 }
@@ -57,21 +58,22 @@ async fn change_catalog(env: &TestEnv) {
     let hub = &env.app.hub;
     let mut ir = example("skill-incident-postmortem.json");
     ir["title"] = json!("Incident Postmortem v2");
-    hub.put_skill(&dainese(), "incident-postmortem", &ir)
+    hub.put_skill(&dainese(), "incident-postmortem", &ir, &Expect::Any)
         .await
         .unwrap();
     let mut new = example("skill-standup-notes.json");
     new["id"] = json!("retro-notes");
-    hub.put_skill(&dainese(), "retro-notes", &new)
+    hub.put_skill(&dainese(), "retro-notes", &new, &Expect::Any)
         .await
         .unwrap();
-    hub.delete_archetype::<Value>(&dainese(), "product-manager")
+    hub.delete_archetype::<Value>(&dainese(), "product-manager", &Expect::Any)
         .await
         .unwrap();
     hub.put_archetype(
         &dainese(),
         "oncall",
         &json!({"skills": ["incident-postmortem", "retro-notes"], "group_ids": ["grp_oncall"]}),
+        &Expect::Any,
     )
     .await
     .unwrap();
@@ -222,7 +224,7 @@ async fn poll_world() -> (TestEnv, Vec<String>) {
         c.anthropic_attempt_timeout = Duration::from_millis(400);
     })
     .await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     env.load_examples("dainese").await;
     let out = env
         .sim_send(

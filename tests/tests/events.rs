@@ -5,7 +5,7 @@ use serde_json::Value;
 
 /// In order: each case's status and one JSON pointer's value in the answer.
 const CASES: &[(&str, u16, &str, &str)] = &[
-    ("put-connection.json", 200, "/connected", "true"),
+    ("put-connection.json", 201, "/connected", "true"),
     ("get-connection.json", 200, "/state", "\"connected\""),
     ("post-connection-test.json", 200, "/code", "\"success\""),
     (
@@ -14,7 +14,7 @@ const CASES: &[(&str, u16, &str, &str)] = &[
         "/code",
         "\"missing_scopes\"",
     ),
-    ("put-skill.json", 200, "/created", "true"),
+    ("put-skill.json", 201, "/created", "true"),
     ("get-skill.json", 200, "/id", "\"incident-postmortem\""),
     (
         "list-skills.json",
@@ -24,7 +24,7 @@ const CASES: &[(&str, u16, &str, &str)] = &[
     ),
     (
         "put-archetype.json",
-        200,
+        201,
         "/publish/targets/0/created/0",
         "\"claresia-dainese-incident-postmortem\"",
     ),
@@ -37,10 +37,10 @@ const CASES: &[(&str, u16, &str, &str)] = &[
     (
         "list-archetypes.json",
         200,
-        "/archetypes/engineer/skills/0",
+        "/archetypes/0/definition/skills/0",
         "\"incident-postmortem\"",
     ),
-    ("put-sub-tenant.json", 200, "/created", "true"),
+    ("put-sub-tenant.json", 201, "/created", "true"),
     ("get-sub-tenant.json", 200, "/parent", "\"dainese\""),
     (
         "list-sub-tenants.json",

@@ -26,7 +26,7 @@ async fn call(
 
 /// `tenant` connected to the Dainese org with one skill granted to one archetype (so it is published).
 async fn connected_with_skill(env: &TestEnv, tenant: &str) {
-    assert_eq!(env.connect(tenant, GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect(tenant, GOOD_KEY).await.0, 201);
     let (s, b) = env
         .put_doc(
             tenant,
@@ -34,7 +34,7 @@ async fn connected_with_skill(env: &TestEnv, tenant: &str) {
             &example("skill-standup-notes.json"),
         )
         .await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let (s, b) = env
         .put_doc(
             tenant,
@@ -42,7 +42,7 @@ async fn connected_with_skill(env: &TestEnv, tenant: &str) {
             &json!({"skills": ["standup-notes"], "group_ids": ["grp_engineering"]}),
         )
         .await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
 }
 
 async fn emit(env: &TestEnv, skill_name: &str, count: u32) {
@@ -158,7 +158,7 @@ async fn nobody_claims_another_tenants_slug() {
         .call(As::Operator, "GET", "/tenants/acme-corp/telemetry", None)
         .await;
     assert_eq!(s, 200);
-    assert_eq!(env.connect("acme-corp", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("acme-corp", GOOD_KEY).await.0, 201);
 
     // A slug onboarding later as a sub-tenant, created explicitly by its parent: its own token never
     // writes the parent's Hub or connects a key of its own.
@@ -371,7 +371,7 @@ async fn sub_tenants_are_created_and_removed_by_their_parent_only() {
         Some(json!({})),
     )
     .await;
-    assert_eq!((s, b["created"].as_bool()), (200, Some(true)), "{b}");
+    assert_eq!((s, b["created"].as_bool()), (201, Some(true)), "{b}");
     assert_eq!(b["sub_tenant"]["created_by"], "user-1");
     let (s, b) = call(
         &env,
@@ -406,7 +406,7 @@ async fn sub_tenants_are_created_and_removed_by_their_parent_only() {
     assert_eq!((s, code(&b)), (400, "invalid_tenant"));
 
     // Another parent cannot take it; a slug with a connection of its own cannot become one.
-    assert_eq!(env.connect("dainese-solo", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese-solo", GOOD_KEY).await.0, 201);
     let (s, b) = call(
         &env,
         "dainese",
@@ -430,7 +430,7 @@ async fn sub_tenants_are_created_and_removed_by_their_parent_only() {
     // Named by an archetype and a mapping: removal is refused, naming both.
     let (s, b) = call(&env, "dainese", "PUT", "/tenants/dainese/archetypes/oncall",
         Some(json!({"skills": ["standup-notes"], "group_ids": ["grp_oncall"], "sub_tenant": "dainese-eng"}))).await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let (s, b) = call(
         &env,
         "dainese",

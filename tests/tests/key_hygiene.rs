@@ -57,7 +57,7 @@ async fn no_key_in_any_log_line() {
             .await
         }
     };
-    assert_eq!(env.connect("dainese", &format!("{GOOD_KEY} ")).await.0, 200);
+    assert_eq!(env.connect("dainese", &format!("{GOOD_KEY} ")).await.0, 201);
     for key in [
         GOOD_KEY,
         NO_AUDIT_KEY,

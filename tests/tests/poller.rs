@@ -17,7 +17,7 @@ fn deadline() -> Deadline {
 
 async fn env_with_catalog(page_limit: u32) -> TestEnv {
     let env = TestEnv::start_with(|c| c.poll_page_limit = page_limit).await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     env.load_examples("dainese").await;
     env
 }
@@ -96,7 +96,7 @@ async fn events_are_normalized_routed_and_served_newest_first() {
     let (s, b) = env
         .put_doc("dainese", "/archetypes/eng", &json!({"skills": ["incident-postmortem"], "group_ids": ["grp_eng"], "sub_tenant": "dainese-eng"}))
         .await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let main = emit(&env, json!({"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "workspace_id": WS_CORPORATE, "record_id": "rec_abc123"})).await;
     let failed = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 1, "workspace_id": WS_CORPORATE, "failed": true, "api_actor": true})).await;
     let sub = emit(&env, json!({"skill_name": "claresia-dainese-eng-incident-postmortem", "count": 2, "workspace_id": WS_ENGINEERING})).await;
@@ -226,7 +226,7 @@ async fn routing_changes_between_ticks_are_picked_up_by_the_next_tick() {
     let (s, b) = env
         .put_doc("dainese", "/archetypes/eng", &json!({"skills": ["incident-postmortem"], "group_ids": ["grp_eng"], "sub_tenant": "dainese-eng"}))
         .await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let mapped = emit(&env, json!({"skill_name": "claresia-dainese-prd-review", "count": 1, "workspace_id": WS_ENGINEERING})).await;
     let new_skill = emit(&env, json!({"skill_name": "claresia-dainese-eng-incident-postmortem", "count": 2, "workspace_id": WS_ENGINEERING})).await;
     let second = env.app.poll_all(deadline()).await.unwrap();
@@ -464,7 +464,7 @@ async fn an_expired_cursor_restarts_from_the_oldest_event_and_records_the_gap() 
 #[tokio::test]
 async fn a_revoked_key_needs_attention_and_does_not_hold_up_other_tenants() {
     let env = env_with_catalog(1000).await;
-    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 200);
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
     env.sim_send("POST", "/_sim/keys/revoke", json!({"key": GOOD_KEY}))
         .await;
     let s = env.app.poll_all(deadline()).await.unwrap();
@@ -596,7 +596,7 @@ async fn the_stored_key_is_cached_and_rotation_is_picked_up() {
 #[tokio::test]
 async fn a_cold_sandbox_reads_stored_keys_in_batches() {
     let env = env_with_catalog(1000).await;
-    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 200);
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
     let slug = |t: &str| TenantSlug::parse(t).unwrap();
     // 25 names: two batches of at most 20; a tenant never connected is simply absent.
     let mut asked = vec![slug("dainese"), slug("retention")];
@@ -940,8 +940,8 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
         json!({"key": slow_key}),
     )
     .await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
-    assert_eq!(env.connect("slowco", slow_key).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
+    assert_eq!(env.connect("slowco", slow_key).await.0, 201);
     env.sim_send(
         "PATCH",
         &format!("/_sim/orgs/{slow_org}"),

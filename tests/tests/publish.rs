@@ -21,7 +21,7 @@ fn skill<'a>(skills: &'a [Value], name: &str) -> &'a Value {
 
 async fn connected() -> TestEnv {
     let env = TestEnv::start().await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     env
 }
 
@@ -152,7 +152,7 @@ async fn troubleshooting_403_on_publish_names_the_workspace() {
     let (s, b) = env
         .put_doc("dainese", "/archetypes/sales", &json!({"skills": ["standup-notes"], "group_ids": ["grp_sales"], "workspace_ids": [WS_SALES]}))
         .await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let failed = &b["publish"]["targets"][0]["failed"];
     assert_eq!(failed.as_array().unwrap().len(), 1, "{b}");
     assert_eq!(failed[0]["name"], "claresia-dainese-standup-notes");
@@ -396,7 +396,7 @@ async fn publishing_rides_out_a_rate_limit_storm() {
 #[tokio::test]
 async fn publishing_is_refused_without_zero_retention_and_nothing_is_written() {
     let env = TestEnv::start().await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     env.sim_send(
         "PATCH",
         &format!("/_sim/orgs/{DAINESE_ORG_ID}"),
@@ -417,7 +417,7 @@ async fn publishing_is_refused_without_zero_retention_and_nothing_is_written() {
             &example("skill-prd-review.json"),
         )
         .await;
-    assert_eq!(s, 200, "the catalog change is saved");
+    assert_eq!(s, 201, "the catalog change is saved");
     assert_eq!(b["publish"]["skipped"], true);
     assert!(b["publish"]["reason"]
         .as_str()
@@ -460,7 +460,7 @@ async fn sub_tenants_have_their_own_namespace_acl_and_report() {
     let (s, b) = env
         .put_doc("dainese", "/archetypes/eng-oncall", &json!({"skills": ["incident-postmortem"], "group_ids": ["grp_oncall"], "sub_tenant": "dainese-eng"}))
         .await;
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let skills = env.sim_skills().await;
     let sub = skill(&skills, "claresia-dainese-eng-incident-postmortem");
     assert_eq!(sub["metadata"]["tenant"], "dainese-eng");
@@ -674,7 +674,7 @@ async fn the_skill_list_is_paged_summaries() {
         let (s, b) = env
             .put_doc("dainese", &format!("/skills/skill-{i}"), &doc)
             .await;
-        assert_eq!(s, 200, "{b}");
+        assert_eq!(s, 201, "{b}");
     }
     let mut seen = Vec::new();
     let mut query = "limit=2".to_owned();
@@ -765,7 +765,7 @@ async fn catalog_errors_never_echo_a_key() {
 async fn a_request_shares_one_deadline_between_its_steps() {
     let env =
         TestEnv::start_with(|c| c.request_budget = std::time::Duration::from_millis(2500)).await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200);
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
     env.load_examples("dainese").await;
     env.sim_send(
         "PUT",
@@ -807,7 +807,7 @@ async fn a_grant_racing_a_revoke_leaves_anthropic_matching_the_catalog() {
                 &example(&format!("skill-{id}.json")),
             )
             .await;
-        assert_eq!(s, 200, "{b}");
+        assert_eq!(s, 201, "{b}");
     }
     // Latency on every call, so one request's plan and writes overlap the other's.
     env.sim_send(
@@ -832,7 +832,11 @@ async fn a_grant_racing_a_revoke_leaves_anthropic_matching_the_catalog() {
             tokio::time::sleep(stagger).await;
             env.put_doc("dainese", "/archetypes/eng", b).await
         });
-        assert_eq!((ra.0, rb.0), (200, 200), "round {round}: {} {}", ra.1, rb.1);
+        // Unconditional writes (no If-Match): both land; the first of all creates the archetype.
+        let mut got = [ra.0, rb.0];
+        got.sort();
+        let want = if round == 0 { [200, 201] } else { [200, 200] };
+        assert_eq!(got, want, "round {round}: {} {}", ra.1, rb.1);
         env.app.sweep_pending(deadline()).await.unwrap();
 
         let (_, stored) = env

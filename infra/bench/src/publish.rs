@@ -2,6 +2,7 @@
 //! limit, and reports the time against the rate-limit floor, the no-change republish (time and writes),
 //! and the time to publish one changed skill.
 
+use claresia_aws::Expect;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,11 @@ async fn main() {
         let mut doc = base.clone();
         doc["id"] = json!(id);
         doc["title"] = json!(format!("Bench skill {i}"));
-        env.app.hub.put_skill(&hub, &id, &doc).await.unwrap();
+        env.app
+            .hub
+            .put_skill(&hub, &id, &doc, &Expect::Any)
+            .await
+            .unwrap();
         ids.push(id);
     }
     let archetype = Archetype {
@@ -47,7 +52,7 @@ async fn main() {
     };
     env.app
         .hub
-        .put_archetype(&hub, "everyone", &archetype)
+        .put_archetype(&hub, "everyone", &archetype, &Expect::Any)
         .await
         .unwrap();
     env.sim_send(
@@ -76,7 +81,11 @@ async fn main() {
     let mut doc = base.clone();
     doc["id"] = json!(changed);
     doc["title"] = json!("Bench skill, edited");
-    env.app.hub.put_skill(&hub, changed, &doc).await.unwrap();
+    env.app
+        .hub
+        .put_skill(&hub, changed, &doc, &Expect::Any)
+        .await
+        .unwrap();
     let t = Instant::now();
     let one = env
         .app

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use claresia_aws::CatalogDoc;
 use claresia_domain::admin_key::redact_keys;
 use claresia_domain::catalog::{check_grants, Archetype, WorkspaceMapping};
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
@@ -11,8 +12,14 @@ use claresia_domain::TenantSlug;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::http::Reply;
+use crate::paging;
+use crate::precondition::{changed_meanwhile, Precondition};
 use crate::publish::anthropic_error;
 use crate::{ApiError, App};
+
+/// What absent workspace mappings read as (`GET` answers an empty list, with this text's ETag).
+const NO_MAPPINGS: &str = "[]";
 
 fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
@@ -62,7 +69,8 @@ impl App {
         hub: &TenantSlug,
         id: &str,
         body: &[u8],
-    ) -> Result<Value, ApiError> {
+        pre: &Precondition,
+    ) -> Result<Reply, ApiError> {
         let doc = parse_doc(body)?;
         let ir = validate(&doc, hub, id).map_err(|problems| ApiError::InvalidDocument {
             kind: "skill",
@@ -87,76 +95,80 @@ impl App {
                 problems,
             });
         }
-        let existed = self.hub.skill(hub, id).await?.is_some();
+        let what = format!("skill {id}");
+        let current = self.hub.catalog_text(hub, CatalogDoc::Skill(id)).await?;
+        let expect = pre.resolve(&what, current.as_deref(), None)?;
         let intent = self.begin_change(hub).await?;
-        self.hub
-            .put_skill(hub, id, &serde_json::to_value(&ir).unwrap_or(doc))
-            .await?;
+        let value = serde_json::to_value(&ir).unwrap_or(doc);
+        let Some(stored) = self.hub.put_skill(hub, id, &value, &expect).await? else {
+            self.abandon_change(hub, intent).await?;
+            return Err(changed_meanwhile(&what));
+        };
         let publish = self
             .publish_after_change(
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
                 self.request_deadline(),
-                Some(intent),
+                Some(intent.token),
             )
             .await?;
-        Ok(json!({"skill": ir, "created": !existed, "publish": publish}))
+        let created = current.is_none();
+        Ok(
+            Reply::json(json!({"skill": ir, "created": created, "publish": publish}))
+                .created(created, format!("/tenants/{hub}/skills/{id}"))
+                .etag(&stored),
+        )
     }
 
-    pub async fn get_skill(&self, hub: &TenantSlug, id: &str) -> Result<Value, ApiError> {
-        self.hub
-            .skill(hub, id)
+    pub async fn get_skill(&self, hub: &TenantSlug, id: &str) -> Result<Reply, ApiError> {
+        let text = self
+            .hub
+            .catalog_text(hub, CatalogDoc::Skill(id))
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("tenant {hub} has no skill {id}")))
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {hub} has no skill {id}")))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| ApiError::Store(claresia_aws::StoreError::Corrupt(e.to_string())))?;
+        Ok(Reply::json(doc).etag(&text))
     }
 
-    pub async fn delete_skill(&self, hub: &TenantSlug, id: &str) -> Result<Value, ApiError> {
-        if self.hub.skill(hub, id).await?.is_none() {
+    pub async fn delete_skill(
+        &self,
+        hub: &TenantSlug,
+        id: &str,
+        pre: &Precondition,
+    ) -> Result<Reply, ApiError> {
+        let what = format!("skill {id}");
+        let Some(current) = self.hub.catalog_text(hub, CatalogDoc::Skill(id)).await? else {
             return Err(ApiError::NotFound(format!(
                 "tenant {hub} has no skill {id}"
             )));
-        }
+        };
+        let expect = pre.resolve(&what, Some(&current), None)?;
         let intent = self.begin_change(hub).await?;
-        self.hub.delete_skill(hub, id).await?;
+        if self.hub.delete_skill(hub, id, &expect).await?.is_none() {
+            self.abandon_change(hub, intent).await?;
+            return Err(changed_meanwhile(&what));
+        }
         let publish = self
             .publish_after_change(
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
                 self.request_deadline(),
-                Some(intent),
+                Some(intent.token),
             )
             .await?;
-        Ok(json!({"deleted": id, "publish": publish}))
+        Ok(Reply::json(json!({"deleted": id, "publish": publish})))
     }
 
     /// `GET /tenants/{tenant}/skills?limit=&cursor=`: summaries in id order, paginated (a whole document
     /// is up to 100 KiB of instructions: `GET …/skills/{id}` serves it), so a page stays far under Lambda's
     /// 6 MB response whatever the catalog's size.
     pub async fn list_skills(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
-        let mut limit = 50;
-        let mut after = None;
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "limit" => {
-                    limit = v
-                        .parse::<i32>()
-                        .ok()
-                        .filter(|n| (1..=100).contains(n))
-                        .ok_or_else(|| {
-                            ApiError::InvalidQuery(format!(
-                                "limit={v:?} must be a whole number from 1 to 100"
-                            ))
-                        })?
-                }
-                "cursor" => after = Some(ListCursor::open(&v, hub)?),
-                other => {
-                    return Err(ApiError::InvalidQuery(format!(
-                        "unknown parameter {other:?}; use limit, cursor"
-                    )))
-                }
-            }
-        }
-        let (docs, next) = self.hub.skills_page(hub, limit, after.as_deref()).await?;
+        let page = paging::page(query, hub, "skills", 100)?;
+        let (docs, next) = self
+            .hub
+            .skills_page(hub, page.limit, page.after.as_deref())
+            .await?;
         let summaries: Vec<Value> = docs
             .iter()
             .map(|d| {
@@ -166,7 +178,7 @@ impl App {
             .collect();
         Ok(json!({
             "skills": summaries,
-            "next_cursor": next.map(|id| ListCursor::seal(hub, &id)),
+            "next_cursor": paging::next_cursor(hub, "skills", next),
         }))
     }
 
@@ -175,7 +187,8 @@ impl App {
         hub: &TenantSlug,
         name: &str,
         body: &[u8],
-    ) -> Result<Value, ApiError> {
+        pre: &Precondition,
+    ) -> Result<Reply, ApiError> {
         if let Err(e) = check_slug(name, 40) {
             return Err(ApiError::InvalidDocument {
                 kind: "archetype",
@@ -223,9 +236,26 @@ impl App {
                 problems,
             });
         }
-        let before: Option<Archetype> = self.hub.archetype(hub, name).await?;
+        let what = format!("archetype {name}");
+        let current = self
+            .hub
+            .catalog_text(hub, CatalogDoc::Archetype(name))
+            .await?;
+        let expect = pre.resolve(&what, current.as_deref(), None)?;
+        let before: Option<Archetype> = current
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| ApiError::Store(claresia_aws::StoreError::Corrupt(e.to_string())))?;
         let intent = self.begin_change(hub).await?;
-        self.hub.put_archetype(hub, name, &archetype).await?;
+        let Some(stored) = self
+            .hub
+            .put_archetype(hub, name, &archetype, &expect)
+            .await?
+        else {
+            self.abandon_change(hub, intent).await?;
+            return Err(changed_meanwhile(&what));
+        };
         let scope: BTreeSet<String> = archetype
             .skills
             .iter()
@@ -233,43 +263,103 @@ impl App {
             .cloned()
             .collect();
         let publish = self
-            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
+            .publish_after_change(
+                hub,
+                Some(&scope),
+                self.request_deadline(),
+                Some(intent.token),
+            )
             .await?;
-        Ok(
-            json!({"archetype": name, "definition": archetype, "created": before.is_none(), "publish": publish}),
+        let created = current.is_none();
+        Ok(Reply::json(
+            json!({"archetype": name, "definition": archetype, "created": created, "publish": publish}),
         )
+        .created(created, format!("/tenants/{hub}/archetypes/{name}"))
+        .etag(&stored))
     }
 
-    pub async fn get_archetype(&self, hub: &TenantSlug, name: &str) -> Result<Value, ApiError> {
-        let a: Option<Archetype> = self.hub.archetype(hub, name).await?;
-        a.map(|a| json!(a))
-            .ok_or_else(|| ApiError::NotFound(format!("tenant {hub} has no archetype {name}")))
+    pub async fn get_archetype(&self, hub: &TenantSlug, name: &str) -> Result<Reply, ApiError> {
+        let text = self
+            .hub
+            .catalog_text(hub, CatalogDoc::Archetype(name))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {hub} has no archetype {name}")))?;
+        let a: Archetype = serde_json::from_str(&text)
+            .map_err(|e| ApiError::Store(claresia_aws::StoreError::Corrupt(e.to_string())))?;
+        Ok(Reply::json(json!(a)).etag(&text))
     }
 
-    pub async fn delete_archetype(&self, hub: &TenantSlug, name: &str) -> Result<Value, ApiError> {
-        let Some(before) = self.hub.archetype::<Archetype>(hub, name).await? else {
+    pub async fn delete_archetype(
+        &self,
+        hub: &TenantSlug,
+        name: &str,
+        pre: &Precondition,
+    ) -> Result<Reply, ApiError> {
+        let what = format!("archetype {name}");
+        let Some(current) = self
+            .hub
+            .catalog_text(hub, CatalogDoc::Archetype(name))
+            .await?
+        else {
             return Err(ApiError::NotFound(format!(
                 "tenant {hub} has no archetype {name}"
             )));
         };
+        let expect = pre.resolve(&what, Some(&current), None)?;
         let intent = self.begin_change(hub).await?;
-        self.hub.delete_archetype::<Archetype>(hub, name).await?;
-        let scope: BTreeSet<String> = before.skills.into_iter().collect();
+        let before = match self
+            .hub
+            .delete_archetype::<Archetype>(hub, name, &expect)
+            .await?
+        {
+            Some(before) => before,
+            None => {
+                self.abandon_change(hub, intent).await?;
+                return Err(changed_meanwhile(&what));
+            }
+        };
+        let scope: BTreeSet<String> = before.into_iter().flat_map(|b| b.skills).collect();
         let publish = self
-            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
+            .publish_after_change(
+                hub,
+                Some(&scope),
+                self.request_deadline(),
+                Some(intent.token),
+            )
             .await?;
-        Ok(json!({"deleted": name, "publish": publish}))
+        Ok(Reply::json(json!({"deleted": name, "publish": publish})))
     }
 
-    pub async fn list_archetypes(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
-        let all: BTreeMap<String, Archetype> = self.hub.archetypes(hub).await?;
-        Ok(json!({"archetypes": all}))
+    /// `GET /tenants/{tenant}/archetypes?limit=&cursor=`: in name order, paginated.
+    pub async fn list_archetypes(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
+        let page = paging::page(query, hub, "archetypes", 100)?;
+        let (archetypes, next) = self
+            .hub
+            .archetypes_page::<Archetype>(hub, page.limit, page.after.as_deref())
+            .await?;
+        let items: Vec<Value> = archetypes
+            .into_iter()
+            .map(|(name, a)| json!({"name": name, "definition": a}))
+            .collect();
+        Ok(json!({
+            "archetypes": items,
+            "next_cursor": paging::next_cursor(hub, "archetypes", next),
+        }))
     }
 
     /// `PUT /tenants/{tenant}/workspaces`: each workspace must exist in the org (checked live) and map to
     /// at most one (sub-)tenant.
-    pub async fn put_workspaces(&self, hub: &TenantSlug, body: &[u8]) -> Result<Value, ApiError> {
+    pub async fn put_workspaces(
+        &self,
+        hub: &TenantSlug,
+        body: &[u8],
+        pre: &Precondition,
+    ) -> Result<Reply, ApiError> {
         let input: MappingsBody = typed("workspaces", parse_doc(body)?)?;
+        // The precondition first: a stale edit is refused before anything, Anthropic included, is asked.
+        let what = format!("the workspace mappings of {hub}");
+        let current = self.hub.catalog_text(hub, CatalogDoc::Workspaces).await?;
+        let expect = pre.resolve(&what, current.as_deref(), Some(NO_MAPPINGS))?;
         App::live(self.hub.connection(hub).await?)
             .ok_or_else(|| ApiError::NotConnected(hub.to_string()))?;
         let key = self
@@ -318,57 +408,31 @@ impl App {
             });
         }
         let intent = self.begin_change(hub).await?;
-        self.hub
-            .put_workspace_mappings(hub, &input.mappings)
-            .await?;
+        let Some(stored) = self
+            .hub
+            .put_workspace_mappings(hub, &input.mappings, &expect)
+            .await?
+        else {
+            self.abandon_change(hub, intent).await?;
+            return Err(changed_meanwhile(&what));
+        };
         let publish = self
-            .publish_after_change(hub, None, self.request_deadline(), Some(intent))
+            .publish_after_change(hub, None, self.request_deadline(), Some(intent.token))
             .await?;
-        Ok(json!({"mappings": input.mappings, "publish": publish}))
+        Ok(Reply::json(json!({"mappings": input.mappings, "publish": publish})).etag(&stored))
     }
 
-    pub async fn get_workspaces(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
-        let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(hub).await?;
-        Ok(json!({"mappings": mappings}))
+    pub async fn get_workspaces(&self, hub: &TenantSlug) -> Result<Reply, ApiError> {
+        let text = self.hub.catalog_text(hub, CatalogDoc::Workspaces).await?;
+        let text = text.as_deref().unwrap_or(NO_MAPPINGS);
+        let mappings: Vec<WorkspaceMapping> = serde_json::from_str(text)
+            .map_err(|e| ApiError::Store(claresia_aws::StoreError::Corrupt(e.to_string())))?;
+        Ok(Reply::json(json!({"mappings": mappings})).etag(text))
     }
 
     /// `POST /tenants/{tenant}/republish`: a full reconcile, returning the report.
     pub async fn republish(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
         let report = self.publish(hub, None, self.request_deadline()).await?;
         Ok(json!(report))
-    }
-}
-
-/// A list page's `next_cursor`: the last id of the page, bound to the tenant whose list it is.
-#[derive(serde::Serialize, Deserialize)]
-struct ListCursor {
-    t: String,
-    a: String,
-}
-
-impl ListCursor {
-    fn seal(hub: &TenantSlug, after: &str) -> String {
-        use base64::Engine;
-        let text = serde_json::to_string(&ListCursor {
-            t: hub.to_string(),
-            a: after.to_owned(),
-        })
-        .unwrap_or_default();
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
-    }
-
-    fn open(raw: &str, hub: &TenantSlug) -> Result<String, ApiError> {
-        use base64::Engine;
-        let c: Option<ListCursor> = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        match c {
-            Some(c) if c.t == hub.as_str() && check_slug(&c.a, 40).is_ok() => Ok(c.a),
-            _ => Err(ApiError::InvalidQuery(
-                "cursor is not a next_cursor this API returned for this list; start again without it"
-                    .into(),
-            )),
-        }
     }
 }

@@ -112,6 +112,8 @@ fn verdict_from_error(e: AnthropicError) -> Result<TestOutcome, AnthropicError> 
 pub struct ConnectResult {
     pub tenant: TenantSlug,
     pub connected: bool,
+    /// The tenant had no live connection before this request (201 Created).
+    pub created: bool,
     pub rotated: bool,
     pub test: TestOutcome,
     pub status: ConnectionStatus,
@@ -257,6 +259,7 @@ impl App {
         Ok(ConnectResult {
             tenant: tenant.clone(),
             connected: true,
+            created: existing.is_none(),
             rotated,
             status: ConnectionStatus::of(tenant, Some(&record), now),
             test: outcome,

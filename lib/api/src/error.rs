@@ -70,6 +70,11 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// `If-Match` / `If-None-Match` did not hold: nothing was written or published.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    InvalidPrecondition(String),
     #[error("{0}")]
     Conflict(String),
     #[error("publishing refused: {0}")]
@@ -81,6 +86,42 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Every `code` an error answer can carry (the OpenAPI document's `ErrorCode`; a test holds the two
+    /// together, and a unit test below holds this list to the variants).
+    pub const CODES: &'static [&'static str] = &[
+        "invalid_tenant",
+        "invalid_admin_key",
+        "invalid_body",
+        "invalid_query",
+        "body_too_large",
+        "unauthenticated",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "not_connected",
+        "unauthorized",
+        "missing_scopes",
+        "anthropic_unavailable",
+        "organization_mismatch",
+        "anthropic_error",
+        "internal_error",
+        "invalid_skill",
+        "invalid_archetype",
+        "invalid_sub_tenant",
+        "invalid_document",
+        "conflict",
+        "publish_refused",
+        "cleanup_failed",
+        "store_unavailable",
+        "sub_tenant_shares_connection",
+        "nested_sub_tenant",
+        "sub_tenant_removed",
+        "sub_tenant_unavailable",
+        "sub_tenant_in_use",
+        "precondition_failed",
+        "invalid_precondition",
+    ];
+
     pub fn status(&self) -> u16 {
         match self {
             ApiError::InvalidTenant(_)
@@ -89,6 +130,7 @@ impl ApiError {
             | ApiError::InvalidQuery(_)
             | ApiError::BodyTooLarge(_)
             | ApiError::KeyRejected(_)
+            | ApiError::InvalidPrecondition(_)
             | ApiError::InvalidDocument { .. } => 400,
             ApiError::Unauthenticated => 401,
             ApiError::Forbidden(_) => 403,
@@ -96,6 +138,7 @@ impl ApiError {
                 404
             }
             ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::PreconditionFailed(_) => 412,
             ApiError::OrganizationMismatch { .. }
             | ApiError::Conflict(_)
             | ApiError::PublishRefused(_)
@@ -137,6 +180,8 @@ impl ApiError {
             } => "invalid_sub_tenant",
             ApiError::InvalidDocument { .. } => "invalid_document",
             ApiError::NotFound(_) => "not_found",
+            ApiError::PreconditionFailed(_) => "precondition_failed",
+            ApiError::InvalidPrecondition(_) => "invalid_precondition",
             ApiError::Conflict(_) => "conflict",
             ApiError::PublishRefused(_) => "publish_refused",
             ApiError::CleanupFailed(_) => "cleanup_failed",
@@ -196,5 +241,154 @@ impl ApiError {
             _ => {}
         }
         json!({ "error": error })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use claresia_domain::connection::Organization;
+    use claresia_domain::{ScopeReport, ZeroRetention};
+
+    fn outcome(code: claresia_domain::TestVerdict) -> Box<TestOutcome> {
+        let mut o = TestOutcome::decide(
+            Organization {
+                id: "org".into(),
+                name: "Org".into(),
+            },
+            None,
+            ZeroRetention::Enabled,
+            ScopeReport::default(),
+        );
+        o.code = code;
+        Box::new(o)
+    }
+
+    /// One of each variant, and each rejected-key verdict. The match below has no wildcard: a new
+    /// variant does not compile until it is added here, and so to `CODES`.
+    fn examples() -> Vec<ApiError> {
+        use claresia_domain::TestVerdict as V;
+        let store = || StoreError::Corrupt("x".into());
+        let all = vec![
+            ApiError::InvalidTenant(TenantSlugError::Empty),
+            ApiError::InvalidAdminKey(claresia_domain::AdminKey::parse("x").unwrap_err()),
+            ApiError::InvalidBody("x".into()),
+            ApiError::InvalidQuery("x".into()),
+            ApiError::BodyTooLarge(1),
+            ApiError::Unauthenticated,
+            ApiError::Forbidden("x".into()),
+            ApiError::RouteNotFound {
+                method: "GET".into(),
+                path: "/".into(),
+            },
+            ApiError::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/".into(),
+                allowed: "PUT",
+            },
+            ApiError::NotConnected("t".into()),
+            ApiError::KeyRejected(outcome(V::Unauthorized)),
+            ApiError::KeyRejected(outcome(V::MissingScopes)),
+            ApiError::OrganizationMismatch {
+                tenant: "t".into(),
+                current_org: "a".into(),
+                new_org: "b".into(),
+            },
+            ApiError::AnthropicUnavailable(outcome(V::AnthropicUnavailable)),
+            ApiError::AnthropicRejected(AnthropicError::Config("x".into())),
+            ApiError::Store(store()),
+            ApiError::StoreUnavailable(store()),
+            ApiError::SubTenantSharesConnection {
+                sub: "a-b".into(),
+                parent: "a".into(),
+            },
+            ApiError::NestedSubTenant("a-b".into()),
+            ApiError::SubTenantRemoved {
+                sub: "a-b".into(),
+                parent: "a".into(),
+            },
+            ApiError::SubTenantUnavailable("x".into()),
+            ApiError::SubTenantInUse("x".into()),
+            ApiError::InvalidDocument {
+                kind: "skill",
+                problems: vec![],
+            },
+            ApiError::InvalidDocument {
+                kind: "archetype",
+                problems: vec![],
+            },
+            ApiError::InvalidDocument {
+                kind: "sub-tenant",
+                problems: vec![],
+            },
+            ApiError::InvalidDocument {
+                kind: "workspaces",
+                problems: vec![],
+            },
+            ApiError::NotFound("x".into()),
+            ApiError::PreconditionFailed("x".into()),
+            ApiError::InvalidPrecondition("x".into()),
+            ApiError::Conflict("x".into()),
+            ApiError::PublishRefused("x".into()),
+            ApiError::CleanupFailed("x".into()),
+        ];
+        for e in &all {
+            match e {
+                ApiError::InvalidTenant(_)
+                | ApiError::InvalidAdminKey(_)
+                | ApiError::InvalidBody(_)
+                | ApiError::InvalidQuery(_)
+                | ApiError::BodyTooLarge(_)
+                | ApiError::Unauthenticated
+                | ApiError::Forbidden(_)
+                | ApiError::RouteNotFound { .. }
+                | ApiError::MethodNotAllowed { .. }
+                | ApiError::NotConnected(_)
+                | ApiError::KeyRejected(_)
+                | ApiError::OrganizationMismatch { .. }
+                | ApiError::AnthropicUnavailable(_)
+                | ApiError::AnthropicRejected(_)
+                | ApiError::Store(_)
+                | ApiError::StoreUnavailable(_)
+                | ApiError::SubTenantSharesConnection { .. }
+                | ApiError::NestedSubTenant(_)
+                | ApiError::SubTenantRemoved { .. }
+                | ApiError::SubTenantUnavailable(_)
+                | ApiError::SubTenantInUse(_)
+                | ApiError::InvalidDocument { .. }
+                | ApiError::NotFound(_)
+                | ApiError::PreconditionFailed(_)
+                | ApiError::InvalidPrecondition(_)
+                | ApiError::Conflict(_)
+                | ApiError::PublishRefused(_)
+                | ApiError::CleanupFailed(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn codes_lists_exactly_the_codes_errors_carry() {
+        let produced: std::collections::BTreeSet<&str> =
+            examples().iter().map(|e| e.code()).collect();
+        let listed: std::collections::BTreeSet<&str> = ApiError::CODES.iter().copied().collect();
+        assert_eq!(produced, listed);
+        assert_eq!(listed.len(), ApiError::CODES.len(), "CODES has a duplicate");
+    }
+
+    #[test]
+    fn every_503_says_when_to_retry_and_every_body_is_the_envelope() {
+        for e in examples() {
+            assert_eq!(e.status() == 503, e.retry_after().is_some(), "{e:?}");
+            let body = e.body("req-1");
+            assert_eq!(body["error"]["code"], e.code());
+            assert_eq!(body["error"]["request_id"], "req-1");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{e:?}"
+            );
+        }
     }
 }

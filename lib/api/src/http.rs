@@ -12,6 +12,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::{self, Access};
+use crate::precondition::Precondition;
 use crate::{ApiError, App};
 
 /// Request bodies above this are refused before they are parsed.
@@ -44,6 +45,11 @@ impl Route {
         }
     }
 
+    /// Whether the call is a catalog write that takes `If-Match` / `If-None-Match`.
+    fn conditional(self, method: &str) -> bool {
+        matches!(self, Route::Skill | Route::Archetype | Route::Workspaces) && method != "GET"
+    }
+
     /// What a call does, for the authorization decision.
     fn access(self, method: &str) -> Access {
         match (self, method) {
@@ -74,28 +80,30 @@ impl App {
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
         let deadline = self.deadline_of(&req);
         let work = async move {
-            let (status, body, retry_after) = match self.route(req).await {
-                Ok((status, body)) => (status, body, None),
+            // Boxed: the routes' futures are large, and a request must not need a large stack.
+            let reply = match Box::pin(self.route(req)).await {
+                Ok(reply) => reply,
                 Err(err) => {
                     if err.status() >= 500 {
                         tracing::error!(code = err.code(), error = %err, "request failed");
                     } else {
                         tracing::info!(code = err.code(), error = %err, "request refused");
                     }
-                    (err.status(), err.body(&request_id), err.retry_after())
+                    Reply {
+                        status: err.status(),
+                        body: err.body(&request_id),
+                        etag: None,
+                        location: None,
+                        retry_after: err.retry_after(),
+                    }
                 }
             };
             tracing::info!(
-                status,
+                status = reply.status,
                 latency_ms = started.elapsed().as_millis() as u64,
                 "request handled"
             );
-            let mut resp = json_response(status, &body);
-            if let Some(secs) = retry_after {
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
-            }
-            resp
+            reply.into_response(&request_id)
         };
         crate::connection::REQUEST_DEADLINE
             .scope(deadline, work.instrument(span))
@@ -118,7 +126,7 @@ impl App {
         Deadline::after(left.map_or(budget, |l| l.min(budget)))
     }
 
-    async fn route(&self, req: Request) -> Result<(u16, Value), ApiError> {
+    async fn route(&self, req: Request) -> Result<Reply, ApiError> {
         let path = req.uri().path().to_owned();
         let method = req.method().as_str().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -150,6 +158,17 @@ impl App {
         let caller = auth::caller(&req)?;
         caller.precheck(&tenant)?;
         let body = body_bytes(&req)?;
+        // Reads are never conditional (every answer is `no-store`, so no client holds a copy to revalidate).
+        let pre = if method == "GET" {
+            Precondition::None
+        } else {
+            Precondition::from_headers(req.headers())?
+        };
+        if pre.is_some() && !route.conditional(&method) {
+            return Err(ApiError::InvalidPrecondition(format!(
+                "{method} {path} does not support If-Match / If-None-Match; only writes of a skill, an archetype or the workspace mappings do"
+            )));
+        }
         // The one read before the decision: is the path tenant a sub-tenant, and whose? Nothing is written
         // yet, so a store failure here is "retry", never an internal error.
         let link = self
@@ -159,38 +178,42 @@ impl App {
             .map_err(ApiError::StoreUnavailable)?;
         let grant = auth::decide(&caller, &tenant, link.as_ref(), route.access(&method))?;
         let hub = &grant.hub;
+        let query = req.uri().query().unwrap_or_default();
 
         match (route, method.as_str()) {
             (Route::Connection, "PUT") => {
                 let input: KeyBody = parse_json(body)?;
                 let key = AdminKey::parse(&input.admin_api_key)?;
-                ok(self.connect(&tenant, key).await?)
+                let result = self.connect(&tenant, key).await?;
+                let created = result.created;
+                Ok(Reply::ok(result)?.created(created, format!("/tenants/{tenant}/connection")))
             }
-            (Route::Connection, "GET") => ok(self.connection_status(&grant).await?),
-            (Route::Connection, "DELETE") => ok(self.disconnect(&tenant).await?),
-            (Route::Skills, "GET") => ok(self
-                .list_skills(hub, req.uri().query().unwrap_or_default())
-                .await?),
-            (Route::Skill, "GET") => ok(self.get_skill(hub, item).await?),
-            (Route::Skill, "PUT") => ok(self.put_skill(hub, item, body).await?),
-            (Route::Skill, "DELETE") => ok(self.delete_skill(hub, item).await?),
-            (Route::Archetypes, "GET") => ok(self.list_archetypes(hub).await?),
-            (Route::Archetype, "GET") => ok(self.get_archetype(hub, item).await?),
-            (Route::Archetype, "PUT") => ok(self.put_archetype(hub, item, body).await?),
-            (Route::Archetype, "DELETE") => ok(self.delete_archetype(hub, item).await?),
-            (Route::Workspaces, "GET") => ok(self.get_workspaces(hub).await?),
-            (Route::Workspaces, "PUT") => ok(self.put_workspaces(hub, body).await?),
-            (Route::Republish, "POST") => ok(self.republish(hub).await?),
-            (Route::SubTenants, "GET") => ok(self.list_sub_tenants(hub).await?),
-            (Route::SubTenant, "GET") => ok(self.get_sub_tenant(hub, item).await?),
-            (Route::SubTenant, "PUT") => ok(self
-                .put_sub_tenant(hub, item, body, caller.subject.as_deref())
-                .await?),
-            (Route::SubTenant, "DELETE") => ok(self.delete_sub_tenant(hub, item).await?),
+            (Route::Connection, "GET") => Reply::ok(self.connection_status(&grant).await?),
+            (Route::Connection, "DELETE") => Reply::ok(self.disconnect(&tenant).await?),
+            (Route::Skills, "GET") => Reply::ok(self.list_skills(hub, query).await?),
+            (Route::Skill, "GET") => self.get_skill(hub, item).await,
+            (Route::Skill, "PUT") => self.put_skill(hub, item, body, &pre).await,
+            (Route::Skill, "DELETE") => self.delete_skill(hub, item, &pre).await,
+            (Route::Archetypes, "GET") => Reply::ok(self.list_archetypes(hub, query).await?),
+            (Route::Archetype, "GET") => self.get_archetype(hub, item).await,
+            (Route::Archetype, "PUT") => self.put_archetype(hub, item, body, &pre).await,
+            (Route::Archetype, "DELETE") => self.delete_archetype(hub, item, &pre).await,
+            (Route::Workspaces, "GET") => self.get_workspaces(hub).await,
+            (Route::Workspaces, "PUT") => self.put_workspaces(hub, body, &pre).await,
+            (Route::Republish, "POST") => Reply::ok(self.republish(hub).await?),
+            (Route::SubTenants, "GET") => Reply::ok(self.list_sub_tenants(hub, query).await?),
+            (Route::SubTenant, "GET") => Reply::ok(self.get_sub_tenant(hub, item).await?),
+            (Route::SubTenant, "PUT") => {
+                let result = self
+                    .put_sub_tenant(hub, item, body, caller.subject.as_deref())
+                    .await?;
+                let created = result["created"] == Value::Bool(true);
+                Ok(Reply::json(result)
+                    .created(created, format!("/tenants/{hub}/sub-tenants/{item}")))
+            }
+            (Route::SubTenant, "DELETE") => Reply::ok(self.delete_sub_tenant(hub, item).await?),
             // Telemetry is per (sub-)tenant: the path's own tenant, not its Hub.
-            (Route::Telemetry, "GET") => ok(self
-                .telemetry(&grant.tenant, req.uri().query().unwrap_or_default())
-                .await?),
+            (Route::Telemetry, "GET") => Reply::ok(self.telemetry(&grant.tenant, query).await?),
             (Route::ConnectionTest, "POST") => {
                 let candidate = if body.iter().all(u8::is_ascii_whitespace) {
                     None
@@ -198,7 +221,7 @@ impl App {
                     let input: KeyBody = parse_json(body)?;
                     Some(AdminKey::parse(&input.admin_api_key)?)
                 };
-                ok(self.test_connection(&tenant, candidate).await?)
+                Reply::ok(self.test_connection(&tenant, candidate).await?)
             }
             _ => Err(ApiError::MethodNotAllowed {
                 method,
@@ -209,11 +232,76 @@ impl App {
     }
 }
 
-fn ok<T: Serialize>(value: T) -> Result<(u16, Value), ApiError> {
-    serde_json::to_value(value)
-        .map(|v| (200, v))
-        .map_err(|e| ApiError::InvalidBody(format!("response could not be encoded: {e}")))
+/// One answer: a status, a JSON body, and the headers a client acts on.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// The ETag of the document the body is (or was written from).
+    pub etag: Option<String>,
+    /// Where a created resource lives (201 Created).
+    pub location: Option<String>,
+    /// Seconds to wait before retrying (503).
+    pub retry_after: Option<u32>,
 }
+
+impl Reply {
+    pub fn json(body: Value) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            etag: None,
+            location: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn ok<T: Serialize>(value: T) -> Result<Reply, ApiError> {
+        serde_json::to_value(value)
+            .map(Reply::json)
+            .map_err(|e| ApiError::InvalidBody(format!("response could not be encoded: {e}")))
+    }
+
+    /// 201 with `Location` when the request created the resource, else unchanged (200).
+    pub fn created(mut self, created: bool, location: String) -> Reply {
+        if created {
+            self.status = 201;
+            self.location = Some(location);
+        }
+        self
+    }
+
+    /// The ETag of the stored document text `text`.
+    pub fn etag(mut self, text: &str) -> Reply {
+        self.etag = Some(crate::precondition::etag_of(text));
+        self
+    }
+
+    fn into_response(self, request_id: &str) -> Response<Body> {
+        let mut resp = json_response(self.status, &self.body);
+        let headers = resp.headers_mut();
+        let mut set = |name: http::header::HeaderName, value: &str| {
+            if let Ok(v) = http::HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
+        set(REQUEST_ID_HEADER, request_id);
+        if let Some(etag) = &self.etag {
+            set(http::header::ETAG, etag);
+        }
+        if let Some(location) = &self.location {
+            set(http::header::LOCATION, location);
+        }
+        if let Some(secs) = self.retry_after {
+            set(http::header::RETRY_AFTER, &secs.to_string());
+        }
+        resp
+    }
+}
+
+/// The request id a client quotes to support, on every response (error bodies carry it too).
+pub const REQUEST_ID_HEADER: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-request-id");
 
 fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = match req.body() {

@@ -10,7 +10,9 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod paging;
 pub mod poller;
+pub mod precondition;
 pub mod publish;
 pub mod sub_tenants;
 

@@ -444,6 +444,13 @@ pub fn refusal(record: Option<&ConnectionRecord>) -> Option<String> {
     }
 }
 
+/// The write-ahead marker of one change: its token, and the marker it replaced.
+#[derive(Debug)]
+pub struct Intent {
+    pub token: String,
+    previous: Option<String>,
+}
+
 impl App {
     /// Publishes `hub`'s catalog: every target, or only `scope`'s skill ids. Refuses (writing nothing) when
     /// the tenant is not connected or zero-retention is not confirmed. One publish of a Hub at a time (a
@@ -711,10 +718,19 @@ impl App {
 
     /// Marks `hub` as needing a publish before a change is written (write-ahead): if the function dies
     /// anywhere between the change and the end of its publish, the sweep finishes the work.
-    pub async fn begin_change(&self, hub: &TenantSlug) -> Result<String, ApiError> {
+    pub async fn begin_change(&self, hub: &TenantSlug) -> Result<Intent, ApiError> {
         let token = new_token();
-        self.hub.mark_pending(hub, &token).await?;
-        Ok(token)
+        let previous = self.hub.swap_pending(hub, &token).await?;
+        Ok(Intent { token, previous })
+    }
+
+    /// Takes back the marker of a change that wrote nothing (its precondition failed at the write): the
+    /// marker it replaced comes back, so a refused request leaves the store as it found it.
+    pub async fn abandon_change(&self, hub: &TenantSlug, intent: Intent) -> Result<(), ApiError> {
+        self.hub
+            .restore_pending(hub, &intent.token, intent.previous.as_deref())
+            .await?;
+        Ok(())
     }
 
     /// Publishes after a change (`intent`: the marker [`App::begin_change`] left before it, or one made
@@ -728,7 +744,7 @@ impl App {
     ) -> Result<Value, ApiError> {
         let intent = match intent {
             Some(t) => t,
-            None => self.begin_change(hub).await?,
+            None => self.begin_change(hub).await?.token,
         };
         match self.publish_with(hub, scope, deadline, Some(&intent)).await {
             Ok(report) => Ok(json!(report)),

@@ -61,9 +61,26 @@ impl App {
         ))
     }
 
-    /// `GET /tenants/{tenant}/sub-tenants`.
-    pub async fn list_sub_tenants(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
-        Ok(json!({"tenant": hub, "sub_tenants": self.sub_tenant_views(hub).await?}))
+    /// `GET /tenants/{tenant}/sub-tenants?limit=&cursor=`: in slug order, paginated.
+    pub async fn list_sub_tenants(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
+        let page = crate::paging::page(query, hub, "sub-tenants", 100)?;
+        let (subs, last) = self
+            .hub
+            .sub_tenants_page(hub, page.limit, page.after.as_deref())
+            .await?;
+        let views = if subs.is_empty() {
+            Vec::new()
+        } else {
+            let (archetypes, mappings) = self.references(hub).await?;
+            subs.iter()
+                .map(|s| view(s, &archetypes, &mappings))
+                .collect()
+        };
+        Ok(json!({
+            "tenant": hub,
+            "sub_tenants": views,
+            "next_cursor": crate::paging::next_cursor(hub, "sub-tenants", last),
+        }))
     }
 
     /// `GET /tenants/{tenant}/sub-tenants/{sub}`.
@@ -126,7 +143,7 @@ impl App {
         let sub = sub_slug(hub, raw)?;
         let mut record = self.owned_record(hub, &sub).await?;
         if !record.active {
-            return Ok(json!({"sub_tenant": record, "removed": true}));
+            return Ok(json!({"sub_tenant": record, "removed": true, "telemetry_kept": true}));
         }
         let (archetypes, mappings) = self.references(hub).await?;
         let named_by = references_to(&sub, &archetypes, &mappings);

@@ -44,6 +44,29 @@ impl LedgerEntry {
     }
 }
 
+/// What a conditional catalog write expects to find (the client's `If-Match`/`If-None-Match`, resolved
+/// against the document it read): DynamoDB checks it in the write itself, so a change between the read
+/// and the write fails the write instead of being overwritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Unconditional (no precondition header).
+    Any,
+    /// The item must not exist (`If-None-Match: *`, or an `If-Match` of an absent document's ETag).
+    Absent,
+    /// The item must hold exactly this document text (the one whose ETag the client sent).
+    Doc(String),
+}
+
+impl Expect {
+    fn condition(&self) -> Option<(&'static str, Option<AttributeValue>)> {
+        match self {
+            Expect::Any => None,
+            Expect::Absent => Some(("attribute_not_exists(#pk)", None)),
+            Expect::Doc(d) => Some(("#doc = :expect", Some(AttributeValue::S(d.clone())))),
+        }
+    }
+}
+
 impl HubStore {
     async fn put_doc(
         &self,
@@ -52,6 +75,20 @@ impl HubStore {
         doc: String,
         extra: &[(&str, AttributeValue)],
     ) -> Result<(), StoreError> {
+        self.put_doc_if(pk, sk, doc, extra, &Expect::Any)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes the item if `expect` holds; `Ok(false)` when it did not (nothing written).
+    async fn put_doc_if(
+        &self,
+        pk: String,
+        sk: String,
+        doc: String,
+        extra: &[(&str, AttributeValue)],
+        expect: &Expect,
+    ) -> Result<bool, StoreError> {
         let mut req = self
             .client()
             .put_item()
@@ -65,10 +102,20 @@ impl HubStore {
         if let Some(item) = req.get_item() {
             crate::batch::check_item_size(item, "hub document")?;
         }
-        req.send()
-            .await
-            .map_err(|e| StoreError::dynamo("PutItem", e))?;
-        Ok(())
+        if let Some((cond, value)) = expect.condition() {
+            req = req.condition_expression(cond);
+            req = match value {
+                Some(v) => req
+                    .expression_attribute_names("#doc", DOC)
+                    .expression_attribute_values(":expect", v),
+                None => req.expression_attribute_names("#pk", PK),
+            };
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if crate::error::condition_failed(&e) => Ok(false),
+            Err(e) => Err(StoreError::dynamo("PutItem", e)),
+        }
     }
 
     async fn get_doc(&self, pk: String, sk: String) -> Result<Option<String>, StoreError> {
@@ -85,19 +132,35 @@ impl HubStore {
         Ok(out.item.and_then(|i| doc_of(&i)))
     }
 
-    /// Deletes an item; answers the document it held, if any.
-    async fn delete_doc(&self, pk: String, sk: String) -> Result<Option<String>, StoreError> {
-        let out = self
+    /// Deletes the item if `expect` holds: `None` when it did not (nothing deleted), else the document
+    /// the item held, if any.
+    async fn delete_doc_if(
+        &self,
+        pk: String,
+        sk: String,
+        expect: &Expect,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let mut req = self
             .client()
             .delete_item()
             .table_name(self.table())
             .key(PK, AttributeValue::S(pk))
             .key(SK, AttributeValue::S(sk))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("DeleteItem", e))?;
-        Ok(out.attributes.and_then(|i| doc_of(&i)))
+            .return_values(ReturnValue::AllOld);
+        if let Some((cond, value)) = expect.condition() {
+            req = req.condition_expression(cond);
+            req = match value {
+                Some(v) => req
+                    .expression_attribute_names("#doc", DOC)
+                    .expression_attribute_values(":expect", v),
+                None => req.expression_attribute_names("#pk", PK),
+            };
+        }
+        match req.send().await {
+            Ok(out) => Ok(Some(out.attributes.and_then(|i| doc_of(&i)))),
+            Err(e) if crate::error::condition_failed(&e) => Ok(None),
+            Err(e) => Err(StoreError::dynamo("DeleteItem", e)),
+        }
     }
 
     /// Every `(sk suffix, doc)` under `pk` whose sort key starts with `prefix`, all pages.
@@ -149,19 +212,36 @@ impl HubStore {
 
     // Skills (Skill IR documents, stored as validated).
 
+    /// Stores a skill if `expect` holds; answers the stored text (its ETag's source), or `None` when the
+    /// precondition failed.
     pub async fn put_skill(
         &self,
         tenant: &TenantSlug,
         id: &str,
         ir: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        self.put_doc(
-            tenant_pk(tenant),
-            format!("SKILL#{id}"),
-            ir.to_string(),
-            &[],
-        )
-        .await
+        expect: &Expect,
+    ) -> Result<Option<String>, StoreError> {
+        let doc = ir.to_string();
+        let written = self
+            .put_doc_if(
+                tenant_pk(tenant),
+                format!("SKILL#{id}"),
+                doc.clone(),
+                &[],
+                expect,
+            )
+            .await?;
+        Ok(written.then_some(doc))
+    }
+
+    /// The stored text of a catalog document (`SKILL#…`, `ARCHETYPE#…`, `WORKSPACES`), exactly as a
+    /// conditional write compares it.
+    pub async fn catalog_text(
+        &self,
+        tenant: &TenantSlug,
+        doc: CatalogDoc<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        self.get_doc(tenant_pk(tenant), doc.sort_key()).await
     }
 
     pub async fn skill(
@@ -175,11 +255,17 @@ impl HubStore {
             .transpose()
     }
 
-    pub async fn delete_skill(&self, tenant: &TenantSlug, id: &str) -> Result<bool, StoreError> {
+    /// Deletes a skill if `expect` holds: `None` when the precondition failed, else whether it existed.
+    pub async fn delete_skill(
+        &self,
+        tenant: &TenantSlug,
+        id: &str,
+        expect: &Expect,
+    ) -> Result<Option<bool>, StoreError> {
         Ok(self
-            .delete_doc(tenant_pk(tenant), format!("SKILL#{id}"))
+            .delete_doc_if(tenant_pk(tenant), format!("SKILL#{id}"), expect)
             .await?
-            .is_some())
+            .map(|old| old.is_some()))
     }
 
     /// One page of skills in id order, after skill id `after`: at most `limit`, and the id to continue
@@ -190,6 +276,22 @@ impl HubStore {
         limit: i32,
         after: Option<&str>,
     ) -> Result<(Vec<serde_json::Value>, Option<String>), StoreError> {
+        let (docs, next) = self.docs_page(tenant, "SKILL#", limit, after).await?;
+        let parsed = docs
+            .iter()
+            .map(|(_, d)| parse(d))
+            .collect::<Result<Vec<serde_json::Value>, _>>()?;
+        Ok((parsed, next))
+    }
+
+    /// One page of `(sk suffix, doc)` under the tenant's `prefix`, after suffix `after`.
+    pub(crate) async fn docs_page(
+        &self,
+        tenant: &TenantSlug,
+        prefix: &str,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<(Vec<(String, String)>, Option<String>), StoreError> {
         let mut q = self
             .client()
             .query()
@@ -198,24 +300,30 @@ impl HubStore {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#sk", SK)
             .expression_attribute_values(":pk", AttributeValue::S(tenant_pk(tenant)))
-            .expression_attribute_values(":p", AttributeValue::S("SKILL#".into()))
+            .expression_attribute_values(":p", AttributeValue::S(prefix.into()))
             .consistent_read(true)
             .limit(limit);
-        if let Some(id) = after {
+        if let Some(after) = after {
             q = q
                 .exclusive_start_key(PK, AttributeValue::S(tenant_pk(tenant)))
-                .exclusive_start_key(SK, AttributeValue::S(format!("SKILL#{id}")));
+                .exclusive_start_key(SK, AttributeValue::S(format!("{prefix}{after}")));
         }
         let out = q.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
         let docs = out
             .items
             .unwrap_or_default()
             .iter()
-            .filter_map(doc_of)
-            .map(|d| parse(&d))
-            .collect::<Result<Vec<serde_json::Value>, _>>()?;
+            .filter_map(|item| match (item.get(SK), doc_of(item)) {
+                (Some(AttributeValue::S(sk)), Some(doc)) => {
+                    Some((sk.get(prefix.len()..)?.to_owned(), doc))
+                }
+                _ => None,
+            })
+            .collect();
+        // DynamoDB may answer a full page with a continuation key and nothing after it; the next page is
+        // then empty, which a client handles like any other last page.
         let next = out.last_evaluated_key.and_then(|k| match k.get(SK) {
-            Some(AttributeValue::S(sk)) => sk.strip_prefix("SKILL#").map(str::to_owned),
+            Some(AttributeValue::S(sk)) => sk.strip_prefix(prefix).map(str::to_owned),
             _ => None,
         });
         Ok((docs, next))
@@ -230,19 +338,25 @@ impl HubStore {
 
     // Archetypes.
 
+    /// Stores an archetype if `expect` holds; answers the stored text, or `None` (precondition failed).
     pub async fn put_archetype<T: Serialize>(
         &self,
         tenant: &TenantSlug,
         name: &str,
         a: &T,
-    ) -> Result<(), StoreError> {
-        self.put_doc(
-            tenant_pk(tenant),
-            format!("ARCHETYPE#{name}"),
-            to_json(a)?,
-            &[],
-        )
-        .await
+        expect: &Expect,
+    ) -> Result<Option<String>, StoreError> {
+        let doc = to_json(a)?;
+        let written = self
+            .put_doc_if(
+                tenant_pk(tenant),
+                format!("ARCHETYPE#{name}"),
+                doc.clone(),
+                &[],
+                expect,
+            )
+            .await?;
+        Ok(written.then_some(doc))
     }
 
     pub async fn archetype<T: DeserializeOwned>(
@@ -256,15 +370,36 @@ impl HubStore {
             .transpose()
     }
 
+    /// Deletes an archetype if `expect` holds: `None` when the precondition failed, else what it held.
     pub async fn delete_archetype<T: DeserializeOwned>(
         &self,
         tenant: &TenantSlug,
         name: &str,
-    ) -> Result<Option<T>, StoreError> {
-        self.delete_doc(tenant_pk(tenant), format!("ARCHETYPE#{name}"))
+        expect: &Expect,
+    ) -> Result<Option<Option<T>>, StoreError> {
+        match self
+            .delete_doc_if(tenant_pk(tenant), format!("ARCHETYPE#{name}"), expect)
             .await?
-            .map(|d| parse(&d))
-            .transpose()
+        {
+            None => Ok(None),
+            Some(old) => Ok(Some(old.map(|d| parse(&d)).transpose()?)),
+        }
+    }
+
+    /// One page of archetypes in name order, after `after`: at most `limit`, and the name to continue
+    /// after when there are more.
+    pub async fn archetypes_page<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantSlug,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<(Vec<(String, T)>, Option<String>), StoreError> {
+        let (docs, next) = self.docs_page(tenant, "ARCHETYPE#", limit, after).await?;
+        let parsed = docs
+            .into_iter()
+            .map(|(k, d)| parse(&d).map(|v| (k, v)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((parsed, next))
     }
 
     pub async fn archetypes<T: DeserializeOwned>(
@@ -276,19 +411,28 @@ impl HubStore {
 
     // Workspace mappings.
 
+    /// Stores the mappings if `expect` holds; answers the stored text, or `None` (precondition failed).
     pub async fn put_workspace_mappings<T: Serialize>(
         &self,
         tenant: &TenantSlug,
         mappings: &T,
-    ) -> Result<(), StoreError> {
-        self.put_doc(
-            tenant_pk(tenant),
-            "WORKSPACES".into(),
-            to_json(mappings)?,
-            &[],
-        )
-        .await?;
-        self.touch_routing(tenant).await
+        expect: &Expect,
+    ) -> Result<Option<String>, StoreError> {
+        let doc = to_json(mappings)?;
+        let written = self
+            .put_doc_if(
+                tenant_pk(tenant),
+                "WORKSPACES".into(),
+                doc.clone(),
+                &[],
+                expect,
+            )
+            .await?;
+        if !written {
+            return Ok(None);
+        }
+        self.touch_routing(tenant).await?;
+        Ok(Some(doc))
     }
 
     pub async fn workspace_mappings<T: DeserializeOwned + Default>(
@@ -376,18 +520,60 @@ impl HubStore {
 
     // Pending publishes (work an HTTP call could not finish; the sweep picks them up).
 
-    /// Marks the tenant as needing a full publish; answers the marker's token.
+    /// Marks the tenant as needing a full publish with marker `token`.
     pub async fn mark_pending(&self, hub: &TenantSlug, token: &str) -> Result<(), StoreError> {
-        self.put_doc(
+        self.swap_pending(hub, token).await.map(|_| ())
+    }
+
+    /// Like [`HubStore::mark_pending`], answering the marker it replaced (so an abandoned change can put
+    /// it back: see [`HubStore::restore_pending`]).
+    pub async fn swap_pending(
+        &self,
+        hub: &TenantSlug,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .item(PK, AttributeValue::S(tenant_pk(hub)))
+            .item(SK, AttributeValue::S(PENDING_SK.into()))
+            .item(DOC, AttributeValue::S(to_json(&token)?))
+            .item(GSI1_PK, AttributeValue::S(PENDING_KIND.into()))
+            .item(GSI1_SK, AttributeValue::S(hub.to_string()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("PutItem", e))?;
+        out.attributes
+            .and_then(|i| doc_of(&i))
+            .map(|d| parse(&d))
+            .transpose()
+    }
+
+    /// Undoes [`HubStore::swap_pending`] for a change that wrote nothing: while the marker is still
+    /// `token`, it goes back to `previous` (or away, if there was none). A newer marker stays.
+    pub async fn restore_pending(
+        &self,
+        hub: &TenantSlug,
+        token: &str,
+        previous: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let Some(previous) = previous else {
+            return self.clear_pending(hub, token).await;
+        };
+        self.put_doc_if(
             tenant_pk(hub),
             PENDING_SK.into(),
-            to_json(&token)?,
+            to_json(&previous)?,
             &[
                 (GSI1_PK, AttributeValue::S(PENDING_KIND.into())),
                 (GSI1_SK, AttributeValue::S(hub.to_string())),
             ],
+            &Expect::Doc(to_json(&token)?),
         )
         .await
+        .map(|_| ())
     }
 
     pub async fn pending_token(&self, hub: &TenantSlug) -> Result<Option<String>, StoreError> {
@@ -450,6 +636,24 @@ impl HubStore {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(tenants),
             }
+        }
+    }
+}
+
+/// A catalog document a client can read and write conditionally.
+#[derive(Debug, Clone, Copy)]
+pub enum CatalogDoc<'a> {
+    Skill(&'a str),
+    Archetype(&'a str),
+    Workspaces,
+}
+
+impl CatalogDoc<'_> {
+    fn sort_key(self) -> String {
+        match self {
+            CatalogDoc::Skill(id) => format!("SKILL#{id}"),
+            CatalogDoc::Archetype(name) => format!("ARCHETYPE#{name}"),
+            CatalogDoc::Workspaces => "WORKSPACES".into(),
         }
     }
 }

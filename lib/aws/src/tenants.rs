@@ -98,6 +98,23 @@ impl HubStore {
             .collect())
     }
 
+    /// One page of the sub-tenants `parent` registered, in slug order after `after`.
+    pub async fn sub_tenants_page(
+        &self,
+        parent: &TenantSlug,
+        limit: i32,
+        after: Option<&str>,
+    ) -> Result<(Vec<SubTenant>, Option<String>), StoreError> {
+        let (docs, next) = self.docs_page(parent, SUB_PREFIX, limit, after).await?;
+        let records = docs
+            .iter()
+            .map(|(_, d)| {
+                serde_json::from_str(d).map_err(|e| StoreError::Corrupt(format!("sub-tenant: {e}")))
+            })
+            .collect::<Result<Vec<SubTenant>, _>>()?;
+        Ok((records, next))
+    }
+
     /// Whether `tenant` has any hub item of its own (a connection in any state, catalog, ledger, cursor),
     /// not counting a parent link.
     pub async fn has_own_items(&self, tenant: &TenantSlug) -> Result<bool, StoreError> {
