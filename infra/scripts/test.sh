@@ -26,10 +26,20 @@ step "checkov template.yaml (every skip carries its reason in the template)"
 step "cargo lambda build --release --arm64 (deploy artefacts)"
 infra/scripts/lambda-build.sh
 
-step "cargo test (unit, simulator, integration against moto + simulator, events, template)"
+step "cargo test (unit, simulator, integration against moto + simulator, events, template, OpenAPI)"
+# Every response a test reads is checked against lib/api/openapi.yaml and logged here for the coverage step.
+export CLARESIA_CONTRACT_LOG="$root/target/contract-log"
+rm -rf "$CLARESIA_CONTRACT_LOG"
 log="$(mktemp)"
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ncargo test: %d passed, %d failed\n", p, f }' "$log" > "$log.sum"
+
+step "OpenAPI coverage (every documented status and field seen in some test's response)"
+python infra/scripts/contract_coverage.py lib/api/openapi.yaml "$CLARESIA_CONTRACT_LOG" | tee -a "$log.sum"
+
+step "API fuzz run (schemathesis against the dev gateway; no 5xx, documented answers, refusals write nothing)"
+cargo build --locked --quiet -p claresia-local --bin claresia-dev
+python infra/fuzz/fuzz.py --seed "${FUZZ_SEED:-20261125}" | tee -a "$log.sum"
 echo "all checks passed in $(( $(date +%s) - started ))s"
 cat "$log.sum"
 rm -f "$log" "$log.sum"
