@@ -57,12 +57,31 @@ pub enum Expect {
     Doc(String),
 }
 
+/// A write's condition: its expression, names and values, ready for any write builder.
+struct Condition {
+    expression: &'static str,
+    names: HashMap<String, String>,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
 impl Expect {
-    fn condition(&self) -> Option<(&'static str, Option<AttributeValue>)> {
+    fn condition(&self) -> Option<Condition> {
+        let names = |k: &str, v: &str| HashMap::from([(k.to_owned(), v.to_owned())]);
         match self {
             Expect::Any => None,
-            Expect::Absent => Some(("attribute_not_exists(#pk)", None)),
-            Expect::Doc(d) => Some(("#doc = :expect", Some(AttributeValue::S(d.clone())))),
+            Expect::Absent => Some(Condition {
+                expression: "attribute_not_exists(#pk)",
+                names: names("#pk", PK),
+                values: None,
+            }),
+            Expect::Doc(d) => Some(Condition {
+                expression: "#doc = :expect",
+                names: names("#doc", DOC),
+                values: Some(HashMap::from([(
+                    ":expect".to_owned(),
+                    AttributeValue::S(d.clone()),
+                )])),
+            }),
         }
     }
 }
@@ -102,14 +121,11 @@ impl HubStore {
         if let Some(item) = req.get_item() {
             crate::batch::check_item_size(item, "hub document")?;
         }
-        if let Some((cond, value)) = expect.condition() {
-            req = req.condition_expression(cond);
-            req = match value {
-                Some(v) => req
-                    .expression_attribute_names("#doc", DOC)
-                    .expression_attribute_values(":expect", v),
-                None => req.expression_attribute_names("#pk", PK),
-            };
+        if let Some(c) = expect.condition() {
+            req = req
+                .condition_expression(c.expression)
+                .set_expression_attribute_names(Some(c.names))
+                .set_expression_attribute_values(c.values);
         }
         match req.send().await {
             Ok(_) => Ok(true),
@@ -147,14 +163,11 @@ impl HubStore {
             .key(PK, AttributeValue::S(pk))
             .key(SK, AttributeValue::S(sk))
             .return_values(ReturnValue::AllOld);
-        if let Some((cond, value)) = expect.condition() {
-            req = req.condition_expression(cond);
-            req = match value {
-                Some(v) => req
-                    .expression_attribute_names("#doc", DOC)
-                    .expression_attribute_values(":expect", v),
-                None => req.expression_attribute_names("#pk", PK),
-            };
+        if let Some(c) = expect.condition() {
+            req = req
+                .condition_expression(c.expression)
+                .set_expression_attribute_names(Some(c.names))
+                .set_expression_attribute_values(c.values);
         }
         match req.send().await {
             Ok(out) => Ok(Some(out.attributes.and_then(|i| doc_of(&i)))),
