@@ -74,8 +74,17 @@ async fn two_concurrent_puts_with_the_same_if_match_give_one_200_and_one_412() {
     );
     assert_eq!(now.header("etag"), won.header("etag"));
     assert_ne!(now.header("etag"), etag);
-    // Nothing of the loser is left: no pending marker waiting for a publish it never asked for.
+    // Nothing of the loser is left. Its write-ahead marker went back to the winner's; in the rare order
+    // where the winner finished first, that marker outlives it and the next sweep finds nothing to do.
+    let writes = env.sim_skill_writes().await;
+    let deadline = claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20));
+    env.app.sweep_pending(deadline).await.unwrap();
     assert_eq!(env.app.hub.pending_token(&dainese()).await.unwrap(), None);
+    assert_eq!(
+        env.sim_skill_writes().await,
+        writes,
+        "Anthropic already matched the catalog"
+    );
 
     // Sending the stale ETag again is refused before anything is touched, Anthropic included.
     let before = env.footprint().await;
