@@ -34,6 +34,73 @@ impl Answer {
     }
 }
 
+/// A crash as the store sees it, injected from outside the production code: an SDK interceptor on the
+/// app's DynamoDB client that, once armed with `n`, lets `n` more writes through and fails every write
+/// after them before it is sent — whatever the function does next (error handling, status, lease
+/// release), nothing more of it lands, as when the process stops dead.
+#[derive(Debug, Clone, Default)]
+pub struct StoreCutoff(Arc<std::sync::Mutex<Cutoff>>);
+
+#[derive(Debug, Default)]
+struct Cutoff {
+    /// Writes still allowed; `None`: not armed.
+    left: Option<u64>,
+    tripped: bool,
+}
+
+impl StoreCutoff {
+    /// Lets `writes` more writes through, then cuts the store off.
+    pub fn arm(&self, writes: u64) {
+        *self.0.lock().unwrap() = Cutoff {
+            left: Some(writes),
+            tripped: false,
+        };
+    }
+
+    /// Back to normal; answers whether the cut happened (a write was refused) since `arm`.
+    pub fn disarm(&self) -> bool {
+        std::mem::take(&mut *self.0.lock().unwrap()).tripped
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for StoreCutoff {
+    fn name(&self) -> &'static str {
+        "StoreCutoff"
+    }
+
+    fn read_before_execution(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef<
+            '_,
+        >,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use aws_sdk_dynamodb::operation::{
+            batch_write_item::BatchWriteItemInput, delete_item::DeleteItemInput,
+            put_item::PutItemInput, transact_write_items::TransactWriteItemsInput,
+            update_item::UpdateItemInput,
+        };
+        let input = context.input();
+        let write = input.downcast_ref::<PutItemInput>().is_some()
+            || input.downcast_ref::<UpdateItemInput>().is_some()
+            || input.downcast_ref::<DeleteItemInput>().is_some()
+            || input.downcast_ref::<BatchWriteItemInput>().is_some()
+            || input.downcast_ref::<TransactWriteItemsInput>().is_some();
+        let mut c = self.0.lock().unwrap();
+        match c.left {
+            Some(0) if write => {
+                c.tripped = true;
+                Err("the function died here (StoreCutoff)".into())
+            }
+            Some(n) if write => {
+                c.left = Some(n - 1);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The API Gateway (payload v2) request a caller `who` sends.
 pub fn request(
     who: As<'_>,
@@ -94,6 +161,8 @@ pub async fn answer(app: &App, req: lambda_http::Request, method: &str, path: &s
 pub struct TestEnv {
     pub sim: SimServer,
     pub app: Arc<App>,
+    /// Cuts the app off DynamoDB after a chosen number of writes (a crash, as the store sees it).
+    pub cutoff: StoreCutoff,
     pub sdk: SdkConfig,
     pub stage: String,
     pub http: reqwest::Client,
@@ -135,10 +204,18 @@ impl TestEnv {
         config.anthropic_base_url = sim.base_url();
         config.request_budget = Duration::from_secs(20);
         tune(&mut config);
-        let app = Arc::new(App::new(config, &sdk).expect("app"));
+        let cutoff = StoreCutoff::default();
+        let dynamo = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(cutoff.clone())
+                .build(),
+        );
+        let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+        let app = Arc::new(App::with_clients(config, dynamo, secrets).expect("app"));
         TestEnv {
             sim,
             app,
+            cutoff,
             sdk,
             stage,
             http: reqwest::Client::new(),

@@ -36,9 +36,6 @@ pub struct App {
     pub telemetry_writes: std::sync::Arc<tokio::sync::Semaphore>,
     /// Ticks this sandbox has run: turns the poller's start order (fairness).
     pub tick_turn: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Crash injection for tests: the poller stops dead before its n-th DynamoDB write (negative: off).
-    #[doc(hidden)]
-    pub crash_after_writes: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +55,24 @@ impl App {
     }
 
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, StartupError> {
+        App::with_clients(
+            config,
+            aws_sdk_dynamodb::Client::new(sdk),
+            aws_sdk_secretsmanager::Client::new(sdk),
+        )
+    }
+
+    /// With AWS clients the caller built (tests wrap them in interceptors that cut the store off).
+    pub fn with_clients(
+        config: Config,
+        dynamo: aws_sdk_dynamodb::Client,
+        secrets: aws_sdk_secretsmanager::Client,
+    ) -> Result<App, StartupError> {
         let mut client = ClientConfig::new(config.anthropic_base_url.clone());
         client.requests_per_second =
             (config.anthropic_max_rps > 0.0).then_some(config.anthropic_max_rps);
         client.attempt_timeout = config.anthropic_attempt_timeout;
         let anthropic = AnthropicClient::new(client)?;
-        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         Ok(App {
             telemetry: TelemetryStore::new(dynamo.clone(), config.telemetry_table.clone()),
             key_cache: Default::default(),
@@ -71,14 +80,10 @@ impl App {
             telemetry_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.telemetry_write_concurrency,
             )),
-            crash_after_writes: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             tick_turn: Default::default(),
             hub: HubStore::new(dynamo, config.hub_table.clone()),
-            keys: KeyStore::new(
-                aws_sdk_secretsmanager::Client::new(sdk),
-                config.stage.clone(),
-            )
-            .with_kms_key(config.secrets_kms_key_id.clone()),
+            keys: KeyStore::new(secrets, config.stage.clone())
+                .with_kms_key(config.secrets_kms_key_id.clone()),
             anthropic,
             config,
         })

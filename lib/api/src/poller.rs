@@ -130,23 +130,7 @@ pub struct PollSummary {
     pub results: Vec<TenantPoll>,
 }
 
-/// A simulated crash (tests only): the run stops dead, with no cleanup.
-#[derive(Debug)]
-struct Crash;
-
 impl App {
-    /// Counts down the injected crash budget before a DynamoDB write (disabled when negative).
-    fn before_write(&self) -> Result<(), Crash> {
-        let left = self.crash_after_writes.fetch_sub(1, Ordering::SeqCst);
-        if left == 0 {
-            return Err(Crash);
-        }
-        if left < 0 {
-            self.crash_after_writes.store(-1, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
     async fn cached_key(
         &self,
         tenant: &TenantSlug,
@@ -204,7 +188,7 @@ impl App {
                 ("EventsSkipped", s.events_skipped as f64, "Count"),
                 ("EventsQuarantined", s.events_quarantined as f64, "Count"),
                 ("TenantsPolled", s.ok as f64, "Count"),
-                ("PollErrors", s.failed as f64, "Count"),
+                ("ApiErrors", s.failed as f64, "Count"),
                 ("PollLagSeconds", max_lag, "Seconds"),
                 ("OldestSuccessfulPollAgeSeconds", oldest_success, "Seconds"),
                 ("TenantsDeferred", s.deferred as f64, "Count"),
@@ -270,14 +254,6 @@ impl App {
         let lease_until = now_ms
             + deadline.remaining().as_millis() as i128
             + self.config.poll_lease_slack.as_millis() as i128;
-        if self.before_write().is_err() {
-            results.extend(connected.iter().map(|r| TenantPoll {
-                tenant: r.tenant.to_string(),
-                outcome: "crashed".into(),
-                ..TenantPoll::default()
-            }));
-            return Ok(Tick::Ran(results));
-        }
         if !self
             .hub
             .acquire_tick_lease(&owner, now_ms, lease_until)
@@ -293,14 +269,6 @@ impl App {
                 return Err(e);
             }
         };
-        // A run that crashed stops dead: its lease lapses on its own.
-        if polled.iter().any(|r| r.outcome == "crashed") || self.before_write().is_err() {
-            results.extend(polled.into_iter().map(|r| TenantPoll {
-                outcome: "crashed".into(),
-                ..r
-            }));
-            return Ok(Tick::Ran(results));
-        }
         self.release_tick_lease(&owner).await;
         results.extend(polled);
         Ok(Tick::Ran(results))
@@ -383,8 +351,7 @@ impl App {
         let mut failed_status = state.status.clone();
         match self.poll_inner(&record, state, deadline, &mut result).await {
             Ok(outcome) => result.outcome = outcome.into(),
-            Err(PollError::Crash) => result.outcome = "crashed".into(),
-            Err(PollError::Api(e)) => {
+            Err(e) => {
                 result.outcome = "error".into();
                 result.error = Some(e.to_string());
                 tracing::warn!(tenant = %tenant, error = %e, "poll failed");
@@ -398,7 +365,7 @@ impl App {
         }
         result.seconds_since_success = match result.outcome.as_str() {
             "ok" => Some(0.0),
-            "skipped" | "crashed" => None,
+            "skipped" => None,
             _ => Some(seconds_since(last_success.as_deref(), &record)),
         };
         result
@@ -410,7 +377,7 @@ impl App {
         state: PollState,
         deadline: Deadline,
         out: &mut TenantPoll,
-    ) -> Result<&'static str, PollError> {
+    ) -> Result<&'static str, ApiError> {
         let tenant = &record.tenant;
         let (mut cursor, mut status) = (state.cursor, state.status);
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
@@ -480,7 +447,6 @@ impl App {
                 {
                     // The cursor aged out of the 30-day window: restart from the oldest event, say so.
                     let expired = cursor.clone().unwrap_or_default();
-                    self.before_write()?;
                     if !self
                         .hub
                         .reset_cursor(tenant, &expired)
@@ -539,9 +505,6 @@ impl App {
             }
             // Durably write the page (its batches at once), then (and only then) move the cursor past it.
             let chunks: Vec<&[TelemetryEvent]> = events.chunks(25).collect();
-            for _ in &chunks {
-                self.before_write()?;
-            }
             let written = futures::future::join_all(chunks.iter().map(|c| async move {
                 let _permit = self.telemetry_writes.acquire().await;
                 self.telemetry.write_events(&record.org_id, c).await
@@ -551,7 +514,6 @@ impl App {
                 w.map_err(ApiError::from)?;
             }
             if !quarantined.is_empty() {
-                self.before_write()?;
                 self.telemetry
                     .write_quarantined(&record.org_id, tenant, &quarantined)
                     .await
@@ -570,7 +532,6 @@ impl App {
                 break "ok";
             }
             if let Some(last) = moved_to {
-                self.before_write()?;
                 if !self
                     .hub
                     .advance_cursor(tenant, cursor.as_deref(), &last)
@@ -593,7 +554,6 @@ impl App {
         if outcome == "ok" {
             status.last_success_at = status.last_poll_at.clone();
         }
-        self.before_write()?;
         let finished = self
             .hub
             .finish_poll(tenant, &status, cursor.as_deref(), last_move.as_deref())
@@ -641,9 +601,8 @@ impl App {
         tenant: &TenantSlug,
         key: &AdminKey,
         e: &AnthropicError,
-    ) -> Result<(), PollError> {
+    ) -> Result<(), ApiError> {
         self.key_cache.forget(tenant);
-        self.before_write()?;
         let reason = format!("the audit poller got 401 from Anthropic ({})", e.summary());
         self.key_refused(tenant, key, reason).await?;
         metrics::emit(&self.config.stage, &[("AnthropicErrors401", 1.0, "Count")]);
@@ -730,23 +689,6 @@ fn error_metric(e: &AnthropicError) -> &'static str {
         Some(s) if s >= 500 => "AnthropicErrors5xx",
         Some(_) => "AnthropicErrors4xx",
         None => "AnthropicErrorsTransport",
-    }
-}
-
-enum PollError {
-    Crash,
-    Api(ApiError),
-}
-
-impl From<ApiError> for PollError {
-    fn from(e: ApiError) -> Self {
-        PollError::Api(e)
-    }
-}
-
-impl From<Crash> for PollError {
-    fn from(_: Crash) -> Self {
-        PollError::Crash
     }
 }
 
