@@ -178,7 +178,12 @@ fn the_sample_events_are_the_documented_examples() {
 #[tokio::test]
 async fn every_operation_documents_its_common_refusals() {
     let env = TestEnv::start().await;
-    let dead = claresia_local::sdk_config("http://127.0.0.1:9").await;
+    // Nothing listens there; no retries, so the 20 operations' 503s come quickly.
+    let dead = claresia_local::sdk_config("http://127.0.0.1:9")
+        .await
+        .to_builder()
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
     let offline = claresia_api::App::new(env.app.config.clone(), &dead).unwrap();
     for op in &contract().operations {
         let body = (op.method == "PUT" || op.method == "POST").then_some("{}");
