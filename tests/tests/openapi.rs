@@ -116,6 +116,15 @@ async fn the_router_answers_exactly_the_documented_operations() {
                     "{method} {path}: {}",
                     a.body
                 );
+                // Allow names exactly the documented methods of the path.
+                let allow = a.header("allow");
+                for m in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+                    assert_eq!(
+                        allow.split(", ").any(|x| x == m),
+                        c.operation(m, &url).is_some(),
+                        "{path}: Allow is {allow:?}"
+                    );
+                }
             }
         }
     }

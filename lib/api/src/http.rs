@@ -95,6 +95,10 @@ impl App {
                         etag: None,
                         location: None,
                         retry_after: err.retry_after(),
+                        allow: match &err {
+                            ApiError::MethodNotAllowed { allowed, .. } => Some(allowed),
+                            _ => None,
+                        },
                     }
                 }
             };
@@ -243,6 +247,8 @@ pub struct Reply {
     pub location: Option<String>,
     /// Seconds to wait before retrying (503).
     pub retry_after: Option<u32>,
+    /// The methods the path answers (405).
+    pub allow: Option<&'static str>,
 }
 
 impl Reply {
@@ -253,6 +259,7 @@ impl Reply {
             etag: None,
             location: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -294,6 +301,9 @@ impl Reply {
         }
         if let Some(secs) = self.retry_after {
             set(http::header::RETRY_AFTER, &secs.to_string());
+        }
+        if let Some(methods) = self.allow {
+            set(http::header::ALLOW, methods);
         }
         resp
     }
