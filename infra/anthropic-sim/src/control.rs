@@ -38,6 +38,9 @@ pub fn routes(sim: Sim) -> Router {
         )
         .route("/_sim/faults", put(set_faults))
         .route("/_sim/faults", delete(clear_faults))
+        .route("/_sim/orgs/{org_id}/rbac_groups", post(create_rbac_group))
+        .route("/_sim/orgs/{org_id}/usage", post(record_usage))
+        .route("/_sim/orgs/{org_id}/ui_change", post(ui_change))
         .with_state(sim)
 }
 
@@ -75,6 +78,18 @@ async fn state(State(sim): State<Sim>) -> Response {
                 "groups": o.groups,
                 "skills": o.skills.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
                 "audit_event_count": o.audit.len(),
+                "kind": if o.enterprise.is_some() { "enterprise" } else { "preview" },
+                "enterprise": o.enterprise.as_ref().map(|e| json!({
+                    "rbac_groups": e.groups.iter().map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),
+                    "plugins": e.plugins.iter().map(|p| json!({
+                        "id": p.id, "name": p.name, "versions": p.versions.len(),
+                        "files": p.versions.last().map(|v| v.files.clone()),
+                        "settings": p.settings.iter().map(|(t, s)| (t.clone(), s.preference.clone()))
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    })).collect::<Vec<_>>(),
+                    "visibility": e.visibility(),
+                    "activity_count": e.activities.len(),
+                })),
             })
         })
         .collect();
@@ -100,12 +115,30 @@ async fn requests(State(sim): State<Sim>, Query(q): Query<RequestsQuery>) -> Res
 struct NewOrg {
     id: Option<String>,
     name: String,
+    /// `"enterprise"` for a Claude Enterprise organization; absent or `"preview"` otherwise.
+    kind: Option<String>,
+    /// The enterprise Plugins write and read limits per minute (60 and 300 as documented).
+    writes_per_minute: Option<f64>,
+    reads_per_minute: Option<f64>,
     /// `true`, `false`, or `null`/absent for "the field is missing from /organizations/me".
     #[serde(default)]
     zero_retention: Option<bool>,
 }
 
 async fn create_org(State(sim): State<Sim>, Json(body): Json<NewOrg>) -> Response {
+    let enterprise = match body.kind.as_deref() {
+        None | Some("preview") => None,
+        Some("enterprise") => Some(crate::enterprise::Enterprise::new(
+            body.writes_per_minute.unwrap_or(60.0),
+            body.reads_per_minute.unwrap_or(300.0),
+        )),
+        Some(other) => return bad(format!("kind {other:?}: preview or enterprise")),
+    };
+    let kind = if enterprise.is_some() {
+        "enterprise"
+    } else {
+        "preview"
+    };
     let id = body.id.unwrap_or_else(ids::org_id);
     let mut st = sim.lock();
     if st.orgs.contains_key(&id) {
@@ -124,9 +157,10 @@ async fn create_org(State(sim): State<Sim>, Json(body): Json<NewOrg>) -> Respons
             audit_expired_through: None,
             latency: std::time::Duration::ZERO,
             audit_page_cap: None,
+            enterprise,
         },
     );
-    Json(json!({"id": id, "name": body.name, "zero_retention": body.zero_retention}))
+    Json(json!({"id": id, "name": body.name, "zero_retention": body.zero_retention, "kind": kind}))
         .into_response()
 }
 
@@ -140,6 +174,12 @@ struct OrgPatch {
     latency_ms: Option<u64>,
     /// Audit pages shorter than asked (0 removes the cap).
     audit_page_cap: Option<u32>,
+    /// Enterprise: Plugins write / read limits per minute, plugin list pages shorter than asked (0
+    /// removes the cap), and whether `/v1/organizations/me` answers the org's Enterprise keys.
+    writes_per_minute: Option<f64>,
+    reads_per_minute: Option<f64>,
+    plugin_page_cap: Option<usize>,
+    me_answers: Option<bool>,
 }
 
 mod double_option {
@@ -169,6 +209,25 @@ async fn update_org(
     }
     if let Some(cap) = body.audit_page_cap {
         org.audit_page_cap = (cap > 0).then_some(cap);
+    }
+    let enterprise_only = body.writes_per_minute.is_some()
+        || body.reads_per_minute.is_some()
+        || body.plugin_page_cap.is_some()
+        || body.me_answers.is_some();
+    match org.enterprise.as_mut() {
+        Some(e) => {
+            e.set_limits(body.writes_per_minute, body.reads_per_minute);
+            if let Some(cap) = body.plugin_page_cap {
+                e.plugin_page_cap = (cap > 0).then_some(cap);
+            }
+            if let Some(m) = body.me_answers {
+                e.me_answers = m;
+            }
+        }
+        None if enterprise_only => {
+            return bad(format!("{org_id} is not an enterprise organization"))
+        }
+        None => {}
     }
     Json(
         json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention,
@@ -249,30 +308,33 @@ async fn create_key(
     Path(org_id): Path<String>,
     Json(body): Json<NewKey>,
 ) -> Response {
+    let mut st = sim.lock();
+    let Some(org) = st.orgs.get(&org_id) else {
+        return no_org(&org_id);
+    };
+    // An enterprise org's keys are Claude Enterprise keys, with its scopes.
+    let (known, prefix): (&[&str], &str) = match org.enterprise {
+        Some(_) => (&crate::enterprise::ENTERPRISE_SCOPES, "sk-ant-api01-sim"),
+        None => (&ALL_SCOPES, "sk-ant-admin01-sim"),
+    };
     let scopes: BTreeSet<String> = body
         .scopes
-        .unwrap_or_else(|| ALL_SCOPES.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_else(|| known.iter().map(|s| s.to_string()).collect())
         .into_iter()
         .collect();
-    if let Some(bad_scope) = scopes.iter().find(|s| !ALL_SCOPES.contains(&s.as_str())) {
+    if let Some(bad_scope) = scopes.iter().find(|s| !known.contains(&s.as_str())) {
         return bad(format!("unknown scope {bad_scope}"));
     }
-    let key = body.key.unwrap_or_else(|| {
-        format!(
-            "sk-ant-admin01-sim{}",
-            ids::request_id().trim_start_matches("req_")
-        )
-    });
-    let mut st = sim.lock();
-    if !st.orgs.contains_key(&org_id) {
-        return no_org(&org_id);
-    }
+    let key = body
+        .key
+        .unwrap_or_else(|| format!("{prefix}{}", ids::request_id().trim_start_matches("req_")));
     st.keys.insert(
         key.clone(),
         Key {
             org_id: org_id.clone(),
             scopes: scopes.clone(),
             revoked: false,
+            api_key_id: ids::api_key_id(),
         },
     );
     Json(json!({"key": key, "org_id": org_id, "scopes": scopes})).into_response()
@@ -496,4 +558,153 @@ async fn set_faults(State(sim): State<Sim>, Json(spec): Json<FaultSpec>) -> Resp
 async fn clear_faults(State(sim): State<Sim>) -> Response {
     sim.lock().faults.clear();
     Json(json!({"cleared": true})).into_response()
+}
+
+fn enterprise_of<'a>(
+    st: &'a mut crate::state::State,
+    org_id: &str,
+) -> Result<&'a mut crate::enterprise::Enterprise, Response> {
+    match st.orgs.get_mut(org_id) {
+        None => Err(no_org(org_id)),
+        Some(o) => o
+            .enterprise
+            .as_mut()
+            .ok_or_else(|| bad(format!("{org_id} is not an enterprise organization"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewRbacGroup {
+    id: Option<String>,
+    name: String,
+}
+
+async fn create_rbac_group(
+    State(sim): State<Sim>,
+    Path(org_id): Path<String>,
+    Json(body): Json<NewRbacGroup>,
+) -> Response {
+    let mut st = sim.lock();
+    let e = match enterprise_of(&mut st, &org_id) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let id = body.id.unwrap_or_else(ids::rbac_group_id);
+    if !id.starts_with("rbac_group_") || e.groups.iter().any(|g| g.id == id) {
+        return bad(format!("group id {id:?}: rbac_group_… and unique"));
+    }
+    e.groups.push(crate::enterprise::RbacGroup {
+        id: id.clone(),
+        name: body.name.clone(),
+        created_at: now_rfc3339(),
+    });
+    Json(json!({"id": id, "name": body.name})).into_response()
+}
+
+/// One day of use of a skill by a group, as the Analytics API will report it (a later call for the same
+/// day, skill and group is a revision: it replaces the figures).
+#[derive(Deserialize)]
+struct NewUsage {
+    skill_name: String,
+    rbac_group_id: String,
+    date: String,
+    invocations: u64,
+    #[serde(default = "one_u64")]
+    users: u64,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+async fn record_usage(
+    State(sim): State<Sim>,
+    Path(org_id): Path<String>,
+    Json(body): Json<NewUsage>,
+) -> Response {
+    let mut st = sim.lock();
+    let e = match enterprise_of(&mut st, &org_id) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    if time::Date::parse(
+        &body.date,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .is_err()
+    {
+        return bad("date: YYYY-MM-DD");
+    }
+    e.usage.insert(
+        (
+            body.date.clone(),
+            body.skill_name.clone(),
+            body.rbac_group_id.clone(),
+        ),
+        crate::enterprise::Usage {
+            invocations: body.invocations,
+            users: body.users,
+        },
+    );
+    Json(
+        json!({"recorded": true, "date": body.date, "skill_name": body.skill_name,
+                "rbac_group_id": body.rbac_group_id, "invocations": body.invocations}),
+    )
+    .into_response()
+}
+
+/// What an org admin does by hand in claude.ai: change (or, with `null`, remove) a plugin's installation
+/// setting, or delete the plugin. Recorded as activities by a `user_actor`: drift for the connector.
+#[derive(Deserialize)]
+struct UiChange {
+    plugin_name: String,
+    target: Option<String>,
+    #[serde(default)]
+    installation_preference: Option<String>,
+    #[serde(default)]
+    delete_plugin: bool,
+    user_email: Option<String>,
+}
+
+async fn ui_change(
+    State(sim): State<Sim>,
+    Path(org_id): Path<String>,
+    Json(body): Json<UiChange>,
+) -> Response {
+    let mut st = sim.lock();
+    let e = match enterprise_of(&mut st, &org_id) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let Some(i) = e.plugins.iter().position(|p| p.name == body.plugin_name) else {
+        return bad(format!("no plugin named {}", body.plugin_name));
+    };
+    let actor = json!({"type": "user_actor", "user_id": ids::user_id(),
+        "email_address": body.user_email.unwrap_or_else(|| "admin@example.com".into()),
+        "ip_address": "198.51.100.23", "user_agent": "Mozilla/5.0"});
+    if body.delete_plugin {
+        let p = e.plugins.remove(i);
+        let id = e.record(
+            "claude_plugin_deleted",
+            actor,
+            json!({"plugin_id": p.id, "plugin_name": p.name}),
+        );
+        return Json(json!({"activity_id": id})).into_response();
+    }
+    let target = body.target.unwrap_or_else(|| "organization".into());
+    if target != "organization" && !e.groups.iter().any(|g| g.id == target) {
+        return bad(format!(
+            "target {target:?}: organization or a group of the org"
+        ));
+    }
+    let pref = body.installation_preference.as_deref();
+    if pref.is_some_and(|p| !crate::enterprise::PREFERENCES.contains(&p)) {
+        return bad("installation_preference: required, auto_install, available or not_available");
+    }
+    if !e.set_preference(i, &target, pref) {
+        return Json(json!({"changed": false})).into_response();
+    }
+    e.preference_activity(i, &target, pref, actor);
+    Json(json!({"changed": true, "activity_id": e.activities.last().map(|a| a["id"].clone())}))
+        .into_response()
 }

@@ -50,6 +50,7 @@ fn org(id: &str, name: &str, zero_retention: Option<bool>, workspaces: Vec<Works
         audit_expired_through: None,
         latency: std::time::Duration::ZERO,
         audit_page_cap: None,
+        enterprise: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn key(org_id: &str, scopes: &[&str]) -> Key {
             .map(|s| s.to_string())
             .collect::<BTreeSet<_>>(),
         revoked: false,
+        api_key_id: crate::ids::api_key_id(),
     }
 }
 

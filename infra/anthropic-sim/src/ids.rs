@@ -44,6 +44,27 @@ pub fn audit_event_id() -> String {
     format!("auditevt_{}", String::from_utf8_lossy(&buf))
 }
 
+pub fn api_key_id() -> String {
+    format!("apikey_01{}", random(BASE62, 22))
+}
+
+pub fn plugin_id() -> String {
+    format!("plugin_01{}", random(BASE62, 22))
+}
+
+pub fn plugin_version_id() -> String {
+    format!("pluginver_01{}", random(BASE62, 22))
+}
+
+pub fn rbac_group_id() -> String {
+    format!("rbac_group_01{}", random(BASE62, 22))
+}
+
+/// Compliance activity ids: monotonic, so their order is the order the activities happened.
+pub fn activity_id() -> String {
+    format!("activity_{:020}", SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
 pub fn org_id() -> String {
     let mut rng = rand::thread_rng();
     let hex: String = (0..32)

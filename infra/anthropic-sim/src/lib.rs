@@ -13,6 +13,7 @@
 mod api;
 mod control;
 pub mod demo;
+pub mod enterprise;
 mod faults;
 mod ids;
 pub mod skills;

@@ -94,6 +94,9 @@ pub struct Org {
     /// Audit pages hold at most this many events whatever `limit` asks (a short page that is not the last:
     /// `has_more` is what says whether more follow).
     pub audit_page_cap: Option<u32>,
+    /// `Some` for a Claude Enterprise organization (the `enterprise` surface: plugins, RBAC groups,
+    /// analytics, the Compliance feed); `None` for a `preview` one.
+    pub enterprise: Option<crate::enterprise::Enterprise>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +104,8 @@ pub struct Key {
     pub org_id: String,
     pub scopes: BTreeSet<String>,
     pub revoked: bool,
+    /// The `apikey_…` id activities name as their `api_actor`.
+    pub api_key_id: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
