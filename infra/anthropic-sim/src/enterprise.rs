@@ -318,6 +318,9 @@ fn authorize(
     Ok(key)
 }
 
+/// A handler's answer: `Err` is an error response, so `?` returns it.
+type Handled = Result<Response, Response>;
+
 fn invalid(message: impl AsRef<str>) -> Response {
     error_response(400, "invalid_request_error", message.as_ref())
 }
@@ -359,6 +362,13 @@ fn page_params(
             .ok_or_else(|| invalid("page: not a page token this API returned"))?,
     };
     Ok((limit, offset))
+}
+
+/// One `data`/`next_page` page of `all`.
+fn paged(all: Vec<Value>, limit: usize, offset: usize) -> Response {
+    let next = (offset + limit < all.len()).then(|| format!("page_{}", offset + limit));
+    let page: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
+    Json(json!({"data": page, "next_page": next})).into_response()
 }
 
 fn reject_unknown(q: &BTreeMap<String, String>, known: &[&str]) -> Result<(), Response> {
@@ -442,19 +452,11 @@ async fn list_plugins(
     State(sim): State<Sim>,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "read:plugins", true, Limit::Read) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Err(r) = reject_unknown(&q, &["limit", "page", "owner_type"]) {
-        return r;
-    }
-    let (limit, offset) = match page_params(&q, 100, 20) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "read:plugins", true, Limit::Read)?;
+    reject_unknown(&q, &["limit", "page", "owner_type"])?;
+    let (limit, offset) = page_params(&q, 100, 20)?;
     let e = ent(&mut st, &key);
     let owner_user = q.get("owner_type").is_some_and(|t| t == "user");
     let newest_first: Vec<&Plugin> = if owner_user {
@@ -471,7 +473,7 @@ async fn list_plugins(
         .collect();
     let end = offset + take;
     let next = (end < newest_first.len()).then(|| format!("page_{end}"));
-    Json(json!({"data": page, "next_page": next})).into_response()
+    Ok(Json(json!({"data": page, "next_page": next})).into_response())
 }
 
 /// The `files[]` parts of a plugin upload, by path, and its `release_notes`.
@@ -629,22 +631,13 @@ fn skill_names(files: &BTreeMap<String, String>) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipart) -> Response {
+async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipart) -> Handled {
     let key = {
         let mut st = sim.lock();
-        match authorize(&mut st, &headers, "write:plugins", true, Limit::Write) {
-            Ok(k) => k,
-            Err(r) => return r,
-        }
+        authorize(&mut st, &headers, "write:plugins", true, Limit::Write)?
     };
-    let (files, notes) = match read_upload(form).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let manifest = match validate_bundle(&files) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let (files, notes) = read_upload(form).await?;
+    let manifest = validate_bundle(&files)?;
     let name = manifest["name"].as_str().unwrap_or_default().to_owned();
     let mut st = sim.lock();
     let e = ent(&mut st, &key);
@@ -663,7 +656,7 @@ async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipa
         })) {
             *resp.body_mut() = axum::body::Body::from(body);
         }
-        return resp;
+        return Err(resp);
     }
     let now = now_rfc3339();
     let version = PluginVersion {
@@ -689,48 +682,37 @@ async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipa
         json!({"plugin_id": plugin.id, "plugin_name": name}),
     );
     e.plugins.push(plugin);
-    (axum::http::StatusCode::OK, Json(out)).into_response()
+    Ok((axum::http::StatusCode::OK, Json(out)).into_response())
 }
 
 async fn get_plugin(
     State(sim): State<Sim>,
     headers: HeaderMap,
     Path(plugin_id): Path<String>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "read:plugins", true, Limit::Read) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "read:plugins", true, Limit::Read)?;
     let e = ent(&mut st, &key);
-    match plugin_index(e, &plugin_id) {
-        Ok(i) => Json(plugin_json(&e.plugins[i])).into_response(),
-        Err(r) => r,
-    }
+    let i = plugin_index(e, &plugin_id)?;
+    Ok(Json(plugin_json(&e.plugins[i])).into_response())
 }
 
 async fn delete_plugin(
     State(sim): State<Sim>,
     headers: HeaderMap,
     Path(plugin_id): Path<String>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "write:plugins", true, Limit::Write) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "write:plugins", true, Limit::Write)?;
     let e = ent(&mut st, &key);
-    let i = match plugin_index(e, &plugin_id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let i = plugin_index(e, &plugin_id)?;
     let p = e.plugins.remove(i);
     e.record(
         "claude_plugin_deleted",
         api_actor(&key),
         json!({"plugin_id": p.id, "plugin_name": p.name}),
     );
-    Json(json!({"type": "plugin_deleted", "id": p.id})).into_response()
+    Ok(Json(json!({"type": "plugin_deleted", "id": p.id})).into_response())
 }
 
 async fn list_versions(
@@ -738,21 +720,12 @@ async fn list_versions(
     headers: HeaderMap,
     Path(plugin_id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "read:plugins", true, Limit::Read) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (limit, offset) = match page_params(&q, 1000, 20) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "read:plugins", true, Limit::Read)?;
+    let (limit, offset) = page_params(&q, 1000, 20)?;
     let e = ent(&mut st, &key);
-    let i = match plugin_index(e, &plugin_id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let i = plugin_index(e, &plugin_id)?;
     let p = &e.plugins[i];
     let all: Vec<Value> = p
         .versions
@@ -760,9 +733,7 @@ async fn list_versions(
         .rev()
         .map(|v| version_json(p, v))
         .collect();
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
-    let next = (offset + limit < all.len()).then(|| format!("page_{}", offset + limit));
-    Json(json!({"data": page, "next_page": next})).into_response()
+    Ok(paged(all, limit, offset))
 }
 
 async fn create_version(
@@ -770,33 +741,21 @@ async fn create_version(
     headers: HeaderMap,
     Path(plugin_id): Path<String>,
     form: Multipart,
-) -> Response {
+) -> Handled {
     let key = {
         let mut st = sim.lock();
-        match authorize(&mut st, &headers, "write:plugins", true, Limit::Write) {
-            Ok(k) => k,
-            Err(r) => return r,
-        }
+        authorize(&mut st, &headers, "write:plugins", true, Limit::Write)?
     };
-    let (files, notes) = match read_upload(form).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let manifest = match validate_bundle(&files) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let (files, notes) = read_upload(form).await?;
+    let manifest = validate_bundle(&files)?;
     let mut st = sim.lock();
     let e = ent(&mut st, &key);
-    let i = match plugin_index(e, &plugin_id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let i = plugin_index(e, &plugin_id)?;
     if manifest["name"].as_str() != Some(e.plugins[i].name.as_str()) {
-        return invalid(format!(
+        return Err(invalid(format!(
             ".claude-plugin/plugin.json: name must be {} (a plugin's name is fixed)",
             e.plugins[i].name
-        ));
+        )));
     }
     let now = now_rfc3339();
     let v = PluginVersion {
@@ -816,7 +775,7 @@ async fn create_version(
         api_actor(&key),
         json!({"plugin_id": pid, "plugin_name": pname}),
     );
-    Json(out).into_response()
+    Ok(Json(out).into_response())
 }
 
 async fn list_settings(
@@ -824,24 +783,13 @@ async fn list_settings(
     headers: HeaderMap,
     Path(plugin_id): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "read:plugins", true, Limit::Read) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Err(r) = reject_unknown(&q, &["limit", "page", "target_type"]) {
-        return r;
-    }
-    let (limit, offset) = match page_params(&q, 100, 20) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "read:plugins", true, Limit::Read)?;
+    reject_unknown(&q, &["limit", "page", "target_type"])?;
+    let (limit, offset) = page_params(&q, 100, 20)?;
     let e = ent(&mut st, &key);
-    let i = match plugin_index(e, &plugin_id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
+    let i = plugin_index(e, &plugin_id)?;
     let p = &e.plugins[i];
     let want = q.get("target_type").map(String::as_str);
     let all: Vec<Value> = p
@@ -854,9 +802,7 @@ async fn list_settings(
         })
         .map(|(t, s)| setting_json(p, t, s))
         .collect();
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
-    let next = (offset + limit < all.len()).then(|| format!("page_{}", offset + limit));
-    Json(json!({"data": page, "next_page": next})).into_response()
+    Ok(paged(all, limit, offset))
 }
 
 /// Checks a setting's target: `organization` or a visible group (404), anything else 400.
@@ -880,63 +826,47 @@ async fn set_setting(
     headers: HeaderMap,
     Path((plugin_id, target)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "write:plugins", true, Limit::Write) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "write:plugins", true, Limit::Write)?;
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return invalid(format!("invalid JSON body: {e}")),
+        Err(e) => return Err(invalid(format!("invalid JSON body: {e}"))),
     };
     let pref = match body.as_object() {
         Some(o) if o.len() == 1 => o.get("installation_preference").and_then(Value::as_str),
         _ => None,
     };
     let Some(pref) = pref.filter(|p| PREFERENCES.contains(p)) else {
-        return invalid(format!(
+        return Err(invalid(format!(
             "installation_preference: one of {PREFERENCES:?}, and no other field"
-        ));
+        )));
     };
     let e = ent(&mut st, &key);
-    let i = match plugin_index(e, &plugin_id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_target(e, &target) {
-        return r;
-    }
+    let i = plugin_index(e, &plugin_id)?;
+    check_target(e, &target)?;
     // Writing the value already there is a no-op: no event.
     if e.set_preference(i, &target, Some(pref)) {
         e.preference_activity(i, &target, Some(pref), api_actor(&key));
     }
     let p = &e.plugins[i];
-    Json(setting_json(p, &target, &p.settings[&target])).into_response()
+    Ok(Json(setting_json(p, &target, &p.settings[&target])).into_response())
 }
 
 async fn delete_setting(
     State(sim): State<Sim>,
     headers: HeaderMap,
     Path((plugin_id, target)): Path<(String, String)>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "write:plugins", true, Limit::Write) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "write:plugins", true, Limit::Write)?;
     let e = ent(&mut st, &key);
-    let i = match plugin_index(e, &plugin_id) {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_target(e, &target) {
-        return r;
-    }
+    let i = plugin_index(e, &plugin_id)?;
+    check_target(e, &target)?;
     if !e.set_preference(i, &target, None) {
-        return not_found(format!(
+        return Err(not_found(format!(
             "plugin {plugin_id} has no own setting for {target}"
-        ));
+        )));
     }
     e.preference_activity(i, &target, None, api_actor(&key));
     let target_json = if target == "organization" {
@@ -944,24 +874,18 @@ async fn delete_setting(
     } else {
         json!({"type": "rbac_group", "rbac_group_id": target})
     };
-    Json(json!({"type": "plugin_installation_setting_deleted", "plugin_id": plugin_id, "target": target_json}))
-        .into_response()
+    Ok(Json(json!({"type": "plugin_installation_setting_deleted", "plugin_id": plugin_id, "target": target_json}))
+        .into_response())
 }
 
 async fn list_groups(
     State(sim): State<Sim>,
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "read:rbac_groups", false, Limit::Read) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (limit, offset) = match page_params(&q, 1000, 20) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "read:rbac_groups", false, Limit::Read)?;
+    let (limit, offset) = page_params(&q, 1000, 20)?;
     let e = ent(&mut st, &key);
     let page: Vec<Value> = e
         .groups
@@ -974,24 +898,21 @@ async fn list_groups(
         })
         .collect();
     let more = offset + limit < e.groups.len();
-    Json(json!({"data": page, "has_more": more, "next_page": more.then(|| format!("page_{}", offset + limit))}))
-        .into_response()
+    Ok(Json(json!({"data": page, "has_more": more, "next_page": more.then(|| format!("page_{}", offset + limit))}))
+        .into_response())
 }
 
 /// `GET /v1/compliance/activities`: newest first; `before_id` walks toward newer activities,
 /// `after_id` toward older ones; `first_id`/`last_id` are the page's newest and oldest.
-async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http::Uri) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(
+    let key = authorize(
         &mut st,
         &headers,
         "read:compliance_activities",
         false,
         Limit::Compliance,
-    ) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    )?;
     let mut types = BTreeSet::new();
     let mut excluded = BTreeSet::new();
     let (mut after, mut before, mut limit) = (None, None, 100usize);
@@ -1007,17 +928,19 @@ async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http:
             "before_id" => before = Some(v),
             "limit" => match v.parse::<usize>().ok().filter(|n| (1..=5000).contains(n)) {
                 Some(n) => limit = n,
-                None => return invalid("limit: must be an integer from 1 to 5000"),
+                None => return Err(invalid("limit: must be an integer from 1 to 5000")),
             },
             "order" if v == "desc" => {}
-            other => return invalid(format!("{other}: unsupported query parameter")),
+            other => return Err(invalid(format!("{other}: unsupported query parameter"))),
         }
     }
     if !types.is_empty() && !excluded.is_empty() {
-        return invalid("activity_types[] cannot be combined with exclude_activity_types[]");
+        return Err(invalid(
+            "activity_types[] cannot be combined with exclude_activity_types[]",
+        ));
     }
     if after.is_some() && before.is_some() {
-        return invalid("send at most one of after_id and before_id");
+        return Err(invalid("send at most one of after_id and before_id"));
     }
     let seq = |id: &str| {
         id.strip_prefix("activity_")
@@ -1027,7 +950,7 @@ async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http:
         None => None,
         Some(c) => match seq(c) {
             Some(n) => Some(n),
-            None => return invalid(format!("{c:?} is not a valid activity id")),
+            None => return Err(invalid(format!("{c:?} is not a valid activity id"))),
         },
     };
     let e = ent(&mut st, &key);
@@ -1060,13 +983,13 @@ async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http:
         }
     };
     let data: Vec<Value> = page.into_iter().rev().cloned().collect();
-    Json(json!({
+    Ok(Json(json!({
         "data": data,
         "has_more": has_more,
         "first_id": data.first().map(|a| a["id"].clone()),
         "last_id": data.last().map(|a| a["id"].clone()),
     }))
-    .into_response()
+    .into_response())
 }
 
 fn url_pairs(query: &str) -> Vec<(String, String)> {
@@ -1107,12 +1030,9 @@ async fn analytics_skills(
     State(sim): State<Sim>,
     headers: HeaderMap,
     uri: axum::http::Uri,
-) -> Response {
+) -> Handled {
     let mut st = sim.lock();
-    let key = match authorize(&mut st, &headers, "read:analytics", false, Limit::Read) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
+    let key = authorize(&mut st, &headers, "read:analytics", false, Limit::Read)?;
     let (mut date, mut start, mut end) = (None, None, None);
     let (mut names, mut groups, mut by_group) = (BTreeSet::new(), BTreeSet::new(), false);
     let (mut limit, mut offset) = (100usize, 0usize);
@@ -1128,35 +1048,39 @@ async fn analytics_skills(
                 Some(("rbac_group_id", g)) => {
                     groups.insert(g.to_owned());
                 }
-                _ => return invalid(format!("filter[]: unsupported filter {v:?}")),
+                _ => return Err(invalid(format!("filter[]: unsupported filter {v:?}"))),
             },
             "group_by[]" if v == "rbac_group_id" => by_group = true,
-            "group_by[]" => return invalid(format!("group_by[]: unsupported dimension {v:?}")),
+            "group_by[]" => {
+                return Err(invalid(format!("group_by[]: unsupported dimension {v:?}")))
+            }
             "limit" => match v.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)) {
                 Some(n) => limit = n,
-                None => return invalid("limit: must be an integer from 1 to 1000"),
+                None => return Err(invalid("limit: must be an integer from 1 to 1000")),
             },
             "page" => match v.strip_prefix("page_").and_then(|n| n.parse().ok()) {
                 Some(n) => offset = n,
-                None => return invalid("page: not a page token this API returned"),
+                None => return Err(invalid("page: not a page token this API returned")),
             },
-            other => return invalid(format!("{other}: unsupported query parameter")),
+            other => return Err(invalid(format!("{other}: unsupported query parameter"))),
         }
     }
     let today = time::OffsetDateTime::now_utc().date();
     let latest = (today - time::Duration::days(1)).to_string();
     let days: Vec<String> = match (date, start, end) {
-        (Some(_), Some(_), _) => return invalid("date cannot be combined with starting_date"),
+        (Some(_), Some(_), _) => return Err(invalid("date cannot be combined with starting_date")),
         (Some(d), None, None) => vec![d],
         (None, Some(s), e) => {
             let (Some(s), Some(e)) = (
                 parse_day(&s),
                 parse_day(e.as_deref().unwrap_or(&today.to_string())),
             ) else {
-                return invalid("starting_date / ending_date: YYYY-MM-DD");
+                return Err(invalid("starting_date / ending_date: YYYY-MM-DD"));
             };
             if e <= s || e > today {
-                return invalid("ending_date: after starting_date and not after today");
+                return Err(invalid(
+                    "ending_date: after starting_date and not after today",
+                ));
             }
             let mut out = vec![];
             let mut d = s;
@@ -1166,16 +1090,20 @@ async fn analytics_skills(
             }
             out
         }
-        _ => return invalid("send date, or starting_date (with an optional ending_date)"),
+        _ => {
+            return Err(invalid(
+                "send date, or starting_date (with an optional ending_date)",
+            ))
+        }
     };
     for d in &days {
         if parse_day(d).is_none() {
-            return invalid(format!("date: {d:?} is not YYYY-MM-DD"));
+            return Err(invalid(format!("date: {d:?} is not YYYY-MM-DD")));
         }
         if d.as_str() > latest.as_str() {
-            return invalid(format!(
+            return Err(invalid(format!(
                 "date: {d} is not available yet; the latest available date is {latest}"
-            ));
+            )));
         }
     }
     let e = ent(&mut st, &key);
@@ -1218,9 +1146,7 @@ async fn analytics_skills(
             row
         })
         .collect();
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
-    let next = (offset + limit < all.len()).then(|| format!("page_{}", offset + limit));
-    Json(json!({"data": page, "next_page": next})).into_response()
+    Ok(paged(all, limit, offset))
 }
 
 fn parse_day(s: &str) -> Option<time::Date> {
