@@ -169,13 +169,16 @@ impl App {
             .hub
             .skills_page(hub, page.limit, page.after.as_deref())
             .await?;
-        let summaries: Vec<Value> = docs
+        let summaries: Vec<(String, Value)> = docs
             .iter()
             .map(|d| {
-                json!({"id": d["id"], "title": d["title"], "owner": d["owner"],
-                       "version": d["version"], "tags": d["tags"], "description": d["description"]})
+                let id = d["id"].as_str().unwrap_or_default().to_owned();
+                let summary = json!({"id": d["id"], "title": d["title"], "owner": d["owner"],
+                       "version": d["version"], "tags": d["tags"], "description": d["description"]});
+                (id, summary)
             })
             .collect();
+        let (summaries, next) = paging::fit(summaries, next, paging::MAX_PAGE_BYTES);
         Ok(json!({
             "skills": summaries,
             "next_cursor": paging::next_cursor(hub, "skills", next),
@@ -337,10 +340,11 @@ impl App {
             .hub
             .archetypes_page::<Archetype>(hub, page.limit, page.after.as_deref())
             .await?;
-        let items: Vec<Value> = archetypes
+        let items: Vec<(String, Value)> = archetypes
             .into_iter()
-            .map(|(name, a)| json!({"name": name, "definition": a}))
+            .map(|(name, a)| (name.clone(), json!({"name": name, "definition": a})))
             .collect();
+        let (items, next) = paging::fit(items, next, paging::MAX_PAGE_BYTES);
         Ok(json!({
             "archetypes": items,
             "next_cursor": paging::next_cursor(hub, "archetypes", next),

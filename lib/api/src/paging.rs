@@ -51,6 +51,34 @@ pub fn next_cursor(hub: &TenantSlug, list: &str, last: Option<String>) -> Option
     last.map(|after| ListCursor::seal(hub, list, &after))
 }
 
+/// A page's items stay under this many bytes of JSON, far inside Lambda's 6 MB response (an archetype
+/// may be up to DynamoDB's 400 KB: a full page of them would not be).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Keeps the leading `(key, item)`s that fit in `budget` bytes (always at least one); when some are cut,
+/// the page continues after the last one kept instead of after `next`.
+pub fn fit(
+    items: Vec<(String, serde_json::Value)>,
+    next: Option<String>,
+    budget: usize,
+) -> (Vec<serde_json::Value>, Option<String>) {
+    let total = items.len();
+    let mut used = 0;
+    let mut kept = Vec::new();
+    let mut last = None;
+    for (key, item) in items {
+        let size = item.to_string().len();
+        if !kept.is_empty() && used + size > budget {
+            break;
+        }
+        used += size;
+        kept.push(item);
+        last = Some(key);
+    }
+    let next = if kept.len() < total { last } else { next };
+    (kept, next)
+}
+
 /// The last key of a page, bound to the tenant and the list it came from.
 #[derive(Serialize, Deserialize)]
 struct ListCursor {
@@ -128,6 +156,26 @@ mod tests {
             page(&q, &t("acme"), "skills", 100).unwrap_err().code(),
             "invalid_query"
         );
+    }
+
+    #[test]
+    fn a_page_is_cut_to_its_byte_budget_and_continues_after_what_it_kept() {
+        let items = |n: usize| -> Vec<(String, serde_json::Value)> {
+            (0..n)
+                .map(|i| (format!("a{i}"), serde_json::json!("x".repeat(100))))
+                .collect()
+        };
+        // Everything fits: the store's own continuation stands.
+        let (kept, next) = fit(items(3), Some("a2".into()), 10_000);
+        assert_eq!((kept.len(), next.as_deref()), (3, Some("a2")));
+        let (kept, next) = fit(items(3), None, 10_000);
+        assert_eq!((kept.len(), next), (3, None));
+        // 102 bytes each: two fit in 250, and the next page starts after the second.
+        let (kept, next) = fit(items(5), None, 250);
+        assert_eq!((kept.len(), next.as_deref()), (2, Some("a1")));
+        // One item larger than the budget still makes progress.
+        let (kept, next) = fit(items(2), None, 10);
+        assert_eq!((kept.len(), next.as_deref()), (1, Some("a0")));
     }
 
     #[test]
