@@ -14,7 +14,6 @@ Prints the number of requests, the seed and the time taken; exits non-zero namin
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -26,7 +25,6 @@ import time
 import boto3
 import hypothesis
 import requests
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import openapi
 from schemathesis.checks import (

@@ -144,6 +144,15 @@ impl Ent {
             .await
     }
 
+    /// Uploads a one-skill plugin named `name`; answers its id.
+    async fn plugin(&self, name: &str) -> String {
+        let a = self
+            .upload("/v1/organizations/plugins", &bundle(name, "1"))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
     async fn activities(&self, query: &str) -> Answer {
         self.call(
             "GET",
@@ -408,13 +417,7 @@ async fn bundles_are_validated() {
 #[tokio::test]
 async fn installation_settings_follow_the_documented_rules() {
     let e = Ent::start().await;
-    let p = e
-        .upload(
-            "/v1/organizations/plugins",
-            &bundle("claresia-acme-postmortem", "1"),
-        )
-        .await;
-    let id = p.body["id"].as_str().unwrap().to_owned();
+    let id = e.plugin("claresia-acme-postmortem").await;
     let base = format!("/v1/organizations/plugins/{id}/installation_settings");
     let set = |target: String, pref: &'static str| {
         let (e, base) = (&e, base.clone());
@@ -494,13 +497,7 @@ async fn installation_settings_follow_the_documented_rules() {
 #[tokio::test]
 async fn the_compliance_feed_records_every_write_and_pages_newest_first() {
     let e = Ent::start().await;
-    let p = e
-        .upload(
-            "/v1/organizations/plugins",
-            &bundle("claresia-acme-postmortem", "1"),
-        )
-        .await;
-    let id = p.body["id"].as_str().unwrap().to_owned();
+    let id = e.plugin("claresia-acme-postmortem").await;
     e.json(
         "POST",
         &format!(
