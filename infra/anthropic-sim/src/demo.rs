@@ -21,6 +21,23 @@ pub const UNKNOWN_ZR_KEY: &str = "sk-ant-admin01-demo-unknownzr-0000000000000000
 /// Well-formed but unknown to Anthropic: answers 401.
 pub const REVOKED_KEY: &str = "sk-ant-admin01-demo-revoked-00000000000000000000000REVOK";
 
+pub const ENTERPRISE_ORG_ID: &str = "22222222-3333-4444-5555-666666666666";
+/// A Claude Enterprise key of the demo enterprise org with the connector's five scopes.
+pub const ENTERPRISE_KEY: &str = "sk-ant-api01-demo-dainese-enterprise-0000000000000000ENTR";
+/// The same org, without `read:compliance_activities` and `read:analytics`.
+pub const ENTERPRISE_PARTIAL_KEY: &str = "sk-ant-api01-demo-dainese-partial-00000000000000000PART";
+/// The five scopes the connector needs of an Enterprise key.
+pub const CONNECTOR_ENTERPRISE_SCOPES: [&str; 5] = [
+    "write:plugins",
+    "read:plugins",
+    "read:analytics",
+    "read:compliance_activities",
+    "read:rbac_groups",
+];
+pub const GROUP_ENGINEERING: &str = "rbac_group_01DemoEngineering000000000";
+pub const GROUP_PRODUCT: &str = "rbac_group_01DemoProduct00000000000000";
+pub const GROUP_SALES: &str = "rbac_group_01DemoSales0000000000000000";
+
 pub const WS_ENGINEERING: &str = "wrkspc_01DemoEngineering000000000";
 pub const WS_CORPORATE: &str = "wrkspc_01DemoCorporate0000000000";
 pub const WS_SALES: &str = "wrkspc_01DemoSales00000000000000";
@@ -125,4 +142,32 @@ pub fn seed(sim: &Sim) {
         .insert(NO_ZR_KEY.into(), key(NO_ZR_ORG_ID, &ALL_SCOPES));
     st.keys
         .insert(UNKNOWN_ZR_KEY.into(), key(UNKNOWN_ZR_ORG_ID, &ALL_SCOPES));
+
+    // The demo Claude Enterprise org: three RBAC groups, the documented limits.
+    let mut enterprise = crate::enterprise::Enterprise::new(60.0, 300.0);
+    for (id, name) in [
+        (GROUP_ENGINEERING, "Engineering"),
+        (GROUP_PRODUCT, "Product"),
+        (GROUP_SALES, "Sales"),
+    ] {
+        enterprise.groups.push(crate::enterprise::RbacGroup {
+            id: id.into(),
+            name: name.into(),
+            created_at: now_rfc3339(),
+        });
+    }
+    let mut ent_org = org(ENTERPRISE_ORG_ID, "Dainese Enterprise", None, vec![]);
+    ent_org.enterprise = Some(enterprise);
+    st.orgs.insert(ENTERPRISE_ORG_ID.into(), ent_org);
+    st.keys.insert(
+        ENTERPRISE_KEY.into(),
+        key(ENTERPRISE_ORG_ID, &CONNECTOR_ENTERPRISE_SCOPES),
+    );
+    st.keys.insert(
+        ENTERPRISE_PARTIAL_KEY.into(),
+        key(
+            ENTERPRISE_ORG_ID,
+            &["write:plugins", "read:plugins", "read:rbac_groups"],
+        ),
+    );
 }

@@ -58,6 +58,8 @@ async fn main() {
                     skill_id: "bench".into(),
                     remote_id: "skill_x".into(),
                     removed_at: None,
+                    content_hash: None,
+                    claimed_at: None,
                 },
             )
             .await

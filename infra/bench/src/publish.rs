@@ -49,6 +49,7 @@ async fn main() {
         group_ids: vec!["grp_engineering".into()],
         workspace_ids: vec![],
         sub_tenant: None,
+        installation_preference: None,
     };
     env.app
         .hub

@@ -57,6 +57,73 @@ impl ClientConfig {
     }
 }
 
+/// What a request sends besides its headers.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    None,
+    Json(&'a serde_json::Value),
+    /// `multipart/form-data`, one `files[]` part per (path, content): the filename is the path.
+    Files(&'a [(String, String)]),
+}
+
+/// One request of any surface (see [`AnthropicClient::call`]).
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub query: &'a [(&'a str, String)],
+    pub body: Body<'a>,
+    /// The `anthropic-beta` header.
+    pub beta: Option<&'a str>,
+    pub pacer: Option<&'a Pacer>,
+}
+
+impl<'a> Call<'a> {
+    pub fn get(path: &'a str, query: &'a [(&'a str, String)]) -> Self {
+        Call {
+            method: Method::GET,
+            path,
+            query,
+            body: Body::None,
+            beta: None,
+            pacer: None,
+        }
+    }
+
+    pub fn new(method: Method, path: &'a str, body: Body<'a>) -> Self {
+        Call {
+            method,
+            path,
+            query: &[],
+            body,
+            beta: None,
+            pacer: None,
+        }
+    }
+
+    pub fn beta(self, beta: &'a str) -> Self {
+        Call {
+            beta: Some(beta),
+            ..self
+        }
+    }
+
+    pub fn paced(self, pacer: &'a Pacer) -> Self {
+        Call {
+            pacer: Some(pacer),
+            ..self
+        }
+    }
+}
+
+/// One page of a `data`/`next_page` list (the Claude Enterprise APIs' opaque page tokens).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenPage<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub next_page: Option<String>,
+}
+
 /// One page of a list endpoint.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Page<T> {
@@ -93,10 +160,11 @@ pub struct AnthropicClient {
     pacer: Option<std::sync::Arc<Pacer>>,
 }
 
-/// A token bucket (as GCRA) shared by every request of a client: a burst of up to one second's worth goes
-/// out at once, sustained load leaves evenly at the configured rate, however many tasks send it.
+/// A token bucket (as GCRA) shared by every request that holds it: a burst of up to one second's worth goes
+/// out at once, sustained load leaves evenly at the configured rate, however many tasks send it. The
+/// client has one for all its requests; an adapter may hold more (one per org and kind of request).
 #[derive(Debug)]
-struct Pacer {
+pub struct Pacer {
     interval: Duration,
     /// How far ahead of now the theoretical arrival time may run: (burst - 1) intervals.
     tolerance: Duration,
@@ -104,7 +172,17 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new(rps: f64) -> Pacer {
+    /// `per_minute` requests a minute, evenly: no burst beyond one request.
+    pub fn per_minute(per_minute: f64) -> Pacer {
+        let interval = Duration::from_secs_f64(60.0 / per_minute.max(0.001));
+        Pacer {
+            interval,
+            tolerance: Duration::ZERO,
+            tat: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn new(rps: f64) -> Pacer {
         let interval = Duration::from_secs_f64(1.0 / rps);
         let burst = rps.ceil().max(1.0) as u32;
         Pacer {
@@ -115,7 +193,7 @@ impl Pacer {
     }
 
     /// Waits for a slot; `false` if the slot comes after the deadline.
-    async fn wait(&self, deadline: Deadline) -> bool {
+    pub async fn wait(&self, deadline: Deadline) -> bool {
         let allowed_at = {
             let mut tat = self.tat.lock().await;
             let now = Instant::now();
@@ -179,6 +257,33 @@ impl AnthropicClient {
         body: Option<&serde_json::Value>,
         deadline: Deadline,
     ) -> Result<T, AnthropicError> {
+        let call = Call {
+            method,
+            path,
+            query,
+            body: body.map_or(Body::None, Body::Json),
+            beta: None,
+            pacer: None,
+        };
+        self.call(key, call, deadline).await
+    }
+
+    /// [`AnthropicClient::send`] with everything a surface may add: a beta header, a multipart body, a
+    /// pacer of its own (a per-org limit) waited on before every attempt.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        key: &AdminKey,
+        call: Call<'_>,
+        deadline: Deadline,
+    ) -> Result<T, AnthropicError> {
+        let Call {
+            method,
+            path,
+            query,
+            body,
+            beta,
+            pacer,
+        } = call;
         let url = format!("{}{}", self.base_url, path);
         let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
             AnthropicError::Config("the admin key is not a valid header value".into())
@@ -188,7 +293,7 @@ impl AnthropicClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            if let Some(p) = &self.pacer {
+            for p in self.pacer.as_deref().into_iter().chain(pacer) {
                 if !p.wait(deadline).await {
                     return Err(AnthropicError::Transport {
                         message: format!("deadline reached while pacing {method} {path}"),
@@ -213,8 +318,22 @@ impl AnthropicClient {
             if !query.is_empty() {
                 req = req.query(query);
             }
-            if let Some(b) = body {
-                req = req.json(b);
+            if let Some(b) = beta {
+                req = req.header("anthropic-beta", b);
+            }
+            match &body {
+                Body::None => {}
+                Body::Json(b) => req = req.json(b),
+                Body::Files(files) => {
+                    // A form cannot be cloned: each attempt builds its own.
+                    let mut form = reqwest::multipart::Form::new();
+                    for (path, content) in files.iter() {
+                        let part = reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
+                            .file_name(path.clone());
+                        form = form.part("files[]", part);
+                    }
+                    req = req.multipart(form);
+                }
             }
 
             let (err, decision) = match self.attempt(req).await {
@@ -346,6 +465,46 @@ impl AnthropicClient {
                     })
                 }
                 (false, _) => return Ok(out),
+            }
+        }
+    }
+
+    /// Every item of a `data`/`next_page` list. A page may be short or empty while `next_page` is set
+    /// (the Plugins API says so): only a null `next_page` ends the list. Fails as a whole if a page fails.
+    pub async fn list_all_pages<T: DeserializeOwned>(
+        &self,
+        key: &AdminKey,
+        call: Call<'_>,
+        deadline: Deadline,
+    ) -> Result<Vec<T>, AnthropicError> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, String)> = call.query.to_vec();
+            if let Some(t) = &token {
+                query.push(("page", t.clone()));
+            }
+            let page: TokenPage<T> = self
+                .call(
+                    key,
+                    Call {
+                        query: &query,
+                        ..call.clone()
+                    },
+                    deadline,
+                )
+                .await?;
+            out.extend(page.data);
+            match page.next_page {
+                None => return Ok(out),
+                Some(next) if !seen.insert(next.clone()) => {
+                    return Err(AnthropicError::Decode {
+                        message: format!("{}: next_page {next:?} came back twice", call.path),
+                        request_id: None,
+                    })
+                }
+                Some(next) => token = Some(next),
             }
         }
     }

@@ -9,7 +9,7 @@ mod error;
 mod retry;
 pub mod types;
 
-pub use client::{AnthropicClient, ClientConfig, Deadline, Page};
+pub use client::{AnthropicClient, Body, Call, ClientConfig, Deadline, Pacer, Page, TokenPage};
 pub use error::{AnthropicError, ErrorKind};
 pub use retry::RetryPolicy;
 pub use types::{Organization, Workspace};

@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use claresia_aws::CatalogDoc;
 use claresia_domain::admin_key::redact_keys;
-use claresia_domain::catalog::{check_grants, Archetype, WorkspaceMapping};
+use claresia_domain::catalog::{check_grants, Archetype, InstallationPreference, WorkspaceMapping};
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
-use claresia_domain::TenantSlug;
+use claresia_domain::{Surface, TenantSlug};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -226,6 +226,19 @@ impl App {
                 }
             }
         }
+        if archetype.installation_preference == Some(InstallationPreference::NotAvailable) {
+            problems.push(problem(
+                "$.installation_preference",
+                "not_available would hide the skills from the groups granted them; use available, auto_install or required",
+            ));
+        }
+        let surface = App::live(self.hub.connection(hub).await?).map(|r| r.surface);
+        if surface == Some(Surface::Enterprise) && !archetype.workspace_ids.is_empty() {
+            problems.push(problem(
+                "$.workspace_ids",
+                "workspaces do not exist on Claude Enterprise (this tenant's connection uses the enterprise surface): grant RBAC group_ids instead",
+            ));
+        }
         if let Some(sub) = &archetype.sub_tenant {
             let registered = self.active_sub_tenants(hub).await?;
             check_sub_tenant(&registered, hub, sub, "$.sub_tenant".into(), &mut problems);
@@ -364,35 +377,65 @@ impl App {
         let what = format!("the workspace mappings of {hub}");
         let current = self.hub.catalog_text(hub, CatalogDoc::Workspaces).await?;
         let expect = pre.resolve(&what, current.as_deref(), Some(NO_MAPPINGS))?;
-        App::live(self.hub.connection(hub).await?)
+        let record = App::live(self.hub.connection(hub).await?)
             .ok_or_else(|| ApiError::NotConnected(hub.to_string()))?;
         let key = self
             .keys
             .get(hub)
             .await?
             .ok_or_else(|| ApiError::NotConnected(hub.to_string()))?;
-        let known = self
-            .anthropic
-            .workspaces(&key, self.request_deadline())
-            .await
-            .map_err(anthropic_error)?;
+        // What a mapping names: workspaces on preview, RBAC groups on enterprise.
+        let (field, noun, other) = match record.surface {
+            Surface::Preview => ("workspace_id", "(non-archived) workspace", "group_id"),
+            Surface::Enterprise => ("group_id", "RBAC group", "workspace_id"),
+        };
+        let deadline = self.request_deadline();
+        let known: BTreeSet<String> = match record.surface {
+            Surface::Preview => self
+                .anthropic
+                .workspaces(&key, deadline)
+                .await
+                .map_err(anthropic_error)?
+                .into_iter()
+                .map(|w| w.id)
+                .collect(),
+            Surface::Enterprise => self
+                .surfaces
+                .enterprise
+                .groups(&key, deadline)
+                .await
+                .map_err(anthropic_error)?
+                .into_keys()
+                .collect(),
+        };
         let registered = self.active_sub_tenants(hub).await?;
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, m) in input.mappings.iter().enumerate() {
-            if !known.iter().any(|w| w.id == m.workspace_id) {
+            let (id, stray) = match record.surface {
+                Surface::Preview => (Some(m.workspace_id.as_str()), m.group_id.is_some()),
+                Surface::Enterprise => (m.group_id.as_deref(), !m.workspace_id.is_empty()),
+            };
+            let id = id.unwrap_or_default();
+            if stray {
                 problems.push(problem(
-                    format!("$.mappings[{i}].workspace_id"),
+                    format!("$.mappings[{i}].{other}"),
                     format!(
-                        "{} is not a (non-archived) workspace of the connected organization",
-                        m.workspace_id
+                        "this tenant's connection uses the {} surface, where mappings name {field}",
+                        record.surface.as_str()
                     ),
                 ));
             }
-            if !seen.insert(&m.workspace_id) {
+            if !known.contains(id) {
                 problems.push(problem(
-                    format!("$.mappings[{i}].workspace_id"),
-                    format!("{} is mapped more than once", m.workspace_id),
+                    format!("$.mappings[{i}].{field}"),
+                    format!("{id:?} is not a {noun} of the connected organization"),
+                ));
+            }
+            if !seen.insert(id) {
+                problems.push(problem(
+                    format!("$.mappings[{i}].{field}"),
+                    format!("{id} is mapped more than once"),
                 ));
             }
             if let Some(sub) = &m.sub_tenant {

@@ -1,12 +1,11 @@
 //! Capabilities 1 and 2: connect (and rotate), test, status and disconnect a tenant's Anthropic org.
 
-use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline, ErrorKind};
+use claresia_anthropic::{Deadline, ErrorKind};
 use claresia_domain::connection::{LastTest, Organization};
 use claresia_domain::{
-    AdminKey, ConnectionRecord, ConnectionState, ConnectionStatus, Scope, ScopeReport, TenantSlug,
-    TestOutcome, TestVerdict, ZeroRetention,
+    AdminKey, Attestation, ConnectionRecord, ConnectionState, ConnectionStatus, KeyKind, Surface,
+    TenantSlug, TestOutcome, TestVerdict, ZeroRetention,
 };
-use http::Method;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -18,93 +17,34 @@ tokio::task_local! {
     pub(crate) static REQUEST_DEADLINE: Deadline;
 }
 
-/// An id no skill can have: deleting it proves `Skills:write` (404) without changing anything.
-const SKILLS_WRITE_PROBE_ID: &str = "skill_claresia_scope_probe_0000000000";
-
-/// Runs the connection test with `key`: `/organizations/me`, then one harmless call per required scope.
-/// `Err` only for answers that are neither a verdict nor unavailability (e.g. a 400 from Anthropic).
-pub async fn run_test(
-    client: &AnthropicClient,
-    key: &AdminKey,
-    deadline: Deadline,
-) -> Result<TestOutcome, AnthropicError> {
-    let org = match client.organization(key, deadline).await {
-        Ok(org) => org,
-        Err(e) => return verdict_from_error(e),
-    };
-    let org_path = format!("/v1/organizations/{}", org.id);
-    let skills_path = format!("{org_path}/skills");
-    let audit_path = format!("{org_path}/audit_logs");
-    let probe_path = format!("{skills_path}/{SKILLS_WRITE_PROBE_ID}");
-    let (workspaces, skills_read, audit_read, skills_write) = tokio::join!(
-        client.workspaces(key, deadline),
-        client.list_page::<serde_json::Value>(key, &skills_path, &[], None, 1, deadline),
-        client.list_page::<serde_json::Value>(key, &audit_path, &[], None, 1, deadline),
-        client.send::<serde_json::Value>(key, Method::DELETE, &probe_path, &[], None, deadline),
-    );
-
-    let mut scopes = ScopeReport::default();
-    let mut workspace_count = None;
-    let mut classify = |scope: Scope, res: Result<(), AnthropicError>| -> Option<AnthropicError> {
-        match res {
-            Ok(()) => scopes.verified.push(scope),
-            Err(e) if e.kind() == ErrorKind::Permission => {
-                match e
-                    .upstream_message()
-                    .and_then(Scope::from_missing_scope_message)
-                {
-                    Some(s) if s == scope => scopes.missing.push(scope),
-                    _ => scopes.unverified.push(scope),
-                }
-            }
-            // The write probe targets a skill that cannot exist: "not found" means the write was allowed.
-            Err(e) if scope == Scope::SkillsWrite && e.kind() == ErrorKind::NotFound => {
-                scopes.verified.push(scope)
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::Authentication) || e.is_unavailable() => {
-                return Some(e)
-            }
-            Err(_) => scopes.unverified.push(scope),
-        }
-        None
-    };
-    let ws_res = workspaces.map(|list| {
-        workspace_count = Some(list.len() as u32);
-    });
-    let fatal = [
-        classify(Scope::SkillsWrite, skills_write.map(|_| ())),
-        classify(Scope::SkillsRead, skills_read.map(|_| ())),
-        classify(Scope::AuditRead, audit_read.map(|_| ())),
-        classify(Scope::WorkspacesRead, ws_res),
-    ]
-    .into_iter()
-    .flatten()
-    .next();
-    if let Some(e) = fatal {
-        return verdict_from_error(e);
-    }
-    Ok(TestOutcome::decide(
-        Organization {
-            id: org.id,
-            name: org.name,
-        },
-        workspace_count,
-        ZeroRetention::from(org.zero_retention),
-        scopes,
-    ))
+/// What a connect request asks for besides the key.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// An explicit surface; `None`: the one the key's kind belongs to.
+    pub surface: Option<Surface>,
+    /// The zero-retention attestation's reference (enterprise), with the caller's JWT subject.
+    pub attestation: Option<(String, Option<String>)>,
 }
 
-fn verdict_from_error(e: AnthropicError) -> Result<TestOutcome, AnthropicError> {
-    let rid = e.request_id().map(str::to_owned);
-    match e.kind() {
-        ErrorKind::Authentication => Ok(TestOutcome::unauthorized(rid)),
-        ErrorKind::Permission => Ok(TestOutcome::forbidden(
-            rid,
-            e.upstream_message()
-                .and_then(Scope::from_missing_scope_message),
-        )),
-        _ if e.is_unavailable() => Ok(TestOutcome::unavailable(&e.summary(), rid)),
-        _ => Err(e),
+/// The surface a key is used on: a Console Admin key speaks `preview`, a Claude Enterprise key
+/// `enterprise` (Anthropic's key table: neither reaches the other's APIs). An explicit surface that does
+/// not match the key is refused, naming the key that was recognized.
+pub fn surface_for(key: &AdminKey, requested: Option<Surface>) -> Result<Surface, ApiError> {
+    let natural = match key.kind() {
+        KeyKind::Console => Surface::Preview,
+        KeyKind::Enterprise => Surface::Enterprise,
+    };
+    match requested {
+        Some(s) if s != natural => Err(ApiError::WrongKeyForSurface(format!(
+            "surface {} needs {}, but this is {}; paste the other kind of key or drop \"surface\"",
+            s.as_str(),
+            match s {
+                Surface::Preview => KeyKind::Console.describe(),
+                Surface::Enterprise => KeyKind::Enterprise.describe(),
+            },
+            key.kind().describe()
+        ))),
+        _ => Ok(natural),
     }
 }
 
@@ -145,8 +85,16 @@ impl App {
             .unwrap_or_else(|_| Deadline::after(self.config.request_budget))
     }
 
-    async fn test_key(&self, key: &AdminKey, deadline: Deadline) -> Result<TestOutcome, ApiError> {
-        run_test(&self.anthropic, key, deadline)
+    async fn test_key(
+        &self,
+        key: &AdminKey,
+        surface: Surface,
+        attestation: Option<&Attestation>,
+        deadline: Deadline,
+    ) -> Result<TestOutcome, ApiError> {
+        self.surfaces
+            .get(surface)
+            .test(key, attestation, deadline)
             .await
             .map_err(ApiError::AnthropicRejected)
     }
@@ -157,10 +105,44 @@ impl App {
         &self,
         tenant: &TenantSlug,
         key: AdminKey,
+        options: ConnectOptions,
     ) -> Result<ConnectResult, ApiError> {
+        // Everything refusable is refused before anything is sent or written.
+        let surface = surface_for(&key, options.surface)?;
+        let now = OffsetDateTime::now_utc();
+        let attested = match (options.attestation, surface) {
+            (None, _) => None,
+            (Some(_), Surface::Preview) => return Err(ApiError::InvalidBody(
+                "zero_retention_attestation applies to Claude Enterprise connections only: on the preview surface Anthropic reports zero retention itself".into(),
+            )),
+            (Some((reference, subject)), Surface::Enterprise) => {
+                let reference = reference.trim().to_owned();
+                if reference.is_empty() || reference.chars().count() > 500 {
+                    return Err(ApiError::InvalidBody(
+                        "zero_retention_attestation.reference: 1 to 500 characters naming the basis (e.g. a contract addendum id)".into(),
+                    ));
+                }
+                let Some(by) = subject else {
+                    return Err(ApiError::InvalidBody(
+                        "zero_retention_attestation needs the caller's identity, and the token carries no sub claim".into(),
+                    ));
+                };
+                Some(Attestation { by, at: now, reference })
+            }
+        };
         // One budget for the test and the publish that follows: API Gateway stops waiting at 30 s.
         let deadline = self.request_deadline();
-        let outcome = self.test_key(&key, deadline).await?;
+        let stored = self.hub.connection(tenant).await?;
+        // A reconnect with the same surface keeps the attestation already recorded.
+        let attestation = attested.or_else(|| {
+            stored
+                .as_ref()
+                .filter(|r| r.surface == surface && r.state != ConnectionState::Disconnected)
+                .and_then(|r| r.attestation.clone())
+        });
+        let outcome = self
+            .test_key(&key, surface, attestation.as_ref(), deadline)
+            .await?;
         match outcome.code {
             TestVerdict::AnthropicUnavailable => {
                 return Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
@@ -168,17 +150,30 @@ impl App {
             v if !v.key_accepted() => return Err(ApiError::KeyRejected(Box::new(outcome))),
             _ => {}
         }
-        let Some(org) = outcome.organization.clone() else {
-            return Err(ApiError::KeyRejected(Box::new(outcome)));
+        let org = match (&outcome.organization, surface) {
+            (Some(org), _) => org.clone(),
+            // Enterprise keys may not learn their org's name: the record says why instead.
+            (None, Surface::Enterprise) => Organization {
+                id: String::new(),
+                name: String::new(),
+            },
+            (None, Surface::Preview) => return Err(ApiError::KeyRejected(Box::new(outcome))),
         };
-        let stored = self.hub.connection(tenant).await?;
         let read_version = stored.as_ref().map_or(0, |r| r.version);
         let offboarded = stored
             .as_ref()
             .is_some_and(|r| r.state == ConnectionState::Disconnected);
         let existing = stored.filter(|r| r.state != ConnectionState::Disconnected);
         if let Some(current) = &existing {
-            if current.org_id != org.id {
+            if current.surface != surface {
+                return Err(ApiError::Conflict(format!(
+                    "tenant {tenant} is connected on the {} surface; disconnect it first to connect {}",
+                    current.surface.as_str(),
+                    key.kind().describe()
+                )));
+            }
+            // An enterprise org may be unnamed (empty id): nothing to compare then.
+            if current.org_id != org.id && !(current.org_id.is_empty() || org.id.is_empty()) {
                 return Err(ApiError::OrganizationMismatch {
                     tenant: tenant.to_string(),
                     current_org: format!("{} ({})", current.org_name, current.org_id),
@@ -190,7 +185,6 @@ impl App {
         let same_key = existing
             .as_ref()
             .is_some_and(|r| r.key_fingerprint == fingerprint);
-        let now = OffsetDateTime::now_utc();
         if offboarded {
             // The secret is in its recovery window: bring it back before writing the new version.
             self.keys.restore(tenant).await?;
@@ -225,6 +219,10 @@ impl App {
             }),
             disconnected_at: None,
             secret_deletion_date: None,
+            surface,
+            group_count: outcome.group_count,
+            organization_note: outcome.organization_note.clone(),
+            attestation,
             version: read_version,
         };
         // The key is stored; the record must say so. Another writer (a stored-key test, the poller) may
@@ -272,10 +270,13 @@ impl App {
     pub async fn test_connection(
         &self,
         tenant: &TenantSlug,
-        candidate: Option<AdminKey>,
+        candidate: Option<(AdminKey, Option<Surface>)>,
     ) -> Result<TestOutcome, ApiError> {
-        if let Some(key) = candidate {
-            let outcome = self.test_key(&key, self.request_deadline()).await?;
+        if let Some((key, surface)) = candidate {
+            let surface = surface_for(&key, surface)?;
+            let outcome = self
+                .test_key(&key, surface, None, self.request_deadline())
+                .await?;
             return match outcome.code {
                 TestVerdict::AnthropicUnavailable => {
                     Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
@@ -288,10 +289,17 @@ impl App {
             .connection(tenant)
             .await?
             .filter(|r| r.state != ConnectionState::Disconnected);
-        let (Some(_), Some(key)) = (record, self.keys.get(tenant).await?) else {
+        let (Some(record), Some(key)) = (record, self.keys.get(tenant).await?) else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
-        let outcome = self.test_key(&key, self.request_deadline()).await?;
+        let outcome = self
+            .test_key(
+                &key,
+                record.surface,
+                record.attestation.as_ref(),
+                self.request_deadline(),
+            )
+            .await?;
         if outcome.code == TestVerdict::AnthropicUnavailable {
             return Err(ApiError::AnthropicUnavailable(Box::new(outcome)));
         }
@@ -470,6 +478,17 @@ fn apply_test(record: &mut ConnectionRecord, outcome: &TestOutcome) {
             }
             if let Some(n) = outcome.workspace_count {
                 record.workspace_count = n;
+            }
+            if outcome.group_count.is_some() {
+                record.group_count = outcome.group_count;
+            }
+            if record.surface == Surface::Enterprise {
+                // The attestation is the record's; the test only echoes it.
+                record.zero_retention = if record.attestation.is_some() {
+                    ZeroRetention::Attested
+                } else {
+                    ZeroRetention::Unknown
+                };
             }
         }
     }

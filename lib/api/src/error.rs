@@ -13,6 +13,9 @@ pub enum ApiError {
     InvalidTenant(#[from] TenantSlugError),
     #[error("{0}")]
     InvalidAdminKey(#[from] AdminKeyError),
+    /// The key's kind does not speak the surface the body asked for.
+    #[error("{0}")]
+    WrongKeyForSurface(String),
     #[error("invalid request body: {0}")]
     InvalidBody(String),
     #[error("invalid query: {0}")]
@@ -126,6 +129,7 @@ impl ApiError {
         match self {
             ApiError::InvalidTenant(_)
             | ApiError::InvalidAdminKey(_)
+            | ApiError::WrongKeyForSurface(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidQuery(_)
             | ApiError::BodyTooLarge(_)
@@ -157,7 +161,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidTenant(_) => "invalid_tenant",
-            ApiError::InvalidAdminKey(_) => "invalid_admin_key",
+            ApiError::InvalidAdminKey(_) | ApiError::WrongKeyForSurface(_) => "invalid_admin_key",
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::BodyTooLarge(_) => "body_too_large",
@@ -272,6 +276,7 @@ mod tests {
         let all = vec![
             ApiError::InvalidTenant(TenantSlugError::Empty),
             ApiError::InvalidAdminKey(claresia_domain::AdminKey::parse("x").unwrap_err()),
+            ApiError::WrongKeyForSurface("x".into()),
             ApiError::InvalidBody("x".into()),
             ApiError::InvalidQuery("x".into()),
             ApiError::BodyTooLarge(1),
@@ -336,6 +341,7 @@ mod tests {
             match e {
                 ApiError::InvalidTenant(_)
                 | ApiError::InvalidAdminKey(_)
+                | ApiError::WrongKeyForSurface(_)
                 | ApiError::InvalidBody(_)
                 | ApiError::InvalidQuery(_)
                 | ApiError::BodyTooLarge(_)

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use claresia_anthropic::Deadline;
 use claresia_domain::admin_key::redact_keys;
-use claresia_domain::{AdminKey, TenantSlug};
+use claresia_domain::{AdminKey, Surface, TenantSlug};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::{self, Access};
+use crate::connection::ConnectOptions;
 use crate::precondition::Precondition;
 use crate::{ApiError, App};
 
@@ -63,11 +64,31 @@ impl Route {
     }
 }
 
-/// `{"admin_api_key": "..."}`; unknown fields are refused so a typo is not silently ignored.
+/// `{"admin_api_key": "...", "surface"?: "preview"|"enterprise"}`; unknown fields are refused so a typo
+/// is not silently ignored.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyBody {
     admin_api_key: String,
+    #[serde(default)]
+    surface: Option<Surface>,
+}
+
+/// The connect body: the key, the surface, and (enterprise) the zero-retention attestation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    admin_api_key: String,
+    #[serde(default)]
+    surface: Option<Surface>,
+    #[serde(default)]
+    zero_retention_attestation: Option<AttestationBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestationBody {
+    reference: String,
 }
 
 impl App {
@@ -186,9 +207,15 @@ impl App {
 
         match (route, method.as_str()) {
             (Route::Connection, "PUT") => {
-                let input: KeyBody = parse_json(body)?;
+                let input: ConnectBody = parse_json(body)?;
                 let key = AdminKey::parse(&input.admin_api_key)?;
-                let result = self.connect(&tenant, key).await?;
+                let options = ConnectOptions {
+                    surface: input.surface,
+                    attestation: input
+                        .zero_retention_attestation
+                        .map(|a| (a.reference, caller.subject.clone())),
+                };
+                let result = self.connect(&tenant, key, options).await?;
                 let created = result.created;
                 Ok(Reply::ok(result)?.created(created, format!("/tenants/{tenant}/connection")))
             }
@@ -223,7 +250,7 @@ impl App {
                     None
                 } else {
                     let input: KeyBody = parse_json(body)?;
-                    Some(AdminKey::parse(&input.admin_api_key)?)
+                    Some((AdminKey::parse(&input.admin_api_key)?, input.surface))
                 };
                 Reply::ok(self.test_connection(&tenant, candidate).await?)
             }

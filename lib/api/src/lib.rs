@@ -15,6 +15,7 @@ pub mod poller;
 pub mod precondition;
 pub mod publish;
 pub mod sub_tenants;
+pub mod surface;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
 use claresia_aws::{HubStore, KeyStore, TelemetryStore};
@@ -27,6 +28,8 @@ pub use error::ApiError;
 pub struct App {
     pub config: Config,
     pub anthropic: AnthropicClient,
+    /// The Anthropic port: one adapter per surface, chosen per connection.
+    pub surfaces: std::sync::Arc<surface::Surfaces>,
     pub hub: HubStore,
     pub keys: KeyStore,
     pub telemetry: TelemetryStore,
@@ -84,6 +87,10 @@ impl App {
             hub: HubStore::new(dynamo, config.hub_table.clone()),
             keys: KeyStore::new(secrets, config.stage.clone())
                 .with_kms_key(config.secrets_kms_key_id.clone()),
+            surfaces: std::sync::Arc::new(surface::Surfaces::new(
+                anthropic.clone(),
+                config.enterprise_limits,
+            )),
             anthropic,
             config,
         })

@@ -231,9 +231,10 @@ impl App {
         records: Vec<LiveConnection>,
         deadline: Deadline,
     ) -> Result<Tick, ApiError> {
-        let (connected, idle): (Vec<_>, Vec<_>) = records
-            .into_iter()
-            .partition(|r| r.state == ConnectionState::Connected);
+        // The preview audit log only: enterprise connections have no per-run events to poll.
+        let (connected, idle): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| {
+            r.state == ConnectionState::Connected && r.surface == claresia_domain::Surface::Preview
+        });
         let mut results: Vec<TenantPoll> = idle
             .iter()
             .map(|r| TenantPoll {

@@ -11,13 +11,13 @@ use claresia_domain::catalog::{
     desired_state, plan, Acl, Action, Archetype, DesiredSkill, RemoteSkill, WorkspaceMapping,
 };
 use claresia_domain::skill_ir::SkillIr;
-use claresia_domain::{AdminKey, ConnectionRecord, ConnectionState, TenantSlug};
+use claresia_domain::{AdminKey, ConnectionRecord, ConnectionState, Surface, TenantSlug};
 use futures::stream::{self, StreamExt};
-use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use crate::surface::{Ownership, Publisher};
 use crate::{ApiError, App};
 
 /// Below this much time left, an action is not started (it is left for the sweep).
@@ -123,7 +123,21 @@ pub struct PublishReport {
     pub tenant: TenantSlug,
     pub complete: bool,
     pub pending: bool,
+    /// The Anthropic surface published to.
+    pub surface: Surface,
+    /// Where the org's write limit paces the publish (enterprise): how long its writes take at it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<Eta>,
     pub targets: Vec<TargetReport>,
+}
+
+/// The time a publish's writes take at the org's write limit, estimated when it was planned. What the
+/// request's time budget does not cover is finished by the pending sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Eta {
+    pub writes_planned: u32,
+    pub writes_per_minute: f64,
+    pub seconds: u64,
 }
 
 enum Outcome {
@@ -134,43 +148,23 @@ enum Outcome {
     Pending(String),
 }
 
-/// What publishing works with: the org, the key, and where the deadline is.
+/// What publishing works with: the surface's publisher for this connection, and where the deadline is.
 struct Ctx<'a> {
     app: &'a App,
     hub: &'a TenantSlug,
-    key: &'a AdminKey,
-    org_id: &'a str,
+    publisher: Box<dyn Publisher + 'a>,
     deadline: Deadline,
 }
 
 impl Ctx<'_> {
-    fn skills_path(&self) -> String {
-        format!("/v1/organizations/{}/skills", self.org_id)
-    }
-
-    async fn list_remote(&self) -> Result<Vec<RemoteSkill>, AnthropicError> {
-        let raw: Vec<Value> = self
-            .app
-            .anthropic
-            .list_all(self.key, &self.skills_path(), &[], 1000, self.deadline)
-            .await?;
-        Ok(raw.iter().filter_map(remote_skill).collect())
-    }
-
-    async fn put_acl(&self, remote_id: &str, acl: &Acl) -> Result<(), AnthropicError> {
-        let body = json!({"workspace_ids": acl.workspace_ids, "group_ids": acl.group_ids});
-        self.app
-            .anthropic
-            .send::<Value>(
-                self.key,
-                Method::PUT,
-                &format!("{}/{remote_id}/acl", self.skills_path()),
-                &[],
-                Some(&body),
-                self.deadline,
-            )
-            .await
-            .map(|_| ())
+    /// What the org holds, read with the ledger as it is now (ledger surfaces own by it). The outer
+    /// error is the store's, the inner Anthropic's.
+    async fn list_remote(
+        &self,
+        access_of: Option<&BTreeSet<String>>,
+    ) -> Result<Result<Vec<RemoteSkill>, AnthropicError>, ApiError> {
+        let ledger = self.app.hub.ledger(self.hub).await?;
+        Ok(self.publisher.list(&ledger, access_of).await)
     }
 
     async fn ledger_put(
@@ -185,6 +179,30 @@ impl Ctx<'_> {
             skill_id: d.skill_id.clone(),
             remote_id: remote_id.to_owned(),
             removed_at: None,
+            content_hash: Some(d.skill.content_hash().to_owned()),
+            claimed_at: None,
+        };
+        self.app
+            .hub
+            .put_ledger(self.hub, &entry)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// On surfaces where ownership is the ledger, a create is claimed before it is sent: a crash after
+    /// Anthropic created the plugin leaves a claim that makes it ours, not a foreign plugin.
+    async fn claim(&self, target: &TenantSlug, d: &DesiredSkill) -> Result<(), String> {
+        if self.publisher.ownership() != Ownership::Ledger {
+            return Ok(());
+        }
+        let entry = LedgerEntry {
+            name: d.skill.name.clone(),
+            target: target.clone(),
+            skill_id: d.skill_id.clone(),
+            remote_id: String::new(),
+            removed_at: None,
+            content_hash: None,
+            claimed_at: Some(OffsetDateTime::now_utc().unix_timestamp()),
         };
         self.app
             .hub
@@ -217,10 +235,36 @@ impl Ctx<'_> {
         )
     }
 
+    fn refused(skill_id: &str, name: &str, reason: String) -> Outcome {
+        Outcome::Failed(
+            SkillFailure {
+                skill_id: skill_id.to_owned(),
+                name: name.to_owned(),
+                reason,
+            },
+            None,
+        )
+    }
+
     async fn run(&self, target: &TenantSlug, action: Action) -> Outcome {
         let name = action.name().to_owned();
         if self.deadline.remaining() < MIN_ACTION_BUDGET {
             return Outcome::Pending(name);
+        }
+        let access = match &action {
+            Action::Create(d) => Some((&d.skill_id, &d.acl)),
+            Action::Update {
+                desired,
+                acl: Some(acl),
+                ..
+            } => Some((&desired.skill_id, acl)),
+            Action::SetAcl { skill_id, acl, .. } => Some((skill_id, acl)),
+            _ => None,
+        };
+        if let Some((skill_id, acl)) = access {
+            if let Err(reason) = self.publisher.check_access(acl).await {
+                return Self::refused(skill_id, &name, reason);
+            }
         }
         match action {
             Action::Create(d) => self.create(target, d).await,
@@ -237,7 +281,7 @@ impl Ctx<'_> {
                 skill_id,
                 name,
                 acl,
-            } => match self.put_acl(&remote_id, &acl).await {
+            } => match self.publisher.set_access(&remote_id, &acl, false).await {
                 Ok(()) => Outcome::Updated(name),
                 Err(e) => self.failure(&skill_id, &name, &e),
             },
@@ -246,14 +290,8 @@ impl Ctx<'_> {
                 skill_id,
                 name,
             } => {
-                let path = format!("{}/{remote_id}", self.skills_path());
-                match self
-                    .app
-                    .anthropic
-                    .send::<Value>(self.key, Method::DELETE, &path, &[], None, self.deadline)
-                    .await
-                {
-                    Ok(_) => {}
+                match self.publisher.delete(&remote_id).await {
+                    Ok(()) => {}
                     // Already gone (a crashed run deleted it): the goal is reached.
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return self.failure(&skill_id, &name, &e),
@@ -264,6 +302,8 @@ impl Ctx<'_> {
                     skill_id: skill_id.clone(),
                     remote_id,
                     removed_at: None,
+                    content_hash: None,
+                    claimed_at: None,
                 };
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 match self
@@ -273,14 +313,7 @@ impl Ctx<'_> {
                     .await
                 {
                     Ok(()) => Outcome::Deleted(name),
-                    Err(e) => Outcome::Failed(
-                        SkillFailure {
-                            skill_id,
-                            name,
-                            reason: e.to_string(),
-                        },
-                        None,
-                    ),
+                    Err(e) => Self::refused(&skill_id, &name, e.to_string()),
                 }
             }
         }
@@ -288,72 +321,55 @@ impl Ctx<'_> {
 
     async fn create(&self, target: &TenantSlug, d: DesiredSkill) -> Outcome {
         let name = d.skill.name.clone();
-        let created = self
-            .app
-            .anthropic
-            .send::<Value>(
-                self.key,
-                Method::POST,
-                &self.skills_path(),
-                &[],
-                Some(&d.skill.to_json()),
-                self.deadline,
-            )
-            .await;
-        let remote_id = match created {
-            Ok(v) => v["id"].as_str().unwrap_or_default().to_owned(),
+        if let Err(reason) = self.claim(target, &d).await {
+            return Self::refused(&d.skill_id, &name, reason);
+        }
+        let remote_id = match self.publisher.create(&d).await {
+            Ok(id) => id,
             // A run that crashed after its create: adopt the skill if it is ours, then converge it.
-            Err(e) if e.kind() == ErrorKind::Conflict => {
-                let existing = match self.list_remote().await {
-                    Ok(list) => list.into_iter().find(|r| r.name == name),
-                    Err(e) => return self.failure(&d.skill_id, &name, &e),
-                };
-                return match existing {
-                    Some(r) if r.owned_by(target) => {
-                        let acl = (r.acl.clone().normalized() != d.acl).then(|| d.acl.clone());
-                        if r.metadata.get("content_hash").map(String::as_str) == Some(d.skill.content_hash()) {
-                            if let Some(acl) = acl {
-                                if let Err(e) = self.put_acl(&r.id, &acl).await {
-                                    return self.failure(&d.skill_id, &name, &e);
-                                }
-                            }
-                            match self.ledger_put(target, &d, &r.id).await {
-                                Ok(()) => Outcome::Created(name),
-                                Err(reason) => Outcome::Failed(SkillFailure { skill_id: d.skill_id, name, reason }, None),
-                            }
-                        } else {
-                            self.update(target, &r.id, &d, acl.as_ref()).await
-                        }
-                    }
-                    _ => Outcome::Failed(
-                        SkillFailure {
-                            skill_id: d.skill_id.clone(),
-                            name: name.clone(),
-                            reason: format!("the name {name} is taken by a skill Claresia does not manage; rename or remove that skill in Anthropic"),
-                        },
-                        None,
-                    ),
-                };
-            }
+            Err(e) if e.kind() == ErrorKind::Conflict => return self.adopt(target, d).await,
             Err(e) => return self.failure(&d.skill_id, &name, &e),
         };
-        // The ledger first: a crash between here and the ACL still leaves the name resolvable.
+        // The ledger first: a crash between here and the access still leaves the name resolvable.
         if let Err(reason) = self.ledger_put(target, &d, &remote_id).await {
-            return Outcome::Failed(
-                SkillFailure {
-                    skill_id: d.skill_id,
-                    name,
-                    reason,
-                },
-                None,
-            );
+            return Self::refused(&d.skill_id, &name, reason);
         }
-        if d.acl != Acl::default() {
-            if let Err(e) = self.put_acl(&remote_id, &d.acl).await {
+        if let Err(e) = self.publisher.set_access(&remote_id, &d.acl, true).await {
+            return self.failure(&d.skill_id, &name, &e);
+        }
+        Outcome::Created(name)
+    }
+
+    /// The name is taken: ours (a crashed run's create, by its metadata or our claim) is converged,
+    /// anything else is foreign and never touched.
+    async fn adopt(&self, target: &TenantSlug, d: DesiredSkill) -> Outcome {
+        let name = d.skill.name.clone();
+        let only = BTreeSet::from([d.skill_id.clone()]);
+        let existing = match self.list_remote(Some(&only)).await {
+            Ok(Ok(list)) => list.into_iter().find(|r| r.name == name),
+            Ok(Err(e)) => return self.failure(&d.skill_id, &name, &e),
+            Err(e) => return Self::refused(&d.skill_id, &name, e.to_string()),
+        };
+        let Some(r) = existing.filter(|r| r.owned_by(target)) else {
+            return Self::refused(
+                &d.skill_id,
+                &name,
+                format!("the name {name} is taken by a skill Claresia does not manage; rename or remove that skill in Anthropic"),
+            );
+        };
+        let acl = (r.acl.clone().normalized() != d.acl).then(|| d.acl.clone());
+        if r.metadata.get("content_hash").map(String::as_str) != Some(d.skill.content_hash()) {
+            return self.update(target, &r.id, &d, acl.as_ref()).await;
+        }
+        if let Some(acl) = acl {
+            if let Err(e) = self.publisher.set_access(&r.id, &acl, false).await {
                 return self.failure(&d.skill_id, &name, &e);
             }
         }
-        Outcome::Created(name)
+        match self.ledger_put(target, &d, &r.id).await {
+            Ok(()) => Outcome::Created(name),
+            Err(reason) => Self::refused(&d.skill_id, &name, reason),
+        }
     }
 
     async fn update(
@@ -364,68 +380,19 @@ impl Ctx<'_> {
         acl: Option<&Acl>,
     ) -> Outcome {
         let name = d.skill.name.clone();
-        let path = format!("{}/{remote_id}", self.skills_path());
-        if let Err(e) = self
-            .app
-            .anthropic
-            .send::<Value>(
-                self.key,
-                Method::PUT,
-                &path,
-                &[],
-                Some(&d.skill.to_json()),
-                self.deadline,
-            )
-            .await
-        {
+        if let Err(e) = self.publisher.replace(remote_id, d).await {
             return self.failure(&d.skill_id, &name, &e);
         }
         if let Some(acl) = acl {
-            if let Err(e) = self.put_acl(remote_id, acl).await {
+            if let Err(e) = self.publisher.set_access(remote_id, acl, false).await {
                 return self.failure(&d.skill_id, &name, &e);
             }
         }
         match self.ledger_put(target, d, remote_id).await {
             Ok(()) => Outcome::Updated(name),
-            Err(reason) => Outcome::Failed(
-                SkillFailure {
-                    skill_id: d.skill_id.clone(),
-                    name,
-                    reason,
-                },
-                None,
-            ),
+            Err(reason) => Self::refused(&d.skill_id, &name, reason),
         }
     }
-}
-
-fn remote_skill(v: &Value) -> Option<RemoteSkill> {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Some(RemoteSkill {
-        id: v.get("id")?.as_str()?.to_owned(),
-        name: v.get("name")?.as_str()?.to_owned(),
-        metadata: v
-            .get("metadata")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        acl: Acl {
-            workspace_ids: strings(&v["acl"]["workspace_ids"]),
-            group_ids: strings(&v["acl"]["group_ids"]),
-        },
-    })
 }
 
 /// The target (the hub tenant or one of its sub-tenants) a remote skill was published for, if it is ours:
@@ -491,6 +458,13 @@ impl App {
                 tenant: hub.clone(),
                 complete: false,
                 pending: true,
+                surface: self
+                    .hub
+                    .connection(hub)
+                    .await?
+                    .map(|r| r.surface)
+                    .unwrap_or_default(),
+                eta: None,
                 targets: Vec::new(),
             });
         }
@@ -558,17 +532,22 @@ impl App {
         let registered = |s: &Option<TenantSlug>| s.as_ref().is_none_or(|s| subs.contains(s));
         archetypes.retain(|_, a| registered(&a.sub_tenant));
         mappings.retain(|m| registered(&m.sub_tenant));
-        let desired = desired_state(hub, &archetypes, &skills, &mappings);
         let ctx = Ctx {
             app: self,
             hub,
-            key: &key,
-            org_id: &record.org_id,
+            publisher: self
+                .surfaces
+                .get(record.surface)
+                .publisher(hub, &record, &key, deadline),
             deadline,
         };
+        let mut desired = desired_state(hub, &archetypes, &skills, &mappings);
+        for d in desired.values_mut().flat_map(|t| t.skills.values_mut()) {
+            d.acl = ctx.publisher.expressible(std::mem::take(&mut d.acl));
+        }
 
         // A failed or partial listing is "unknown", never "empty": nothing is planned from it.
-        let remote = match ctx.list_remote().await {
+        let remote = match ctx.list_remote(scope).await? {
             Ok(r) => r,
             Err(e) => {
                 if e.is_unavailable() {
@@ -592,10 +571,28 @@ impl App {
         }
         self.heal_ledger(hub, &remote).await?;
 
+        let plans: Vec<_> = targets
+            .iter()
+            .map(|(target, state)| (target, state, plan(target, state, &remote, scope)))
+            .collect();
+        // Where the org's write limit paces the publish, say up front how long it will take.
+        let writes: u32 = plans
+            .iter()
+            .flat_map(|(_, _, p)| p.actions.iter())
+            .map(|a| ctx.publisher.writes_of(a))
+            .sum();
+        let eta = ctx.publisher.writes_per_minute().map(|per_minute| Eta {
+            writes_planned: writes,
+            writes_per_minute: per_minute,
+            seconds: (f64::from(writes) * 60.0 / per_minute).ceil() as u64,
+        });
+        if let Some(eta) = &eta {
+            tracing::info!(tenant = %hub, writes = eta.writes_planned, eta_seconds = eta.seconds, "publish planned");
+        }
+
         let mut reports = Vec::new();
         let mut missing_workspaces = BTreeSet::new();
-        for (target, state) in &targets {
-            let p = plan(target, state, &remote, scope);
+        for (target, state, p) in plans {
             let mut report = TargetReport {
                 tenant: target.clone(),
                 at: OffsetDateTime::now_utc(),
@@ -712,6 +709,8 @@ impl App {
             tenant: hub.clone(),
             complete,
             pending: !complete,
+            surface: record.surface,
+            eta,
             targets: reports,
         })
     }
@@ -806,11 +805,16 @@ impl App {
         let ctx = Ctx {
             app: self,
             hub,
-            key,
-            org_id: &record.org_id,
+            publisher: self
+                .surfaces
+                .get(record.surface)
+                .publisher(hub, record, key, deadline),
             deadline,
         };
-        let remote = ctx.list_remote().await.map_err(anthropic_error)?;
+        let remote = ctx
+            .list_remote(Some(&BTreeSet::new()))
+            .await?
+            .map_err(anthropic_error)?;
         let ours: Vec<(TenantSlug, RemoteSkill)> = remote
             .into_iter()
             .filter_map(|r| Some((owner_target(hub, &r)?, r)))
@@ -902,6 +906,12 @@ impl App {
                 skill_id: r.metadata.get("skill_id").cloned().unwrap_or_default(),
                 remote_id: r.id.clone(),
                 removed_at: None,
+                content_hash: r
+                    .metadata
+                    .get("content_hash")
+                    .filter(|h| !h.is_empty())
+                    .cloned(),
+                claimed_at: None,
             };
             if ledger.get(&r.name) != Some(&entry) {
                 tracing::info!(tenant = %hub, name = %r.name, "ledger entry restored from Anthropic");

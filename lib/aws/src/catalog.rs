@@ -25,9 +25,18 @@ pub struct LedgerEntry {
     pub name: String,
     pub target: TenantSlug,
     pub skill_id: String,
+    /// Anthropic's id of what we published; empty while a create is claimed but not yet answered.
     pub remote_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_at: Option<i64>,
+    /// The content hash of what was last published under this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    /// Set (unix seconds) on a claim written before a create on a surface whose published objects carry
+    /// no metadata (enterprise plugins): a plugin of this name created after it is ours, so a crash
+    /// between the create and its ledger write cannot turn our plugin into a foreign one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<i64>,
 }
 
 /// How long a removed name keeps resolving telemetry: a week covers Anthropic's late visibility and

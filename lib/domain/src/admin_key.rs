@@ -4,11 +4,31 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// Every Anthropic Admin API key starts with this.
+/// A Claude Console Admin key (the `preview` surface) starts with this.
 pub const ADMIN_KEY_PREFIX: &str = "sk-ant-admin01-";
+/// A Claude Enterprise "Admin API key" (claude.ai → Organization settings → API; the `enterprise` surface).
+pub const ENTERPRISE_KEY_PREFIX: &str = "sk-ant-api01-";
 const MAX_KEY_LEN: usize = 512;
 
-/// A syntactically valid Admin API key.
+/// Which kind of admin key was pasted: it decides which Anthropic surface a connection can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `sk-ant-admin01-…`, from the Claude Console.
+    Console,
+    /// `sk-ant-api01-…`, from claude.ai's Organization settings (Claude Enterprise).
+    Enterprise,
+}
+
+impl KeyKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyKind::Console => "a Claude Console Admin key (sk-ant-admin01-…)",
+            KeyKind::Enterprise => "a Claude Enterprise Admin API key (sk-ant-api01-…)",
+        }
+    }
+}
+
+/// A syntactically valid admin key of either kind.
 ///
 /// It deliberately implements neither `Display` nor `Serialize`, and its `Debug` is redacted, so the key
 /// cannot reach a log line, a response or a stored item by accident; `expose` is the one way out, used only
@@ -20,11 +40,13 @@ pub struct AdminKey(String);
 pub enum AdminKeyError {
     #[error("admin_api_key is empty")]
     Empty,
-    #[error("this is a regular API key (sk-ant-api…); Claresia needs an Anthropic Admin API key, which starts with sk-ant-admin01- (Console → Settings → API keys → Admin keys)")]
+    #[error("this is a workspace API key (sk-ant-api03-…), which only calls models; Claresia needs an Anthropic Admin API key: a Claude Console Admin key (sk-ant-admin01-…, Console → Settings → Admin keys) or a Claude Enterprise Admin API key (sk-ant-api01-…, claude.ai → Organization settings → API)")]
     RegularApiKey,
-    #[error("admin_api_key is not an Anthropic Admin API key: an Admin key starts with sk-ant-admin01- (Console → Settings → API keys → Admin keys)")]
+    #[error("admin_api_key is not an Anthropic Admin API key: a Console Admin key starts with sk-ant-admin01- (Console → Settings → Admin keys), a Claude Enterprise Admin API key with sk-ant-api01- (claude.ai → Organization settings → API)")]
     NotAdminKey,
-    #[error("admin_api_key is incomplete: nothing follows sk-ant-admin01-; copy the whole key")]
+    #[error(
+        "admin_api_key is incomplete: nothing follows its sk-ant-…01- prefix; copy the whole key"
+    )]
     Truncated,
     #[error("admin_api_key contains {0}; copy the key again as one unbroken string")]
     Malformed(&'static str),
@@ -38,13 +60,16 @@ impl AdminKey {
         if key.is_empty() {
             return Err(AdminKeyError::Empty);
         }
-        if !key.starts_with(ADMIN_KEY_PREFIX) {
+        let prefix = [ADMIN_KEY_PREFIX, ENTERPRISE_KEY_PREFIX]
+            .into_iter()
+            .find(|p| key.starts_with(p));
+        let Some(prefix) = prefix else {
             if key.starts_with("sk-ant-api") {
                 return Err(AdminKeyError::RegularApiKey);
             }
             return Err(AdminKeyError::NotAdminKey);
-        }
-        let body = &key[ADMIN_KEY_PREFIX.len()..];
+        };
+        let body = &key[prefix.len()..];
         if body.is_empty() {
             return Err(AdminKeyError::Truncated);
         }
@@ -63,6 +88,14 @@ impl AdminKey {
             ));
         }
         Ok(Self(key.to_owned()))
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        if self.0.starts_with(ENTERPRISE_KEY_PREFIX) {
+            KeyKind::Enterprise
+        } else {
+            KeyKind::Console
+        }
     }
 
     /// The key itself, for the `x-api-key` header and the secret store only.
@@ -162,6 +195,10 @@ mod tests {
         );
         assert_eq!(AdminKey::parse("hello"), Err(AdminKeyError::NotAdminKey));
         assert_eq!(
+            AdminKey::parse("sk-ant-api01-"),
+            Err(AdminKeyError::Truncated)
+        );
+        assert_eq!(
             AdminKey::parse("SK-ANT-ADMIN01-abc"),
             Err(AdminKeyError::NotAdminKey)
         );
@@ -185,6 +222,19 @@ mod tests {
             AdminKey::parse(&format!("sk-ant-admin01-{}", "a".repeat(600))),
             Err(AdminKeyError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn both_admin_key_kinds_are_recognised() {
+        assert_eq!(AdminKey::parse(KEY).unwrap().kind(), KeyKind::Console);
+        let ent = AdminKey::parse("sk-ant-api01-Enterprise_key-1234").unwrap();
+        assert_eq!(ent.kind(), KeyKind::Enterprise);
+        assert!(AdminKeyError::RegularApiKey
+            .to_string()
+            .contains("sk-ant-api01-"));
+        assert!(AdminKeyError::RegularApiKey
+            .to_string()
+            .contains("workspace API key"));
     }
 
     #[test]

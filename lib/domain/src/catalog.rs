@@ -20,21 +20,71 @@ pub struct Archetype {
     pub workspace_ids: Vec<String>,
     #[serde(default)]
     pub sub_tenant: Option<TenantSlug>,
+    /// Enterprise: how the archetype's groups get its skills (`available`, `auto_install` — the default —
+    /// or `required`). Ignored on the preview surface, which has no such notion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_preference: Option<InstallationPreference>,
 }
 
-/// An Anthropic workspace mapped to the tenant (`sub_tenant` null) or one of its sub-tenants.
+/// A Claude Enterprise plugin installation preference, least permissive first (the order Anthropic
+/// applies when a member is in several groups: the most permissive wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallationPreference {
+    NotAvailable,
+    Available,
+    AutoInstall,
+    Required,
+}
+
+impl InstallationPreference {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallationPreference::NotAvailable => "not_available",
+            InstallationPreference::Available => "available",
+            InstallationPreference::AutoInstall => "auto_install",
+            InstallationPreference::Required => "required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            InstallationPreference::NotAvailable,
+            InstallationPreference::Available,
+            InstallationPreference::AutoInstall,
+            InstallationPreference::Required,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+/// An Anthropic workspace (preview) or RBAC group (enterprise) mapped to the tenant (`sub_tenant` null)
+/// or one of its sub-tenants: it gets every skill of that target, and its usage is routed there. Exactly
+/// one of `workspace_id` and `group_id` is set (the API validates it against the connection's surface).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceMapping {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub workspace_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
     #[serde(default)]
     pub sub_tenant: Option<TenantSlug>,
 }
 
+/// Who may use a published skill. `workspace_ids` exist on the preview surface only; `preferences` and
+/// `organization` on the enterprise surface only (each surface's adapter drops what it cannot express).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acl {
     pub workspace_ids: Vec<String>,
     pub group_ids: Vec<String>,
+    /// Group id → installation preference, where it is not the default `auto_install`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preferences: BTreeMap<String, InstallationPreference>,
+    /// The plugin's organization-level setting when it is not `not_available` (someone widened it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
 }
 
 impl Acl {
@@ -84,15 +134,27 @@ pub fn desired_state(
             let acl = per_target.entry(s.clone()).or_default();
             acl.group_ids.extend(a.group_ids.iter().cloned());
             acl.workspace_ids.extend(a.workspace_ids.iter().cloned());
+            if let Some(p) = a.installation_preference {
+                // Two archetypes granting one group: the most permissive preference wins.
+                for g in &a.group_ids {
+                    let slot = acl.preferences.entry(g.clone()).or_insert(p);
+                    *slot = (*slot).max(p);
+                }
+            }
         }
     }
     let mut out = BTreeMap::new();
     for (target, granted) in grants {
-        let mapped: Vec<String> = mappings
-            .iter()
-            .filter(|m| target_of(&m.sub_tenant) == target)
+        let of_target = || {
+            mappings
+                .iter()
+                .filter(|m| target_of(&m.sub_tenant) == target)
+        };
+        let mapped: Vec<String> = of_target()
+            .filter(|m| !m.workspace_id.is_empty())
             .map(|m| m.workspace_id.clone())
             .collect();
+        let mapped_groups: Vec<String> = of_target().filter_map(|m| m.group_id.clone()).collect();
         let mut state = TargetState::default();
         for (skill_id, mut acl) in granted {
             // A grant of a skill deleted since simply publishes nothing.
@@ -102,6 +164,7 @@ pub fn desired_state(
             match transpile(ir, &target, hub_tenant) {
                 Ok(skill) => {
                     acl.workspace_ids.extend(mapped.iter().cloned());
+                    acl.group_ids.extend(mapped_groups.iter().cloned());
                     state.skills.insert(
                         skill.name.clone(),
                         DesiredSkill {

@@ -12,12 +12,62 @@ pub const ROTATION_DUE_DAYS: i64 = 90;
 
 const REMINT_HINT: &str =
     "Re-mint the Admin key with Skills:write, Skills:read, Audit:read, Workspaces:read.";
+const ENTERPRISE_REMINT_HINT: &str = "Scopes are fixed when an Enterprise key is created: have the primary owner create a new key (claude.ai → Organization settings → API, for all linked organizations) with write:plugins, read:plugins, read:analytics, read:compliance_activities, read:rbac_groups.";
+
+/// Which Anthropic API a connection speaks: `preview` is the contract the product page imagines (org
+/// skills with ACLs, a per-run audit log), `enterprise` what Claude Enterprise documents today (plugins
+/// per RBAC group, the Analytics API, the Compliance Activity Feed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surface {
+    #[default]
+    Preview,
+    Enterprise,
+}
+
+impl Surface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Preview => "preview",
+            Surface::Enterprise => "enterprise",
+        }
+    }
+
+    /// The scopes a key must carry on this surface.
+    pub fn required_scopes(self) -> &'static [Scope] {
+        match self {
+            Surface::Preview => &Scope::REQUIRED,
+            Surface::Enterprise => &Scope::ENTERPRISE,
+        }
+    }
+
+    fn remint_hint(self) -> &'static str {
+        match self {
+            Surface::Preview => REMINT_HINT,
+            Surface::Enterprise => ENTERPRISE_REMINT_HINT,
+        }
+    }
+}
+
+/// A tenant admin's statement that the Claude Enterprise organization runs with zero data retention: no
+/// Enterprise API reports it, so publishing there rests on this record (who, when, on what basis).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The JWT subject of the admin who attested.
+    pub by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Free text naming the basis, e.g. a contract addendum id.
+    pub reference: String,
+}
 
 /// Whether the organization has zero-retention on. `Unknown` (Anthropic did not say) counts as off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ZeroRetention {
     Enabled,
+    /// Not reported by Anthropic (the enterprise surface) but attested by a tenant admin.
+    Attested,
     Disabled,
     Unknown,
 }
@@ -38,6 +88,8 @@ impl From<Option<bool>> for ZeroRetention {
 pub enum TestVerdict {
     Success,
     ZeroRetentionDisabled,
+    /// Enterprise: the key is good, but no zero-retention attestation is recorded yet.
+    ZeroRetentionUnattested,
     Unauthorized,
     MissingScopes,
     AnthropicUnavailable,
@@ -48,6 +100,7 @@ impl TestVerdict {
         match self {
             TestVerdict::Success => "success",
             TestVerdict::ZeroRetentionDisabled => "zero_retention_disabled",
+            TestVerdict::ZeroRetentionUnattested => "zero_retention_unattested",
             TestVerdict::Unauthorized => "unauthorized",
             TestVerdict::MissingScopes => "missing_scopes",
             TestVerdict::AnthropicUnavailable => "anthropic_unavailable",
@@ -58,7 +111,9 @@ impl TestVerdict {
     pub fn key_accepted(self) -> bool {
         matches!(
             self,
-            TestVerdict::Success | TestVerdict::ZeroRetentionDisabled
+            TestVerdict::Success
+                | TestVerdict::ZeroRetentionDisabled
+                | TestVerdict::ZeroRetentionUnattested
         )
     }
 }
@@ -75,8 +130,16 @@ pub struct TestOutcome {
     pub code: TestVerdict,
     pub ok: bool,
     pub message: String,
+    #[serde(default)]
+    pub surface: Surface,
     pub organization: Option<Organization>,
+    /// Enterprise: why the organization's name is unknown (no API answered it to this key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_note: Option<String>,
     pub workspace_count: Option<u32>,
+    /// Enterprise: how many RBAC groups the organization has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_count: Option<u32>,
     pub zero_retention: ZeroRetention,
     pub scopes: ScopeReport,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -124,7 +187,7 @@ impl TestOutcome {
                     TestVerdict::ZeroRetentionDisabled,
                     "Zero-retention not enabled — Claresia refuses to publish. Enable zero-retention in Anthropic Console → Settings → Privacy.".to_owned(),
                 ),
-                ZeroRetention::Unknown => (
+                ZeroRetention::Unknown | ZeroRetention::Attested => (
                     TestVerdict::ZeroRetentionDisabled,
                     "Zero-retention could not be confirmed (Anthropic did not report it) — Claresia refuses to publish until it is confirmed. Enable zero-retention in Anthropic Console → Settings → Privacy, then test again.".to_owned(),
                 ),
@@ -134,12 +197,99 @@ impl TestOutcome {
             ok: code == TestVerdict::Success,
             code,
             message,
+            surface: Surface::Preview,
             organization: Some(organization),
+            organization_note: None,
+            group_count: None,
             workspace_count,
             zero_retention,
             scopes,
             request_id: None,
         }
+    }
+
+    /// The verdict of an enterprise test: missing scopes first (a new key is needed), then the
+    /// zero-retention attestation (the tenant admin's to give), else success.
+    pub fn decide_enterprise(
+        organization: Option<Organization>,
+        organization_note: Option<String>,
+        group_count: Option<u32>,
+        scopes: ScopeReport,
+        attestation: Option<&Attestation>,
+    ) -> Self {
+        let org_name = organization
+            .as_ref()
+            .map_or("the Claude Enterprise organization".to_owned(), |o| {
+                o.name.clone()
+            });
+        let groups = match group_count {
+            Some(n) => format!("{n} RBAC group{}", if n == 1 { "" } else { "s" }),
+            None => "RBAC groups not counted".to_owned(),
+        };
+        let (code, mut message) = if !scopes.missing.is_empty() {
+            let names: Vec<&str> = scopes.missing.iter().map(|s| s.as_str()).collect();
+            (
+                TestVerdict::MissingScopes,
+                format!(
+                    "403 Forbidden — the Enterprise key lacks the required scope{} {}. {ENTERPRISE_REMINT_HINT}",
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ),
+            )
+        } else if let Some(a) = attestation {
+            (
+                TestVerdict::Success,
+                format!(
+                    "Connected to {org_name} — {groups}, zero retention attested by {} ({}).",
+                    a.by, a.reference
+                ),
+            )
+        } else {
+            (
+                TestVerdict::ZeroRetentionUnattested,
+                format!("Connected to {org_name} — {groups}. Zero retention is not reported by any Claude Enterprise API: Claresia refuses to publish until a tenant admin records an attestation (zero_retention_attestation in the connect body)."),
+            )
+        };
+        if code != TestVerdict::MissingScopes && !scopes.unverified.is_empty() {
+            let names: Vec<&str> = scopes.unverified.iter().map(|s| s.as_str()).collect();
+            message.push_str(&format!(" Could not confirm {}.", names.join(", ")));
+        }
+        TestOutcome {
+            ok: code == TestVerdict::Success,
+            code,
+            message,
+            surface: Surface::Enterprise,
+            organization,
+            organization_note,
+            workspace_count: None,
+            group_count,
+            zero_retention: if attestation.is_some() {
+                ZeroRetention::Attested
+            } else {
+                ZeroRetention::Unknown
+            },
+            scopes,
+            request_id: None,
+        }
+    }
+
+    /// The same outcome, said of `surface` (whose re-mint advice a 403 message carries).
+    pub fn on(mut self, surface: Surface) -> Self {
+        if self.surface != surface {
+            self.message = self
+                .message
+                .replace(self.surface.remint_hint(), surface.remint_hint());
+            if self.code == TestVerdict::MissingScopes {
+                self.scopes.unverified = surface
+                    .required_scopes()
+                    .iter()
+                    .copied()
+                    .filter(|s| !self.scopes.missing.contains(s))
+                    .collect();
+            }
+            self.surface = surface;
+        }
+        self
     }
 
     /// Anthropic answered 401: the key is wrong, revoked or was pasted incompletely.
@@ -148,7 +298,10 @@ impl TestOutcome {
             code: TestVerdict::Unauthorized,
             ok: false,
             message: "401 Unauthorized — Anthropic rejected the key. Re-paste the key (most common: a trailing space or a partial copy; we trim spaces, so check the key was copied whole and not revoked).".to_owned(),
+            surface: Surface::Preview,
             organization: None,
+            organization_note: None,
+            group_count: None,
             workspace_count: None,
             zero_retention: ZeroRetention::Unknown,
             scopes: ScopeReport::default(),
@@ -175,7 +328,10 @@ impl TestOutcome {
             code: TestVerdict::MissingScopes,
             ok: false,
             message: format!("403 Forbidden — {what}. {REMINT_HINT}"),
+            surface: Surface::Preview,
             organization: None,
+            organization_note: None,
+            group_count: None,
             workspace_count: None,
             zero_retention: ZeroRetention::Unknown,
             scopes,
@@ -195,7 +351,10 @@ impl TestOutcome {
             message: format!(
                 "Anthropic is unavailable right now: {detail}{rid}. Nothing was changed; try again in a few minutes and check status.anthropic.com."
             ),
+            surface: Surface::Preview,
             organization: None,
+            organization_note: None,
+            group_count: None,
             workspace_count: None,
             zero_retention: ZeroRetention::Unknown,
             scopes: ScopeReport::default(),
@@ -257,6 +416,17 @@ pub struct ConnectionRecord {
         with = "time::serde::rfc3339::option"
     )]
     pub secret_deletion_date: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub surface: Surface,
+    /// Enterprise: the organization's RBAC groups when last tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_count: Option<u32>,
+    /// Enterprise: why the organization's name is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_note: Option<String>,
+    /// Enterprise: the tenant admin's zero-retention attestation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attestation>,
     /// Bumped by every write; a write is conditioned on the version it read (0: no record yet), so a
     /// writer that read a stale record (a test or a 401 racing a rotation) cannot put it back.
     #[serde(default)]
@@ -280,8 +450,15 @@ impl ConnectionRecord {
             }
             ConnectionState::Connected => {}
         }
+        if self.surface == Surface::Enterprise {
+            return match &self.attestation {
+                Some(_) => None,
+                None => Some("Zero retention is not attested — Claresia refuses to publish to Claude Enterprise until a tenant admin records zero_retention_attestation (reconnect with it in the body).".to_owned()),
+            };
+        }
         match self.zero_retention {
             ZeroRetention::Enabled => None,
+            ZeroRetention::Attested => Some("Zero retention is attested, but this is a preview connection, where Anthropic must report it; test the connection again.".to_owned()),
             ZeroRetention::Disabled => Some("Zero-retention not enabled — Claresia refuses to publish. Enable zero-retention in Anthropic Console → Settings → Privacy.".to_owned()),
             ZeroRetention::Unknown => Some("Zero-retention could not be confirmed — Claresia refuses to publish until a test or republish sees it enabled.".to_owned()),
         }
@@ -302,11 +479,13 @@ pub struct LiveConnection {
     pub org_id: String,
     #[serde(with = "time::serde::rfc3339")]
     pub connected_at: OffsetDateTime,
+    #[serde(default)]
+    pub surface: Surface,
 }
 
 impl LiveConnection {
     /// The stored attributes a `LiveConnection` is read from.
-    pub const FIELDS: [&'static str; 4] = ["tenant", "state", "org_id", "connected_at"];
+    pub const FIELDS: [&'static str; 5] = ["tenant", "state", "org_id", "connected_at", "surface"];
 }
 
 impl From<&ConnectionRecord> for LiveConnection {
@@ -316,6 +495,7 @@ impl From<&ConnectionRecord> for LiveConnection {
             state: r.state,
             org_id: r.org_id.clone(),
             connected_at: r.connected_at,
+            surface: r.surface,
         }
     }
 }
@@ -335,6 +515,14 @@ pub struct PublishingStatus {
     pub reason: Option<String>,
 }
 
+/// `{"source": "reported"}` or `{"source": "attested", "by", "at", "reference"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ZeroRetentionEvidence {
+    Reported,
+    Attested(Attestation),
+}
+
 /// The connection status the portal reads (`GET /tenants/{tenant}/connection`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConnectionStatus {
@@ -343,9 +531,18 @@ pub struct ConnectionStatus {
     pub state: Option<ConnectionState>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
+    /// The Anthropic API the connection speaks (`None` when not connected).
+    pub surface: Option<Surface>,
     pub organization: Option<Organization>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_note: Option<String>,
     pub workspace_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_count: Option<u32>,
     pub zero_retention: Option<ZeroRetention>,
+    /// Where the zero-retention answer comes from: reported by Anthropic, or attested (by whom, when).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_retention_evidence: Option<ZeroRetentionEvidence>,
     pub scopes_verified: Vec<Scope>,
     pub key: Option<KeyStatus>,
     pub publishing: PublishingStatus,
@@ -370,9 +567,13 @@ impl ConnectionStatus {
                 connected: false,
                 state: None,
                 state_reason: None,
+                surface: None,
                 organization: None,
+                organization_note: None,
                 workspace_count: None,
+                group_count: None,
                 zero_retention: None,
+                zero_retention_evidence: None,
                 scopes_verified: vec![],
                 key: None,
                 publishing: PublishingStatus {
@@ -392,12 +593,19 @@ impl ConnectionStatus {
             connected: live,
             state: Some(r.state),
             state_reason: r.state_reason.clone(),
-            organization: Some(Organization {
+            surface: Some(r.surface),
+            organization: (!r.org_id.is_empty()).then(|| Organization {
                 id: r.org_id.clone(),
                 name: r.org_name.clone(),
             }),
-            workspace_count: Some(r.workspace_count),
+            organization_note: r.organization_note.clone(),
+            workspace_count: (r.surface == Surface::Preview).then_some(r.workspace_count),
+            group_count: r.group_count,
             zero_retention: Some(r.zero_retention),
+            zero_retention_evidence: Some(match (&r.attestation, r.surface) {
+                (Some(a), Surface::Enterprise) => ZeroRetentionEvidence::Attested(a.clone()),
+                _ => ZeroRetentionEvidence::Reported,
+            }),
             scopes_verified: r.scopes_verified.clone(),
             key: live.then(|| KeyStatus {
                 fingerprint: r.key_fingerprint.clone(),
@@ -453,6 +661,10 @@ mod tests {
             last_test: None,
             disconnected_at: None,
             secret_deletion_date: None,
+            surface: Surface::Preview,
+            group_count: None,
+            organization_note: None,
+            attestation: None,
             version: 1,
         }
     }
@@ -621,5 +833,93 @@ mod tests {
         let mut fields = LiveConnection::FIELDS.to_vec();
         fields.sort_unstable();
         assert_eq!(keys, fields);
+    }
+
+    fn attestation() -> Attestation {
+        Attestation {
+            by: "user-1".into(),
+            at: datetime!(2026-11-25 10:00 UTC),
+            reference: "DPA-7".into(),
+        }
+    }
+
+    #[test]
+    fn enterprise_verdicts_name_missing_scopes_then_ask_for_the_attestation() {
+        let all = ScopeReport {
+            verified: Scope::ENTERPRISE.to_vec(),
+            ..Default::default()
+        };
+        let o = TestOutcome::decide_enterprise(Some(org()), None, Some(3), all.clone(), None);
+        assert_eq!(o.code, TestVerdict::ZeroRetentionUnattested);
+        assert!(o.code.key_accepted() && !o.ok);
+        assert!(o.message.contains("3 RBAC groups"), "{}", o.message);
+        assert_eq!(o.surface, Surface::Enterprise);
+        let a = attestation();
+        let o =
+            TestOutcome::decide_enterprise(None, Some("unknown".into()), Some(1), all, Some(&a));
+        assert_eq!((o.code, o.ok), (TestVerdict::Success, true));
+        assert_eq!(o.zero_retention, ZeroRetention::Attested);
+        assert!(
+            o.message.contains("1 RBAC group,") && o.message.contains("user-1"),
+            "{}",
+            o.message
+        );
+        let missing = ScopeReport {
+            verified: vec![
+                Scope::PluginsWrite,
+                Scope::PluginsRead,
+                Scope::RbacGroupsRead,
+            ],
+            missing: vec![Scope::AnalyticsRead, Scope::ComplianceActivitiesRead],
+            unverified: vec![],
+        };
+        let o = TestOutcome::decide_enterprise(Some(org()), None, Some(3), missing, Some(&a));
+        assert_eq!(o.code, TestVerdict::MissingScopes);
+        assert!(
+            o.message
+                .contains("scopes read:analytics, read:compliance_activities"),
+            "{}",
+            o.message
+        );
+        assert!(o.message.contains("claude.ai"), "{}", o.message);
+    }
+
+    #[test]
+    fn a_403_on_the_enterprise_surface_gives_its_own_advice() {
+        let o = TestOutcome::forbidden(None, Some(Scope::PluginsRead)).on(Surface::Enterprise);
+        assert!(
+            o.message.contains("write:plugins, read:plugins"),
+            "{}",
+            o.message
+        );
+        assert_eq!(o.scopes.missing, vec![Scope::PluginsRead]);
+        assert_eq!(o.scopes.unverified.len(), 4);
+        assert_eq!(o.surface, Surface::Enterprise);
+    }
+
+    #[test]
+    fn enterprise_publishing_rests_on_the_attestation() {
+        let mut r = record(ZeroRetention::Unknown, ConnectionState::Connected);
+        r.surface = Surface::Enterprise;
+        assert!(r.publish_refusal().unwrap().contains("not attested"));
+        r.attestation = Some(attestation());
+        r.zero_retention = ZeroRetention::Attested;
+        assert_eq!(r.publish_refusal(), None);
+        let st = ConnectionStatus::of(&r.tenant, Some(&r), datetime!(2026-11-25 12:00 UTC));
+        assert_eq!(st.surface, Some(Surface::Enterprise));
+        assert_eq!(st.workspace_count, None);
+        assert_eq!(
+            serde_json::to_value(&st.zero_retention_evidence).unwrap(),
+            serde_json::json!({"source": "attested", "by": "user-1", "at": "2026-11-25T10:00:00Z", "reference": "DPA-7"})
+        );
+        // An attestation never stands in for what Anthropic must report on preview.
+        let mut p = record(ZeroRetention::Attested, ConnectionState::Connected);
+        p.attestation = Some(attestation());
+        assert!(p.publish_refusal().is_some());
+        let st = ConnectionStatus::of(&p.tenant, Some(&p), datetime!(2026-11-25 12:00 UTC));
+        assert_eq!(
+            serde_json::to_value(&st.zero_retention_evidence).unwrap(),
+            serde_json::json!({"source": "reported"})
+        );
     }
 }

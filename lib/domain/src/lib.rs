@@ -13,10 +13,10 @@ pub mod telemetry;
 pub mod tenant;
 pub mod transpile;
 
-pub use admin_key::{AdminKey, AdminKeyError, KeyFingerprint};
+pub use admin_key::{AdminKey, AdminKeyError, KeyFingerprint, KeyKind};
 pub use connection::{
-    ConnectionRecord, ConnectionState, ConnectionStatus, LiveConnection, TestOutcome, TestVerdict,
-    ZeroRetention, ROTATION_DUE_DAYS,
+    Attestation, ConnectionRecord, ConnectionState, ConnectionStatus, LiveConnection, Surface,
+    TestOutcome, TestVerdict, ZeroRetention, ZeroRetentionEvidence, ROTATION_DUE_DAYS,
 };
 pub use scope::{Scope, ScopeReport};
 pub use tenant::{ParentLink, SubTenant, TenantSlug, TenantSlugError};

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use claresia_domain::catalog::{
-    desired_state, plan, Acl, Action, Archetype, RemoteSkill, WorkspaceMapping,
+    desired_state, plan, Acl, Action, Archetype, InstallationPreference, RemoteSkill,
+    WorkspaceMapping,
 };
 use claresia_domain::footer::{fill, FOOTER_TEMPLATE};
 use claresia_domain::skill_ir::{validate, SkillIr};
@@ -198,15 +199,18 @@ fn desired_state_unions_grants_and_separates_sub_tenants() {
             group_ids: vec!["grp_eng_sub".into()],
             workspace_ids: vec![],
             sub_tenant: Some(t("dainese-eng")),
+            installation_preference: None,
         },
     );
     let mappings = vec![
         WorkspaceMapping {
             workspace_id: "wrkspc_eng".into(),
+            group_id: None,
             sub_tenant: Some(t("dainese-eng")),
         },
         WorkspaceMapping {
             workspace_id: "wrkspc_corp".into(),
+            group_id: None,
             sub_tenant: None,
         },
     ];
@@ -218,7 +222,8 @@ fn desired_state_unions_grants_and_separates_sub_tenants() {
         standup.acl,
         Acl {
             workspace_ids: vec!["wrkspc_corp".into()],
-            group_ids: vec!["grp_engineering".into(), "grp_product".into()]
+            group_ids: vec!["grp_engineering".into(), "grp_product".into()],
+            ..Default::default()
         }
     );
     let sub = &state[&t("dainese-eng")];
@@ -342,4 +347,49 @@ fn a_desired_name_held_by_a_foreign_skill_is_a_conflict_not_a_takeover() {
         .actions
         .iter()
         .all(|a| a.name() != "claresia-dainese-prd-review"));
+}
+
+#[test]
+fn installation_preferences_take_the_most_permissive_grant_per_group() {
+    let mut arch = BTreeMap::new();
+    let a = |skills: &[&str], groups: &[&str], pref: Option<InstallationPreference>| Archetype {
+        skills: skills.iter().map(|s| s.to_string()).collect(),
+        group_ids: groups.iter().map(|s| s.to_string()).collect(),
+        workspace_ids: vec![],
+        sub_tenant: None,
+        installation_preference: pref,
+    };
+    arch.insert(
+        "a".into(),
+        a(
+            &["standup-notes"],
+            &["g1", "g2"],
+            Some(InstallationPreference::Available),
+        ),
+    );
+    arch.insert(
+        "b".into(),
+        a(
+            &["standup-notes"],
+            &["g2"],
+            Some(InstallationPreference::Required),
+        ),
+    );
+    arch.insert("c".into(), a(&["standup-notes"], &["g3"], None));
+    let mappings = vec![WorkspaceMapping {
+        workspace_id: String::new(),
+        group_id: Some("g4".into()),
+        sub_tenant: None,
+    }];
+    let state = desired_state(&t("dainese"), &arch, &skills(), &mappings);
+    let acl = &state[&t("dainese")].skills["claresia-dainese-standup-notes"].acl;
+    assert_eq!(acl.group_ids, vec!["g1", "g2", "g3", "g4"]);
+    assert_eq!(
+        acl.preferences,
+        BTreeMap::from([
+            ("g1".to_owned(), InstallationPreference::Available),
+            ("g2".to_owned(), InstallationPreference::Required),
+        ])
+    );
+    assert!(acl.workspace_ids.is_empty());
 }

@@ -1,0 +1,727 @@
+//! The `enterprise` surface (`claude-enterprise-api.md`): one plugin per skill through the Plugins API
+//! (beta), made available per RBAC group by installation settings, owned by our ledger.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use claresia_anthropic::{AnthropicClient, AnthropicError, Body, Call, Deadline, ErrorKind, Pacer};
+use claresia_aws::LedgerEntry;
+use claresia_domain::catalog::{Acl, Action, DesiredSkill, InstallationPreference, RemoteSkill};
+use claresia_domain::connection::Organization;
+use claresia_domain::transpile::MANAGED_BY;
+use claresia_domain::{
+    AdminKey, Attestation, ConnectionRecord, Scope, ScopeReport, Surface, TenantSlug, TestOutcome,
+};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use http::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::preview::{classify_scope, verdict_from_error};
+use super::{AnthropicSurface, Ownership, Publisher};
+
+pub const PLUGINS_BETA: &str = "ce-plugins-2026-09-01";
+const PLUGINS: &str = "/v1/organizations/plugins";
+const GROUPS: &str = "/v1/organizations/rbac_groups";
+pub const ANALYTICS_SKILLS: &str = "/v1/organizations/analytics/skills";
+pub const ACTIVITIES: &str = "/v1/compliance/activities";
+/// A plugin id that cannot exist: setting its organization preference proves `write:plugins` (404)
+/// without changing anything.
+const WRITE_PROBE_PLUGIN: &str = "plugin_claresiascopeprobe00000000000000";
+/// A plugin created this long before its claim is not ours (clock skew between us and Anthropic).
+const CLAIM_SKEW_SECONDS: i64 = 60;
+/// Concurrent reads of installation settings while listing (the read pacer spaces them anyway).
+const READ_CONCURRENCY: usize = 4;
+
+/// The documented per-org limits (requests per minute), lowered or raised by configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct EnterpriseLimits {
+    pub writes_per_minute: f64,
+    pub reads_per_minute: f64,
+    pub compliance_per_minute: f64,
+}
+
+impl Default for EnterpriseLimits {
+    fn default() -> Self {
+        EnterpriseLimits {
+            writes_per_minute: 60.0,
+            reads_per_minute: 300.0,
+            compliance_per_minute: 600.0,
+        }
+    }
+}
+
+/// One org's pacers. Keyed by the key's fingerprint: an Enterprise key acts on exactly one org.
+pub struct OrgPacers {
+    pub writes: Pacer,
+    pub reads: Pacer,
+    pub compliance: Pacer,
+}
+
+pub struct EnterpriseSurface {
+    pub client: AnthropicClient,
+    pub limits: EnterpriseLimits,
+    pacers: Mutex<HashMap<String, Arc<OrgPacers>>>,
+}
+
+impl EnterpriseSurface {
+    pub fn new(client: AnthropicClient, limits: EnterpriseLimits) -> Self {
+        EnterpriseSurface {
+            client,
+            limits,
+            pacers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pacers of `key`'s org, shared by every request this sandbox sends for it.
+    pub fn pacers(&self, key: &AdminKey) -> Arc<OrgPacers> {
+        let mut map = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.fingerprint().to_string())
+            .or_insert_with(|| {
+                Arc::new(OrgPacers {
+                    writes: Pacer::per_minute(self.limits.writes_per_minute),
+                    reads: Pacer::per_minute(self.limits.reads_per_minute),
+                    compliance: Pacer::per_minute(self.limits.compliance_per_minute),
+                })
+            })
+            .clone()
+    }
+
+    /// Every RBAC group of the org: id → name.
+    pub async fn groups(
+        &self,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<BTreeMap<String, String>, AnthropicError> {
+        let pacers = self.pacers(key);
+        let query = [("limit", "1000".to_owned())];
+        let all: Vec<Value> = self
+            .client
+            .list_all_pages(
+                key,
+                Call::get(GROUPS, &query).paced(&pacers.reads),
+                deadline,
+            )
+            .await?;
+        Ok(all
+            .iter()
+            .filter_map(|g| {
+                Some((
+                    g["id"].as_str()?.to_owned(),
+                    g["name"].as_str().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl AnthropicSurface for EnterpriseSurface {
+    fn surface(&self) -> Surface {
+        Surface::Enterprise
+    }
+
+    /// The org name where `/organizations/me` answers (UNCONFIRMED for these keys), then each of the five
+    /// scopes by the cheapest call that needs only it, and the RBAC group count.
+    async fn test(
+        &self,
+        key: &AdminKey,
+        attestation: Option<&Attestation>,
+        deadline: Deadline,
+    ) -> Result<TestOutcome, AnthropicError> {
+        let c = &self.client;
+        let pacers = self.pacers(key);
+        let one = [("limit", "1".to_owned())];
+        let yesterday = (OffsetDateTime::now_utc().date() - time::Duration::days(1)).to_string();
+        let analytics_q = [("date", yesterday), ("limit", "1".to_owned())];
+        let probe_path =
+            format!("{PLUGINS}/{WRITE_PROBE_PLUGIN}/installation_settings/organization");
+        let probe_body = json!({"installation_preference": "not_available"});
+        let (me, plugins_read, plugins_write, analytics, compliance, groups) = tokio::join!(
+            c.organization(key, deadline),
+            c.call::<Value>(
+                key,
+                Call::get(PLUGINS, &one)
+                    .beta(PLUGINS_BETA)
+                    .paced(&pacers.reads),
+                deadline
+            ),
+            c.call::<Value>(
+                key,
+                Call::new(Method::POST, &probe_path, Body::Json(&probe_body))
+                    .beta(PLUGINS_BETA)
+                    .paced(&pacers.writes),
+                deadline
+            ),
+            c.call::<Value>(
+                key,
+                Call::get(ANALYTICS_SKILLS, &analytics_q).paced(&pacers.reads),
+                deadline
+            ),
+            c.call::<Value>(
+                key,
+                Call::get(ACTIVITIES, &one).paced(&pacers.compliance),
+                deadline
+            ),
+            self.groups(key, deadline),
+        );
+        // The Plugins API reads as nonexistent (404) where the beta is not enabled for the org.
+        if let Err(e) = &plugins_read {
+            if e.kind() == ErrorKind::NotFound {
+                return Err(e.clone());
+            }
+        }
+        let mut scopes = ScopeReport::default();
+        let mut group_count = None;
+        let groups = groups.map(|g| group_count = Some(g.len() as u32));
+        // The analytics probe asks for yesterday; a 400 naming the latest day still proves the scope.
+        let analytics = match analytics {
+            Err(e) if e.kind() == ErrorKind::InvalidRequest => Ok(Value::Null),
+            other => other,
+        };
+        let fatal = [
+            classify_scope(
+                &mut scopes,
+                Scope::PluginsWrite,
+                plugins_write.map(|_| ()),
+                true,
+            ),
+            classify_scope(
+                &mut scopes,
+                Scope::PluginsRead,
+                plugins_read.map(|_| ()),
+                false,
+            ),
+            classify_scope(
+                &mut scopes,
+                Scope::AnalyticsRead,
+                analytics.map(|_| ()),
+                false,
+            ),
+            classify_scope(
+                &mut scopes,
+                Scope::ComplianceActivitiesRead,
+                compliance.map(|_| ()),
+                false,
+            ),
+            classify_scope(&mut scopes, Scope::RbacGroupsRead, groups, false),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        if let Some(e) = fatal {
+            return verdict_from_error(e, Surface::Enterprise);
+        }
+        let (organization, note) = match me {
+            Ok(org) => (
+                Some(Organization {
+                    id: org.id,
+                    name: org.name,
+                }),
+                None,
+            ),
+            Err(e) if e.kind() == ErrorKind::Authentication => {
+                return verdict_from_error(e, Surface::Enterprise)
+            }
+            Err(e) => (
+                None,
+                Some(format!(
+                    "unknown: Anthropic did not name the organization to this Enterprise key (GET /v1/organizations/me: {})",
+                    e.summary()
+                )),
+            ),
+        };
+        Ok(TestOutcome::decide_enterprise(
+            organization,
+            note,
+            group_count,
+            scopes,
+            attestation,
+        ))
+    }
+
+    fn publisher<'a>(
+        &'a self,
+        hub: &'a TenantSlug,
+        _record: &'a ConnectionRecord,
+        key: &'a AdminKey,
+        deadline: Deadline,
+    ) -> Box<dyn Publisher + 'a> {
+        Box::new(EnterprisePublisher {
+            surface: self,
+            hub,
+            key,
+            pacers: self.pacers(key),
+            deadline,
+            groups: OnceCell::new(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct PluginItem {
+    id: String,
+    name: String,
+    #[serde(default)]
+    manifest_version: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    created_at: Option<OffsetDateTime>,
+}
+
+#[derive(Deserialize)]
+struct SettingItem {
+    target: SettingTarget,
+    #[serde(default)]
+    installation_preference: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SettingTarget {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    rbac_group_id: Option<String>,
+}
+
+/// The manifest `version` of a bundle: the content hash's first 12 hex digits, so a listed plugin says
+/// which content it serves.
+pub fn bundle_version(content_hash: &str) -> String {
+    content_hash
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// The plugin bundle of a transpiled skill: `.claude-plugin/plugin.json` and `skills/{name}/SKILL.md`
+/// (the same SKILL.md, footer included, as the preview surface publishes), as (path, content) parts.
+pub fn bundle(desired: &DesiredSkill) -> Vec<(String, String)> {
+    let s = &desired.skill;
+    let clip = |text: &str, n: usize| text.chars().take(n).collect::<String>();
+    let manifest = json!({
+        "name": s.name,
+        "displayName": clip(&s.display_title, 64),
+        "description": clip(&s.description, 500),
+        "version": bundle_version(s.content_hash()),
+        "author": {"name": "Claresia"},
+    });
+    let mut files = vec![(
+        ".claude-plugin/plugin.json".to_owned(),
+        serde_json::to_string_pretty(&manifest).unwrap_or_default(),
+    )];
+    files.extend(
+        s.files
+            .iter()
+            .map(|f| (format!("skills/{}", f.path), f.content.clone())),
+    );
+    files
+}
+
+struct EnterprisePublisher<'a> {
+    surface: &'a EnterpriseSurface,
+    hub: &'a TenantSlug,
+    key: &'a AdminKey,
+    pacers: Arc<OrgPacers>,
+    deadline: Deadline,
+    groups: OnceCell<Result<BTreeSet<String>, String>>,
+}
+
+impl EnterprisePublisher<'_> {
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, AnthropicError> {
+        let call = Call::get(path, query)
+            .beta(PLUGINS_BETA)
+            .paced(&self.pacers.reads);
+        self.surface
+            .client
+            .list_all_pages(self.key, call, self.deadline)
+            .await
+    }
+
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<Value, AnthropicError> {
+        let call = Call::new(method, path, body)
+            .beta(PLUGINS_BETA)
+            .paced(&self.pacers.writes);
+        self.surface
+            .client
+            .call(self.key, call, self.deadline)
+            .await
+    }
+
+    /// The plugin's access as its installation settings say.
+    async fn access(&self, plugin_id: &str) -> Result<Acl, AnthropicError> {
+        let path = format!("{PLUGINS}/{plugin_id}/installation_settings");
+        let settings: Vec<SettingItem> = self.read(&path, &[("limit", "100".into())]).await?;
+        let mut acl = Acl {
+            organization: Some("inherited".into()),
+            ..Acl::default()
+        };
+        for s in settings {
+            let pref = s
+                .installation_preference
+                .as_deref()
+                .unwrap_or("not_available");
+            match (s.target.kind.as_str(), s.target.rbac_group_id) {
+                ("organization", _) => {
+                    acl.organization = (pref != "not_available").then(|| pref.to_owned())
+                }
+                ("rbac_group", Some(g)) => match InstallationPreference::parse(pref) {
+                    Some(InstallationPreference::NotAvailable) => {}
+                    Some(InstallationPreference::AutoInstall) => acl.group_ids.push(g),
+                    Some(p) => {
+                        acl.group_ids.push(g.clone());
+                        acl.preferences.insert(g, p);
+                    }
+                    // A value newer than this connector: not what we set, so it is rewritten.
+                    None => acl.organization = Some(format!("{g}: {pref}")),
+                },
+                _ => {}
+            }
+        }
+        Ok(acl.normalized())
+    }
+
+    /// The preference each granted group should have.
+    fn wanted(acl: &Acl) -> BTreeMap<String, InstallationPreference> {
+        acl.group_ids
+            .iter()
+            .map(|g| {
+                let p = acl
+                    .preferences
+                    .get(g)
+                    .copied()
+                    .unwrap_or(InstallationPreference::AutoInstall);
+                (g.clone(), p)
+            })
+            .collect()
+    }
+
+    async fn set_setting(
+        &self,
+        plugin_id: &str,
+        target: &str,
+        pref: Option<InstallationPreference>,
+    ) -> Result<(), AnthropicError> {
+        let path = format!("{PLUGINS}/{plugin_id}/installation_settings/{target}");
+        match pref {
+            Some(p) => {
+                let body = json!({"installation_preference": p.as_str()});
+                self.write(Method::POST, &path, Body::Json(&body)).await?;
+            }
+            None => match self.write(Method::DELETE, &path, Body::None).await {
+                Ok(_) => {}
+                // Already gone: the goal is reached.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Whether `plugin` is the one `entry` records: the same id, or (a claim) created after the claim.
+fn claimed_by(entry: &LedgerEntry, plugin: &PluginItem) -> bool {
+    if entry.removed_at.is_some() {
+        return false;
+    }
+    if !entry.remote_id.is_empty() {
+        return entry.remote_id == plugin.id;
+    }
+    match (entry.claimed_at, plugin.created_at) {
+        (Some(claimed), Some(created)) => created.unix_timestamp() >= claimed - CLAIM_SKEW_SECONDS,
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Publisher for EnterprisePublisher<'_> {
+    async fn list(
+        &self,
+        ledger: &BTreeMap<String, LedgerEntry>,
+        access_of: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<RemoteSkill>, AnthropicError> {
+        let plugins: Vec<PluginItem> = self.read(PLUGINS, &[("limit", "100".into())]).await?;
+        let relevant = plugins
+            .into_iter()
+            .filter(|p| p.name.starts_with("claresia-"));
+        let with_owner: Vec<(PluginItem, Option<LedgerEntry>)> = relevant
+            .map(|p| {
+                let entry = ledger.get(&p.name).filter(|e| claimed_by(e, &p)).cloned();
+                (p, entry)
+            })
+            .collect();
+        stream::iter(with_owner)
+            .map(|(p, entry)| async move {
+                let Some(entry) = entry else {
+                    // Our name, not our plugin: listed without metadata, so the plan never touches it.
+                    return Ok(RemoteSkill {
+                        id: p.id,
+                        name: p.name,
+                        metadata: BTreeMap::new(),
+                        acl: Acl::default(),
+                    });
+                };
+                let wanted = access_of.is_none_or(|s| s.contains(&entry.skill_id));
+                let acl = if wanted {
+                    self.access(&p.id).await?
+                } else {
+                    Acl::default()
+                };
+                let recorded = entry.content_hash.clone().unwrap_or_default();
+                // A version uploaded by someone else serves other content: compare what is served.
+                let served_matches = p
+                    .manifest_version
+                    .as_deref()
+                    .is_none_or(|v| v == bundle_version(&recorded));
+                let content_hash = if served_matches {
+                    recorded
+                } else {
+                    format!("served:{}", p.manifest_version.unwrap_or_default())
+                };
+                Ok(RemoteSkill {
+                    id: p.id,
+                    name: p.name,
+                    metadata: BTreeMap::from([
+                        ("managed_by".to_owned(), MANAGED_BY.to_owned()),
+                        ("tenant".to_owned(), entry.target.to_string()),
+                        ("hub_tenant".to_owned(), self.hub.to_string()),
+                        ("skill_id".to_owned(), entry.skill_id.clone()),
+                        ("content_hash".to_owned(), content_hash),
+                    ]),
+                    acl,
+                })
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    async fn create(&self, desired: &DesiredSkill) -> Result<String, AnthropicError> {
+        let files = bundle(desired);
+        let created = self
+            .write(Method::POST, PLUGINS, Body::Files(&files))
+            .await?;
+        match created["id"].as_str() {
+            Some(id) if id.starts_with("plugin_") => Ok(id.to_owned()),
+            _ => Err(AnthropicError::Decode {
+                message: "POST /v1/organizations/plugins: the created plugin has no id".into(),
+                request_id: None,
+            }),
+        }
+    }
+
+    async fn replace(&self, remote_id: &str, desired: &DesiredSkill) -> Result<(), AnthropicError> {
+        let files = bundle(desired);
+        let path = format!("{PLUGINS}/{remote_id}/versions");
+        self.write(Method::POST, &path, Body::Files(&files))
+            .await
+            .map(|_| ())
+    }
+
+    /// The organization setting `not_available` (only granted groups see the plugin), then each group's
+    /// preference, then the groups no longer granted removed — serially, as the API asks per plugin.
+    async fn set_access(
+        &self,
+        remote_id: &str,
+        acl: &Acl,
+        fresh: bool,
+    ) -> Result<(), AnthropicError> {
+        let current = if fresh {
+            Acl {
+                organization: Some("inherited".into()),
+                ..Acl::default()
+            }
+        } else {
+            self.access(remote_id).await?
+        };
+        if current.organization.is_some() {
+            self.set_setting(
+                remote_id,
+                "organization",
+                Some(InstallationPreference::NotAvailable),
+            )
+            .await?;
+        }
+        let have = Self::wanted(&current);
+        let want = Self::wanted(acl);
+        for (group, pref) in &want {
+            if have.get(group) != Some(pref) {
+                self.set_setting(remote_id, group, Some(*pref)).await?;
+            }
+        }
+        for group in have.keys().filter(|g| !want.contains_key(*g)) {
+            self.set_setting(remote_id, group, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, remote_id: &str) -> Result<(), AnthropicError> {
+        let path = format!("{PLUGINS}/{remote_id}");
+        self.write(Method::DELETE, &path, Body::None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn check_access(&self, acl: &Acl) -> Result<(), String> {
+        if acl.group_ids.is_empty() {
+            return Ok(());
+        }
+        let known = self
+            .groups
+            .get_or_init(|| async {
+                self.surface
+                    .groups(self.key, self.deadline)
+                    .await
+                    .map(|g| g.into_keys().collect())
+                    .map_err(|e| {
+                        format!(
+                            "could not list the organization's RBAC groups ({})",
+                            e.summary()
+                        )
+                    })
+            })
+            .await;
+        let known = known.as_ref().map_err(Clone::clone)?;
+        let unknown: Vec<&str> = acl
+            .group_ids
+            .iter()
+            .filter(|g| !known.contains(*g))
+            .map(String::as_str)
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the organization has no RBAC group {} (GET /v1/organizations/rbac_groups); fix the archetype's group_ids",
+                unknown.join(", ")
+            ))
+        }
+    }
+
+    fn expressible(&self, acl: Acl) -> Acl {
+        let mut out = Acl {
+            group_ids: acl.group_ids,
+            ..Acl::default()
+        }
+        .normalized();
+        out.preferences = acl
+            .preferences
+            .into_iter()
+            .filter(|(g, p)| {
+                *p != InstallationPreference::AutoInstall && out.group_ids.binary_search(g).is_ok()
+            })
+            .collect();
+        out
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership::Ledger
+    }
+
+    fn writes_per_minute(&self) -> Option<f64> {
+        Some(self.surface.limits.writes_per_minute)
+    }
+
+    fn writes_of(&self, action: &Action) -> u32 {
+        let groups = |acl: &Acl| acl.group_ids.len() as u32;
+        match action {
+            Action::Create(d) => 2 + groups(&d.acl),
+            Action::Update { acl, .. } => 1 + acl.as_ref().map_or(0, |a| 1 + groups(a)),
+            Action::SetAcl { acl, .. } => 1 + groups(acl),
+            Action::Delete { .. } => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use claresia_domain::catalog::{desired_state, Archetype};
+    use claresia_domain::skill_ir::validate;
+
+    fn desired() -> DesiredSkill {
+        let hub = TenantSlug::parse("dainese").unwrap();
+        let doc = serde_json::json!({
+            "id": "standup-notes", "ir_version": 1, "owner": "claresia", "title": "Standup notes",
+            "description": "Turn a standup into notes", "instructions": "Write the notes.",
+        });
+        let ir = validate(&doc, &hub, "standup-notes").unwrap();
+        let archetypes = BTreeMap::from([(
+            "eng".to_owned(),
+            Archetype {
+                skills: vec!["standup-notes".into()],
+                group_ids: vec!["rbac_group_b".into(), "rbac_group_a".into()],
+                workspace_ids: vec!["wrkspc_x".into()],
+                sub_tenant: None,
+                installation_preference: Some(InstallationPreference::Required),
+            },
+        )]);
+        let skills = BTreeMap::from([("standup-notes".to_owned(), ir)]);
+        let state = desired_state(&hub, &archetypes, &skills, &[]);
+        state[&hub].skills["claresia-dainese-standup-notes"].clone()
+    }
+
+    #[test]
+    fn the_bundle_is_a_manifest_and_the_transpiled_skill_md() {
+        let d = desired();
+        let files = bundle(&d);
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].0, ".claude-plugin/plugin.json");
+        let manifest: Value = serde_json::from_str(&files[0].1).unwrap();
+        assert_eq!(manifest["name"], "claresia-dainese-standup-notes");
+        assert_eq!(manifest["displayName"], "Standup notes");
+        assert_eq!(manifest["version"], bundle_version(d.skill.content_hash()));
+        assert_eq!(manifest["version"].as_str().unwrap().len(), 12);
+        assert_eq!(files[1].0, "skills/claresia-dainese-standup-notes/SKILL.md");
+        assert_eq!(files[1].1, d.skill.files[0].content);
+    }
+
+    #[test]
+    fn the_enterprise_surface_expresses_groups_and_preferences_only() {
+        let surface = EnterpriseSurface::new(
+            AnthropicClient::new(claresia_anthropic::ClientConfig::new("http://127.0.0.1:9"))
+                .unwrap(),
+            EnterpriseLimits::default(),
+        );
+        let hub = TenantSlug::parse("dainese").unwrap();
+        let key = AdminKey::parse("sk-ant-api01-unit-test-key").unwrap();
+        let record_json = serde_json::json!({
+            "tenant": "dainese", "state": "connected", "org_id": "", "org_name": "",
+            "workspace_count": 0, "zero_retention": "attested", "scopes_verified": [],
+            "key_fingerprint": "x", "key_created_at": "2026-11-25T00:00:00Z",
+            "connected_at": "2026-11-25T00:00:00Z", "updated_at": "2026-11-25T00:00:00Z",
+            "surface": "enterprise"});
+        let record: ConnectionRecord = serde_json::from_value(record_json).unwrap();
+        let p = surface.publisher(
+            &hub,
+            &record,
+            &key,
+            Deadline::after(std::time::Duration::from_secs(1)),
+        );
+        let acl = p.expressible(desired().acl);
+        assert!(acl.workspace_ids.is_empty());
+        assert_eq!(acl.group_ids, vec!["rbac_group_a", "rbac_group_b"]);
+        assert_eq!(acl.preferences.len(), 2);
+        assert_eq!(p.writes_of(&Action::Create(desired())), 4);
+        let mut plain = desired().acl;
+        plain.preferences = BTreeMap::from([(
+            "rbac_group_a".to_owned(),
+            InstallationPreference::AutoInstall,
+        )]);
+        assert!(
+            p.expressible(plain).preferences.is_empty(),
+            "auto_install is the default"
+        );
+    }
+}

@@ -1,0 +1,829 @@
+//! The `enterprise` surface end to end, through the real handlers against moto and the simulator's
+//! Claude Enterprise org: connect with an Enterprise key and an attestation, publish plugins per RBAC
+//! group, reruns that write nothing, access following the archetypes, foreign plugins left alone, a crash
+//! between a create and its ledger write, offboarding.
+
+use claresia_tests::*;
+use serde_json::{json, Value};
+
+const TENANT: &str = "dainese";
+
+/// A test env whose demo enterprise org (and the connector's pacing of it) allows fast runs.
+async fn fast_env() -> TestEnv {
+    let env = TestEnv::start_with(|c| {
+        c.enterprise_limits.writes_per_minute = 60_000.0;
+        c.enterprise_limits.reads_per_minute = 60_000.0;
+    })
+    .await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"writes_per_minute": 60000, "reads_per_minute": 60000}),
+    )
+    .await;
+    env
+}
+
+async fn connect_enterprise(env: &TestEnv, key: &str, attest: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"admin_api_key": key});
+    if let Some(r) = attest {
+        body["zero_retention_attestation"] = json!({"reference": r});
+    }
+    env.call(
+        As::Tenant(TENANT),
+        "PUT",
+        &format!("/tenants/{TENANT}/connection"),
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+async fn enterprise_state(env: &TestEnv) -> Value {
+    let state = env.sim_get("/_sim/state").await;
+    state["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == ENTERPRISE_ORG_ID)
+        .unwrap()["enterprise"]
+        .clone()
+}
+
+/// Plugin name → its installation settings (target → preference).
+async fn settings(env: &TestEnv) -> std::collections::BTreeMap<String, Value> {
+    enterprise_state(env).await["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["settings"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Writes (non-GET requests) the simulator took on the enterprise API.
+async fn enterprise_writes(env: &TestEnv) -> usize {
+    env.sim_requests()
+        .await
+        .iter()
+        .filter(|r| r["method"] != "GET" && r["path"].as_str().unwrap_or("").contains("/plugins"))
+        .count()
+}
+
+async fn put_skills(env: &TestEnv) {
+    for id in ["incident-postmortem", "prd-review", "standup-notes"] {
+        let (s, b) = env
+            .put_doc(
+                TENANT,
+                &format!("/skills/{id}"),
+                &example(&format!("skill-{id}.json")),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+}
+
+async fn put_archetype(env: &TestEnv, name: &str, doc: Value) -> (u16, Value) {
+    env.put_doc(TENANT, &format!("/archetypes/{name}"), &doc)
+        .await
+}
+
+#[tokio::test]
+async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_offboard() {
+    let env = fast_env().await;
+
+    // Connect without an attestation: the key is good and stored, publishing is refused.
+    let (s, b) = connect_enterprise(&env, ENTERPRISE_KEY, None).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["test"]["code"], "zero_retention_unattested", "{b}");
+    assert_eq!(b["test"]["surface"], "enterprise");
+    assert_eq!(b["test"]["group_count"], 3);
+    assert_eq!(b["test"]["organization"]["name"], "Dainese Enterprise");
+    assert_eq!(
+        b["test"]["scopes"]["verified"],
+        json!([
+            "write:plugins",
+            "read:plugins",
+            "read:analytics",
+            "read:compliance_activities",
+            "read:rbac_groups"
+        ])
+    );
+    assert_eq!(b["status"]["surface"], "enterprise");
+    assert_eq!(b["status"]["publishing"]["allowed"], false);
+    assert!(b["status"]["publishing"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not attested"));
+    assert_eq!(b["publish"]["skipped"], true);
+    assert_eq!(
+        env.secret_value(TENANT).await.as_deref(),
+        Some(ENTERPRISE_KEY)
+    );
+
+    put_skills(&env).await;
+    let (s, b) = put_archetype(
+        &env,
+        "engineer",
+        json!({"skills": ["incident-postmortem", "standup-notes"], "group_ids": [GROUP_ENGINEERING],
+               "installation_preference": "required"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["publish"]["skipped"], true, "{b}");
+    let (s, b) = put_archetype(
+        &env,
+        "product-manager",
+        json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        enterprise_writes(&env).await,
+        1,
+        "only the connect test's write probe"
+    );
+
+    // Reconnect with the attestation: recorded with the JWT subject, and the catalog is published.
+    let (s, b) = connect_enterprise(
+        &env,
+        ENTERPRISE_KEY,
+        Some("DPA-2026-117 zero-retention addendum"),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["test"]["code"], "success", "{b}");
+    let evidence = &b["status"]["zero_retention_evidence"];
+    assert_eq!(evidence["source"], "attested");
+    assert_eq!(evidence["by"], "user-1");
+    assert_eq!(
+        evidence["reference"],
+        "DPA-2026-117 zero-retention addendum"
+    );
+    assert_eq!(b["status"]["zero_retention"], "attested");
+    let report = &b["publish"];
+    assert_eq!(report["surface"], "enterprise");
+    assert_eq!(report["complete"], true, "{report}");
+    let created = &report["targets"][0]["created"];
+    assert_eq!(
+        created,
+        &json!([
+            "claresia-dainese-incident-postmortem",
+            "claresia-dainese-prd-review",
+            "claresia-dainese-standup-notes"
+        ])
+    );
+    // 3 creates + 3 organization settings + 4 group settings.
+    assert_eq!(report["eta"]["writes_planned"], 10, "{report}");
+
+    let s = settings(&env).await;
+    assert_eq!(
+        s["claresia-dainese-incident-postmortem"],
+        json!({"organization": "not_available", GROUP_ENGINEERING: "required"})
+    );
+    assert_eq!(
+        s["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    assert_eq!(
+        s["claresia-dainese-standup-notes"],
+        json!({"organization": "not_available", GROUP_ENGINEERING: "required", GROUP_PRODUCT: "auto_install"})
+    );
+    // What each group's members see: only what their archetypes grant.
+    let vis = enterprise_state(&env).await["visibility"].clone();
+    let seen = |plugin: &str, group: &str| -> String {
+        vis.as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["plugin"] == plugin)
+            .unwrap()["groups"][group]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        seen("claresia-dainese-prd-review", GROUP_SALES),
+        "not_available"
+    );
+    assert_eq!(
+        seen("claresia-dainese-prd-review", GROUP_ENGINEERING),
+        "not_available"
+    );
+    assert_eq!(
+        seen("claresia-dainese-standup-notes", GROUP_ENGINEERING),
+        "required"
+    );
+
+    // The bundle: the manifest and the same transpiled SKILL.md, footer included.
+    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let standup = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "claresia-dainese-standup-notes")
+        .unwrap()
+        .clone();
+    let manifest: Value = serde_json::from_str(
+        standup["files"][".claude-plugin/plugin.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["name"], "claresia-dainese-standup-notes");
+    assert_eq!(manifest["author"]["name"], "Claresia");
+    assert_eq!(manifest["version"].as_str().unwrap().len(), 12);
+    let md = standup["files"]["skills/claresia-dainese-standup-notes/SKILL.md"]
+        .as_str()
+        .unwrap();
+    assert!(
+        md.starts_with("---\nname: claresia-dainese-standup-notes\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Claresia"),
+        "the footer travels with the skill: {md}"
+    );
+
+    // Rerun: nothing written to Anthropic.
+    let before = enterprise_writes(&env).await;
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "POST",
+            &format!("/tenants/{TENANT}/republish"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["targets"][0]["unchanged"].as_array().unwrap().len(),
+        3,
+        "{b}"
+    );
+    assert_eq!(b["eta"]["writes_planned"], 0);
+    assert_eq!(
+        enterprise_writes(&env).await,
+        before,
+        "an unchanged rerun writes nothing"
+    );
+
+    // Change: product managers lose standup-notes, sales gets prd-review on request.
+    let (s, b) = put_archetype(
+        &env,
+        "product-manager",
+        json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = put_archetype(
+        &env,
+        "sales",
+        json!({"skills": ["prd-review"], "group_ids": [GROUP_SALES], "installation_preference": "available"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let s = settings(&env).await;
+    assert_eq!(
+        s["claresia-dainese-standup-notes"],
+        json!({"organization": "not_available", GROUP_ENGINEERING: "required"})
+    );
+    assert_eq!(
+        s["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install", GROUP_SALES: "available"})
+    );
+
+    // A content change is a new version of the same plugin.
+    let mut skill = example("skill-prd-review.json");
+    skill["instructions"] = json!("Review the PRD for scope, metrics and risks. Be brief.");
+    let (s, b) = env.put_doc(TENANT, "/skills/prd-review", &skill).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["publish"]["targets"][0]["updated"],
+        json!(["claresia-dainese-prd-review"]),
+        "{b}"
+    );
+    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let prd = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "claresia-dainese-prd-review")
+        .unwrap();
+    assert_eq!(prd["versions"], 2);
+
+    // Revoke: no archetype grants incident-postmortem any more → its plugin is deleted.
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "DELETE",
+            &format!("/tenants/{TENANT}/archetypes/engineer"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let s = settings(&env).await;
+    assert!(
+        !s.contains_key("claresia-dainese-incident-postmortem"),
+        "{s:?}"
+    );
+    assert!(!s.contains_key("claresia-dainese-standup-notes"), "{s:?}");
+
+    // Status: surface, scopes, group count, attestation, last publish.
+    let (s, st) = env
+        .call(
+            As::Tenant(TENANT),
+            "GET",
+            &format!("/tenants/{TENANT}/connection"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(st["surface"], "enterprise");
+    assert_eq!(st["group_count"], 3);
+    assert_eq!(st["workspace_count"], Value::Null);
+    assert_eq!(st["zero_retention_evidence"]["source"], "attested");
+    assert_eq!(st["scopes_verified"].as_array().unwrap().len(), 5);
+
+    // Offboarding deletes our plugins.
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "DELETE",
+            &format!("/tenants/{TENANT}/connection"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["skills_removed"], 1, "{b}");
+    assert!(settings(&env).await.is_empty());
+}
+
+#[tokio::test]
+async fn every_missing_enterprise_scope_is_named_and_nothing_is_stored() {
+    let env = fast_env().await;
+    for missing in CONNECTOR_ENTERPRISE_SCOPES {
+        let scopes: Vec<&str> = CONNECTOR_ENTERPRISE_SCOPES
+            .iter()
+            .copied()
+            .filter(|s| *s != missing)
+            .collect();
+        let k = env
+            .sim_send(
+                "POST",
+                &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/keys"),
+                json!({"scopes": scopes}),
+            )
+            .await;
+        let (s, b) = connect_enterprise(&env, k["key"].as_str().unwrap(), Some("DPA-1")).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("missing_scopes")),
+            "{b}"
+        );
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(message.contains(missing), "{missing}: {message}");
+        assert!(
+            message.contains("claude.ai"),
+            "says where to make a new key: {message}"
+        );
+        assert_eq!(b["error"]["test"]["scopes"]["missing"], json!([missing]));
+    }
+    let (s, b) = connect_enterprise(&env, ENTERPRISE_PARTIAL_KEY, None).await;
+    assert_eq!(s, 400, "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("read:analytics, read:compliance_activities"),
+        "{message}"
+    );
+    assert_eq!(env.secret_value(TENANT).await, None);
+    assert_eq!(env.hub_dump().await, "[]");
+}
+
+#[tokio::test]
+async fn keys_and_surfaces_that_do_not_match_are_refused_naming_the_key() {
+    let env = fast_env().await;
+    let body =
+        |key: &str, surface: &str| json!({"admin_api_key": key, "surface": surface}).to_string();
+    let path = format!("/tenants/{TENANT}/connection");
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "PUT",
+            &path,
+            Some(&body(GOOD_KEY, "enterprise")),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_admin_key")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Claude Console Admin key"),
+        "{b}"
+    );
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "PUT",
+            &path,
+            Some(&body(ENTERPRISE_KEY, "preview")),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_admin_key")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Claude Enterprise Admin API key"),
+        "{b}"
+    );
+    let (s, b) = env.connect(TENANT, "sk-ant-api03-workspace-key-0000").await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("workspace API key"),
+        "{b}"
+    );
+    // An attestation means nothing on preview, where Anthropic reports zero retention.
+    let attest =
+        json!({"admin_api_key": GOOD_KEY, "zero_retention_attestation": {"reference": "x"}});
+    let (s, b) = env
+        .call(As::Tenant(TENANT), "PUT", &path, Some(&attest.to_string()))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{b}"
+    );
+    // Without a subject claim there is no one to record as the attester.
+    let claims = json!({"claresia:tenant": TENANT});
+    let attest =
+        json!({"admin_api_key": ENTERPRISE_KEY, "zero_retention_attestation": {"reference": "x"}});
+    let (s, b) = env
+        .call(As::Claims(&claims), "PUT", &path, Some(&attest.to_string()))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_body")),
+        "{b}"
+    );
+    // A candidate test says which surface it tested.
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "POST",
+            &format!("/tenants/{TENANT}/connection/test"),
+            Some(&json!({"admin_api_key": ENTERPRISE_KEY}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["surface"], "enterprise");
+    assert_eq!(b["code"], "zero_retention_unattested");
+    assert_eq!(env.secret_value(TENANT).await, None);
+    assert_eq!(env.hub_dump().await, "[]");
+    assert_eq!(
+        enterprise_writes(&env).await,
+        1,
+        "only the test's write probe"
+    );
+}
+
+#[tokio::test]
+async fn an_unnamed_org_is_shown_as_unknown_with_the_reason() {
+    let env = fast_env().await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"me_answers": false}),
+    )
+    .await;
+    let (s, b) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["test"]["organization"], Value::Null);
+    assert!(b["test"]["organization_note"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/organizations/me"));
+    assert_eq!(b["status"]["organization"], Value::Null);
+    assert!(b["status"]["organization_note"]
+        .as_str()
+        .unwrap()
+        .starts_with("unknown"));
+    assert!(b["test"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the Claude Enterprise organization"));
+}
+
+/// Uploads a plugin straight to the simulator, as someone else in the org would.
+async fn foreign_plugin(env: &TestEnv, name: &str) -> String {
+    let manifest = json!({"name": name, "description": "made by hand"}).to_string();
+    let md = format!("---\nname: {name}\ndescription: by hand\n---\n\nHello\n");
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "files[]",
+            reqwest::multipart::Part::text(manifest).file_name(".claude-plugin/plugin.json"),
+        )
+        .part(
+            "files[]",
+            reqwest::multipart::Part::text(md).file_name(format!("skills/{name}/SKILL.md")),
+        );
+    let v: Value = env
+        .http
+        .post(format!("{}/v1/organizations/plugins", env.sim.base_url()))
+        .header("x-api-key", ENTERPRISE_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "ce-plugins-2026-09-01")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_foreign_plugin_with_our_name_is_reported_and_never_touched() {
+    let env = fast_env().await;
+    let foreign = foreign_plugin(&env, "claresia-dainese-prd-review").await;
+    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    assert_eq!(s, 201);
+    put_skills(&env).await;
+    let (s, b) = put_archetype(
+        &env,
+        "product-manager",
+        json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let t = &b["publish"]["targets"][0];
+    assert_eq!(
+        t["created"],
+        json!(["claresia-dainese-standup-notes"]),
+        "{b}"
+    );
+    assert_eq!(t["failed"][0]["name"], "claresia-dainese-prd-review");
+    assert!(
+        t["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not manage"),
+        "{b}"
+    );
+    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let theirs = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == foreign.as_str())
+        .unwrap();
+    assert_eq!(theirs["versions"], 1, "never a new version");
+    assert_eq!(
+        theirs["settings"],
+        json!({}),
+        "never an installation setting"
+    );
+    // Offboarding leaves it too.
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "DELETE",
+            &format!("/tenants/{TENANT}/connection"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["skills_removed"], 1);
+    let left: Vec<String> = settings(&env).await.into_keys().collect();
+    assert_eq!(left, vec!["claresia-dainese-prd-review".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
+    let env = fast_env().await;
+    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    assert_eq!(s, 201);
+    put_skills(&env).await;
+    // The crashed run: its claim landed, then Anthropic created the plugin, then it died.
+    let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    let claimed_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    env.app
+        .hub
+        .put_ledger(
+            &hub,
+            &claresia_aws::LedgerEntry {
+                name: "claresia-dainese-prd-review".into(),
+                target: hub.clone(),
+                skill_id: "prd-review".into(),
+                remote_id: String::new(),
+                removed_at: None,
+                content_hash: None,
+                claimed_at: Some(claimed_at),
+            },
+        )
+        .await
+        .unwrap();
+    let ours = foreign_plugin(&env, "claresia-dainese-prd-review").await;
+    let (s, b) = put_archetype(
+        &env,
+        "product-manager",
+        json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let t = &b["publish"]["targets"][0];
+    assert_eq!(t["failed"], json!([]), "{b}");
+    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let list = plugins.as_array().unwrap();
+    assert_eq!(list.len(), 1, "adopted, not duplicated: {plugins}");
+    assert_eq!(list[0]["id"], ours.as_str());
+    assert_eq!(
+        list[0]["settings"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    let ledger = env.app.hub.ledger(&hub).await.unwrap();
+    assert_eq!(ledger["claresia-dainese-prd-review"].remote_id, ours);
+    assert!(ledger["claresia-dainese-prd-review"].content_hash.is_some());
+}
+
+#[tokio::test]
+async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
+    let env = fast_env().await;
+    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    assert_eq!(s, 201);
+    put_skills(&env).await;
+    // Workspaces do not exist on Claude Enterprise.
+    let (s, b) = put_archetype(
+        &env,
+        "engineer",
+        json!({"skills": ["prd-review"], "workspace_ids": [WS_ENGINEERING]}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_archetype")),
+        "{b}"
+    );
+    assert!(b["error"]["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("group_ids"));
+    // A group the org does not have: the skill fails by name, nothing is written for it.
+    let before = enterprise_writes(&env).await;
+    let (s, b) = put_archetype(
+        &env,
+        "engineer",
+        json!({"skills": ["prd-review"], "group_ids": ["rbac_group_01NoSuchGroup00000000000"]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let failed = &b["publish"]["targets"][0]["failed"][0];
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rbac_group_01NoSuchGroup"),
+        "{b}"
+    );
+    assert_eq!(enterprise_writes(&env).await, before);
+    // Mappings name RBAC groups here; a group mapped to a sub-tenant gets that sub-tenant's skills.
+    env.register_sub_tenant(TENANT, "dainese-sales").await;
+    let (s, b) = env
+        .put_doc(
+            TENANT,
+            "/workspaces",
+            &json!({"mappings": [{"workspace_id": WS_SALES}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("invalid_document")),
+        "{b}"
+    );
+    let (s, b) = env
+        .put_doc(
+            TENANT,
+            "/workspaces",
+            &json!({"mappings": [{"group_id": "rbac_group_01Nope000000000000000000"}]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = put_archetype(
+        &env,
+        "sales-sub",
+        json!({"skills": ["standup-notes"], "sub_tenant": "dainese-sales"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = env
+        .put_doc(
+            TENANT,
+            "/workspaces",
+            &json!({"mappings": [{"group_id": GROUP_SALES, "sub_tenant": "dainese-sales"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let s = settings(&env).await;
+    assert_eq!(
+        s["claresia-dainese-sales-standup-notes"],
+        json!({"organization": "not_available", GROUP_SALES: "auto_install"})
+    );
+}
+
+#[tokio::test]
+async fn a_setting_changed_in_the_ui_is_put_back_by_the_next_reconcile() {
+    let env = fast_env().await;
+    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    assert_eq!(s, 201);
+    put_skills(&env).await;
+    let (s, _) = put_archetype(
+        &env,
+        "product-manager",
+        json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    // An admin makes it visible to everyone and hides it from product.
+    for (target, pref) in [
+        ("organization", "auto_install"),
+        (GROUP_PRODUCT, "not_available"),
+    ] {
+        env.sim_send(
+            "POST",
+            &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+            json!({"plugin_name": "claresia-dainese-prd-review", "target": target, "installation_preference": pref}),
+        )
+        .await;
+    }
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "POST",
+            &format!("/tenants/{TENANT}/republish"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["targets"][0]["updated"],
+        json!(["claresia-dainese-prd-review"]),
+        "{b}"
+    );
+    assert_eq!(
+        settings(&env).await["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+}
+
+#[tokio::test]
+async fn the_publish_is_paced_to_the_org_write_limit_and_says_how_long_it_takes() {
+    // 120 writes a minute: one every 0.5 s.
+    let env = TestEnv::start_with(|c| {
+        c.enterprise_limits.writes_per_minute = 120.0;
+        c.enterprise_limits.reads_per_minute = 60_000.0;
+    })
+    .await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"writes_per_minute": 120, "reads_per_minute": 60000}),
+    )
+    .await;
+    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    assert_eq!(s, 201);
+    put_skills(&env).await;
+    let before = enterprise_writes(&env).await;
+    let started = std::time::Instant::now();
+    let (s, b) = put_archetype(
+        &env,
+        "everyone",
+        json!({"skills": ["incident-postmortem", "prd-review", "standup-notes"],
+               "group_ids": [GROUP_ENGINEERING, GROUP_PRODUCT]}),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(s, 201, "{b}");
+    let p = &b["publish"];
+    assert_eq!(p["complete"], true, "{p}");
+    // 3 × (create + organization + 2 groups) = 12 writes at 2 a second.
+    assert_eq!(p["eta"]["writes_planned"], 12);
+    assert_eq!(p["eta"]["seconds"], 6);
+    assert!(took.as_secs_f64() >= 5.0, "paced, not burst: {took:?}");
+    // Paced below the limit, no write was refused and sent again.
+    assert_eq!(enterprise_writes(&env).await - before, 12);
+}
