@@ -3,18 +3,22 @@
 #  1. cold start and peak memory of every function vs a hello-world lambda_runtime binary, under a Runtime
 #     API emulator with moto + the simulator;
 #  2. publishing a 1,000-skill catalog to the simulator (40 ms/call, 50 req/s) vs the rate-limit floor;
+#  2b. publishing 100 skills × 2 RBAC groups to the simulator's Claude Enterprise org (40 ms/call, writes
+#      raised to 600/min) vs the write-limit floor, with the ETA the report gave;
 #  3. one poller tick over 100 tenants × 100 events vs raw BatchWriteItem on the same moto, and the lag p99;
 #  4. normalization throughput per core (criterion).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 source infra/scripts/venv.sh
-bins=(--bin hello-lambda --bin lambda-bench --bin publish-bench --bin poll-bench)
+bins=(--bin hello-lambda --bin lambda-bench --bin publish-bench --bin enterprise-publish-bench --bin poll-bench)
 for f in $(ls functions); do bins+=(--bin "$f"); done
 cargo build --release --quiet "${bins[@]}"
 target/release/lambda-bench "${LAMBDA_BENCH_RUNS:-10}"
 echo
 target/release/publish-bench "${PUBLISH_BENCH_SKILLS:-1000}"
+echo
+target/release/enterprise-publish-bench "${ENTERPRISE_BENCH_SKILLS:-100}"
 echo
 # The EMF metric lines the poller prints are for CloudWatch; the bench shows only its summary.
 target/release/poll-bench "${POLL_BENCH_TENANTS:-100}" "${POLL_BENCH_EVENTS:-100}" | grep -v '^{'

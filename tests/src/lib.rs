@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub use anthropic_sim::demo::*;
 
 pub mod contract;
+pub mod enterprise;
 
 /// A response as the client sees it.
 #[derive(Debug)]

@@ -116,10 +116,12 @@ impl Route {
         self.path.contains("/sub-tenants")
     }
 
-    /// What a sub-tenant's own token may call: its status and its telemetry.
+    /// What a sub-tenant's own token may call: its status, its telemetry and its usage.
     fn open_to_sub_tenant_token(&self) -> bool {
         self.method == "GET"
-            && (self.path.ends_with("/connection") || self.path.ends_with("/telemetry"))
+            && (self.path.ends_with("/connection")
+                || self.path.ends_with("/telemetry")
+                || self.path.ends_with("/usage"))
     }
 
     /// The concrete request for `target`.
@@ -203,6 +205,7 @@ fn allowed_status(route: &Route, target: Target) -> u16 {
         "PUT /tenants/{tenant}/workspaces" => [200, 200, 200, 404, 404],
         "POST /tenants/{tenant}/republish" => [200, 200, 200, 409, 409],
         "GET /tenants/{tenant}/telemetry" => [200; 5],
+        "GET /tenants/{tenant}/usage" => [200; 5],
         "GET /tenants/{tenant}/sub-tenants" => [200, 0, 200, 200, 200],
         "GET /tenants/{tenant}/sub-tenants/{sub_tenant}" => [200, 0, 404, 404, 404],
         "PUT /tenants/{tenant}/sub-tenants/{sub_tenant}" => [201, 0, 201, 201, 201],

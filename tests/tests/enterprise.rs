@@ -8,100 +8,17 @@ use serde_json::{json, Value};
 
 const TENANT: &str = "dainese";
 
-/// A test env whose demo enterprise org (and the connector's pacing of it) allows fast runs.
-async fn fast_env() -> TestEnv {
-    let env = TestEnv::start_with(|c| {
-        c.enterprise_limits.writes_per_minute = 60_000.0;
-        c.enterprise_limits.reads_per_minute = 60_000.0;
-    })
-    .await;
-    env.sim_send(
-        "PATCH",
-        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
-        json!({"writes_per_minute": 60000, "reads_per_minute": 60000}),
-    )
-    .await;
-    env
-}
-
-async fn connect_enterprise(env: &TestEnv, key: &str, attest: Option<&str>) -> (u16, Value) {
-    let mut body = json!({"admin_api_key": key});
-    if let Some(r) = attest {
-        body["zero_retention_attestation"] = json!({"reference": r});
-    }
-    env.call(
-        As::Tenant(TENANT),
-        "PUT",
-        &format!("/tenants/{TENANT}/connection"),
-        Some(&body.to_string()),
-    )
-    .await
-}
-
-async fn enterprise_state(env: &TestEnv) -> Value {
-    let state = env.sim_get("/_sim/state").await;
-    state["orgs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["id"] == ENTERPRISE_ORG_ID)
-        .unwrap()["enterprise"]
-        .clone()
-}
-
-/// Plugin name → its installation settings (target → preference).
-async fn settings(env: &TestEnv) -> std::collections::BTreeMap<String, Value> {
-    enterprise_state(env).await["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_owned(),
-                p["settings"].clone(),
-            )
-        })
-        .collect()
-}
-
-/// Writes (non-GET requests) the simulator took on the enterprise API.
-async fn enterprise_writes(env: &TestEnv) -> usize {
-    env.sim_requests()
-        .await
-        .iter()
-        .filter(|r| r["method"] != "GET" && r["path"].as_str().unwrap_or("").contains("/plugins"))
-        .count()
-}
-
-async fn put_skills(env: &TestEnv) {
-    for id in ["incident-postmortem", "prd-review", "standup-notes"] {
-        let (s, b) = env
-            .put_doc(
-                TENANT,
-                &format!("/skills/{id}"),
-                &example(&format!("skill-{id}.json")),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
-    }
-}
-
-async fn put_archetype(env: &TestEnv, name: &str, doc: Value) -> (u16, Value) {
-    env.put_doc(TENANT, &format!("/archetypes/{name}"), &doc)
-        .await
-}
-
 #[tokio::test]
 async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_offboard() {
-    let env = fast_env().await;
+    let env = TestEnv::enterprise().await;
 
     // Connect without an attestation: the key is good and stored, publishing is refused.
-    let (s, b) = connect_enterprise(&env, ENTERPRISE_KEY, None).await;
+    let (s, b) = env.connect_enterprise(TENANT, ENTERPRISE_KEY, None).await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["test"]["code"], "zero_retention_unattested", "{b}");
     assert_eq!(b["test"]["surface"], "enterprise");
     assert_eq!(b["test"]["group_count"], 3);
-    assert_eq!(b["test"]["organization"]["name"], "Dainese Enterprise");
+    assert_eq!(b["test"]["organization"]["name"], "Ducati Motor Holding");
     assert_eq!(
         b["test"]["scopes"]["verified"],
         json!([
@@ -124,9 +41,9 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
         Some(ENTERPRISE_KEY)
     );
 
-    put_skills(&env).await;
-    let (s, b) = put_archetype(
-        &env,
+    env.put_example_skills(TENANT).await;
+    let (s, b) = env.put_archetype(
+        TENANT,
         "engineer",
         json!({"skills": ["incident-postmortem", "standup-notes"], "group_ids": [GROUP_ENGINEERING],
                "installation_preference": "required"}),
@@ -134,26 +51,28 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
     .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["publish"]["skipped"], true, "{b}");
-    let (s, b) = put_archetype(
-        &env,
-        "product-manager",
-        json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
-    )
-    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(
-        enterprise_writes(&env).await,
+        env.enterprise_writes().await,
         1,
         "only the connect test's write probe"
     );
 
     // Reconnect with the attestation: recorded with the JWT subject, and the catalog is published.
-    let (s, b) = connect_enterprise(
-        &env,
-        ENTERPRISE_KEY,
-        Some("DPA-2026-117 zero-retention addendum"),
-    )
-    .await;
+    let (s, b) = env
+        .connect_enterprise(
+            TENANT,
+            ENTERPRISE_KEY,
+            Some("DPA-2026-117 zero-retention addendum"),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["test"]["code"], "success", "{b}");
     let evidence = &b["status"]["zero_retention_evidence"];
@@ -179,7 +98,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
     // 3 creates + 3 organization settings + 4 group settings.
     assert_eq!(report["eta"]["writes_planned"], 10, "{report}");
 
-    let s = settings(&env).await;
+    let s = env.plugin_settings().await;
     assert_eq!(
         s["claresia-dainese-incident-postmortem"],
         json!({"organization": "not_available", GROUP_ENGINEERING: "required"})
@@ -193,7 +112,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
         json!({"organization": "not_available", GROUP_ENGINEERING: "required", GROUP_PRODUCT: "auto_install"})
     );
     // What each group's members see: only what their archetypes grant.
-    let vis = enterprise_state(&env).await["visibility"].clone();
+    let vis = env.enterprise_state().await["visibility"].clone();
     let seen = |plugin: &str, group: &str| -> String {
         vis.as_array()
             .unwrap()
@@ -218,7 +137,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
     );
 
     // The bundle: the manifest and the same transpiled SKILL.md, footer included.
-    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let plugins = env.enterprise_state().await["plugins"].clone();
     let standup = plugins
         .as_array()
         .unwrap()
@@ -248,7 +167,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
     );
 
     // Rerun: nothing written to Anthropic.
-    let before = enterprise_writes(&env).await;
+    let before = env.enterprise_writes().await;
     let (s, b) = env
         .call(
             As::Tenant(TENANT),
@@ -265,27 +184,28 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
     );
     assert_eq!(b["eta"]["writes_planned"], 0);
     assert_eq!(
-        enterprise_writes(&env).await,
+        env.enterprise_writes().await,
         before,
         "an unchanged rerun writes nothing"
     );
 
     // Change: product managers lose standup-notes, sales gets prd-review on request.
-    let (s, b) = put_archetype(
-        &env,
-        "product-manager",
-        json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
-    )
-    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = put_archetype(
-        &env,
+    let (s, b) = env.put_archetype(
+        TENANT,
         "sales",
         json!({"skills": ["prd-review"], "group_ids": [GROUP_SALES], "installation_preference": "available"}),
     )
     .await;
     assert_eq!(s, 201, "{b}");
-    let s = settings(&env).await;
+    let s = env.plugin_settings().await;
     assert_eq!(
         s["claresia-dainese-standup-notes"],
         json!({"organization": "not_available", GROUP_ENGINEERING: "required"})
@@ -305,7 +225,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
         json!(["claresia-dainese-prd-review"]),
         "{b}"
     );
-    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let plugins = env.enterprise_state().await["plugins"].clone();
     let prd = plugins
         .as_array()
         .unwrap()
@@ -324,7 +244,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let s = settings(&env).await;
+    let s = env.plugin_settings().await;
     assert!(
         !s.contains_key("claresia-dainese-incident-postmortem"),
         "{s:?}"
@@ -358,12 +278,12 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["skills_removed"], 1, "{b}");
-    assert!(settings(&env).await.is_empty());
+    assert!(env.plugin_settings().await.is_empty());
 }
 
 #[tokio::test]
 async fn every_missing_enterprise_scope_is_named_and_nothing_is_stored() {
-    let env = fast_env().await;
+    let env = TestEnv::enterprise().await;
     for missing in CONNECTOR_ENTERPRISE_SCOPES {
         let scopes: Vec<&str> = CONNECTOR_ENTERPRISE_SCOPES
             .iter()
@@ -377,7 +297,9 @@ async fn every_missing_enterprise_scope_is_named_and_nothing_is_stored() {
                 json!({"scopes": scopes}),
             )
             .await;
-        let (s, b) = connect_enterprise(&env, k["key"].as_str().unwrap(), Some("DPA-1")).await;
+        let (s, b) = env
+            .connect_enterprise(TENANT, k["key"].as_str().unwrap(), Some("DPA-1"))
+            .await;
         assert_eq!(
             (s, b["error"]["code"].as_str()),
             (400, Some("missing_scopes")),
@@ -391,7 +313,9 @@ async fn every_missing_enterprise_scope_is_named_and_nothing_is_stored() {
         );
         assert_eq!(b["error"]["test"]["scopes"]["missing"], json!([missing]));
     }
-    let (s, b) = connect_enterprise(&env, ENTERPRISE_PARTIAL_KEY, None).await;
+    let (s, b) = env
+        .connect_enterprise(TENANT, ENTERPRISE_PARTIAL_KEY, None)
+        .await;
     assert_eq!(s, 400, "{b}");
     let message = b["error"]["message"].as_str().unwrap();
     assert!(
@@ -404,7 +328,7 @@ async fn every_missing_enterprise_scope_is_named_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn keys_and_surfaces_that_do_not_match_are_refused_naming_the_key() {
-    let env = fast_env().await;
+    let env = TestEnv::enterprise().await;
     let body =
         |key: &str, surface: &str| json!({"admin_api_key": key, "surface": surface}).to_string();
     let path = format!("/tenants/{TENANT}/connection");
@@ -495,7 +419,7 @@ async fn keys_and_surfaces_that_do_not_match_are_refused_naming_the_key() {
     assert_eq!(env.secret_value(TENANT).await, None);
     assert_eq!(env.hub_dump().await, "[]");
     assert_eq!(
-        enterprise_writes(&env).await,
+        env.enterprise_writes().await,
         1,
         "only the test's write probe"
     );
@@ -503,14 +427,16 @@ async fn keys_and_surfaces_that_do_not_match_are_refused_naming_the_key() {
 
 #[tokio::test]
 async fn an_unnamed_org_is_shown_as_unknown_with_the_reason() {
-    let env = fast_env().await;
+    let env = TestEnv::enterprise().await;
     env.sim_send(
         "PATCH",
         &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
         json!({"me_answers": false}),
     )
     .await;
-    let (s, b) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    let (s, b) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["test"]["organization"], Value::Null);
     assert!(b["test"]["organization_note"]
@@ -526,6 +452,22 @@ async fn an_unnamed_org_is_shown_as_unknown_with_the_reason() {
         .as_str()
         .unwrap()
         .contains("the Claude Enterprise organization"));
+    let (s, st) = env
+        .call(
+            As::Tenant(TENANT),
+            "GET",
+            &format!("/tenants/{TENANT}/connection"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        st["organization_note"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown"),
+        "{st}"
+    );
 }
 
 /// Uploads a plugin straight to the simulator, as someone else in the org would.
@@ -559,17 +501,20 @@ async fn foreign_plugin(env: &TestEnv, name: &str) -> String {
 
 #[tokio::test]
 async fn a_foreign_plugin_with_our_name_is_reported_and_never_touched() {
-    let env = fast_env().await;
+    let env = TestEnv::enterprise().await;
     let foreign = foreign_plugin(&env, "claresia-dainese-prd-review").await;
-    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    let (s, _) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
     assert_eq!(s, 201);
-    put_skills(&env).await;
-    let (s, b) = put_archetype(
-        &env,
-        "product-manager",
-        json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
-    )
-    .await;
+    env.put_example_skills(TENANT).await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     let t = &b["publish"]["targets"][0];
     assert_eq!(
@@ -585,7 +530,7 @@ async fn a_foreign_plugin_with_our_name_is_reported_and_never_touched() {
             .contains("does not manage"),
         "{b}"
     );
-    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let plugins = env.enterprise_state().await["plugins"].clone();
     let theirs = plugins
         .as_array()
         .unwrap()
@@ -609,16 +554,18 @@ async fn a_foreign_plugin_with_our_name_is_reported_and_never_touched() {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["skills_removed"], 1);
-    let left: Vec<String> = settings(&env).await.into_keys().collect();
+    let left: Vec<String> = env.plugin_settings().await.into_keys().collect();
     assert_eq!(left, vec!["claresia-dainese-prd-review".to_owned()]);
 }
 
 #[tokio::test]
 async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
-    let env = fast_env().await;
-    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    let env = TestEnv::enterprise().await;
+    let (s, _) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
     assert_eq!(s, 201);
-    put_skills(&env).await;
+    env.put_example_skills(TENANT).await;
     // The crashed run: its claim landed, then Anthropic created the plugin, then it died.
     let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
     let claimed_at = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -639,16 +586,17 @@ async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
         .await
         .unwrap();
     let ours = foreign_plugin(&env, "claresia-dainese-prd-review").await;
-    let (s, b) = put_archetype(
-        &env,
-        "product-manager",
-        json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
-    )
-    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     let t = &b["publish"]["targets"][0];
     assert_eq!(t["failed"], json!([]), "{b}");
-    let plugins = enterprise_state(&env).await["plugins"].clone();
+    let plugins = env.enterprise_state().await["plugins"].clone();
     let list = plugins.as_array().unwrap();
     assert_eq!(list.len(), 1, "adopted, not duplicated: {plugins}");
     assert_eq!(list[0]["id"], ours.as_str());
@@ -663,17 +611,20 @@ async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
 
 #[tokio::test]
 async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
-    let env = fast_env().await;
-    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    let env = TestEnv::enterprise().await;
+    let (s, _) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
     assert_eq!(s, 201);
-    put_skills(&env).await;
+    env.put_example_skills(TENANT).await;
     // Workspaces do not exist on Claude Enterprise.
-    let (s, b) = put_archetype(
-        &env,
-        "engineer",
-        json!({"skills": ["prd-review"], "workspace_ids": [WS_ENGINEERING]}),
-    )
-    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "engineer",
+            json!({"skills": ["prd-review"], "workspace_ids": [WS_ENGINEERING]}),
+        )
+        .await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (400, Some("invalid_archetype")),
@@ -684,13 +635,14 @@ async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
         .unwrap()
         .contains("group_ids"));
     // A group the org does not have: the skill fails by name, nothing is written for it.
-    let before = enterprise_writes(&env).await;
-    let (s, b) = put_archetype(
-        &env,
-        "engineer",
-        json!({"skills": ["prd-review"], "group_ids": ["rbac_group_01NoSuchGroup00000000000"]}),
-    )
-    .await;
+    let before = env.enterprise_writes().await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "engineer",
+            json!({"skills": ["prd-review"], "group_ids": ["rbac_group_01NoSuchGroup00000000000"]}),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     let failed = &b["publish"]["targets"][0]["failed"][0];
     assert!(
@@ -700,7 +652,7 @@ async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
             .contains("rbac_group_01NoSuchGroup"),
         "{b}"
     );
-    assert_eq!(enterprise_writes(&env).await, before);
+    assert_eq!(env.enterprise_writes().await, before);
     // Mappings name RBAC groups here; a group mapped to a sub-tenant gets that sub-tenant's skills.
     env.register_sub_tenant(TENANT, "dainese-sales").await;
     let (s, b) = env
@@ -723,12 +675,13 @@ async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
         )
         .await;
     assert_eq!(s, 400, "{b}");
-    let (s, b) = put_archetype(
-        &env,
-        "sales-sub",
-        json!({"skills": ["standup-notes"], "sub_tenant": "dainese-sales"}),
-    )
-    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "sales-sub",
+            json!({"skills": ["standup-notes"], "sub_tenant": "dainese-sales"}),
+        )
+        .await;
     assert_eq!(s, 201, "{b}");
     let (s, b) = env
         .put_doc(
@@ -738,7 +691,7 @@ async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let s = settings(&env).await;
+    let s = env.plugin_settings().await;
     assert_eq!(
         s["claresia-dainese-sales-standup-notes"],
         json!({"organization": "not_available", GROUP_SALES: "auto_install"})
@@ -747,16 +700,19 @@ async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
 
 #[tokio::test]
 async fn a_setting_changed_in_the_ui_is_put_back_by_the_next_reconcile() {
-    let env = fast_env().await;
-    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    let env = TestEnv::enterprise().await;
+    let (s, _) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
     assert_eq!(s, 201);
-    put_skills(&env).await;
-    let (s, _) = put_archetype(
-        &env,
-        "product-manager",
-        json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
-    )
-    .await;
+    env.put_example_skills(TENANT).await;
+    let (s, _) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
     assert_eq!(s, 201);
     // An admin makes it visible to everyone and hides it from product.
     for (target, pref) in [
@@ -785,7 +741,7 @@ async fn a_setting_changed_in_the_ui_is_put_back_by_the_next_reconcile() {
         "{b}"
     );
     assert_eq!(
-        settings(&env).await["claresia-dainese-prd-review"],
+        env.plugin_settings().await["claresia-dainese-prd-review"],
         json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
     );
 }
@@ -804,18 +760,21 @@ async fn the_publish_is_paced_to_the_org_write_limit_and_says_how_long_it_takes(
         json!({"writes_per_minute": 120, "reads_per_minute": 60000}),
     )
     .await;
-    let (s, _) = connect_enterprise(&env, ENTERPRISE_KEY, Some("DPA-1")).await;
+    let (s, _) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
     assert_eq!(s, 201);
-    put_skills(&env).await;
-    let before = enterprise_writes(&env).await;
+    env.put_example_skills(TENANT).await;
+    let before = env.enterprise_writes().await;
     let started = std::time::Instant::now();
-    let (s, b) = put_archetype(
-        &env,
-        "everyone",
-        json!({"skills": ["incident-postmortem", "prd-review", "standup-notes"],
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "everyone",
+            json!({"skills": ["incident-postmortem", "prd-review", "standup-notes"],
                "group_ids": [GROUP_ENGINEERING, GROUP_PRODUCT]}),
-    )
-    .await;
+        )
+        .await;
     let took = started.elapsed();
     assert_eq!(s, 201, "{b}");
     let p = &b["publish"];
@@ -825,5 +784,5 @@ async fn the_publish_is_paced_to_the_org_write_limit_and_says_how_long_it_takes(
     assert_eq!(p["eta"]["seconds"], 6);
     assert!(took.as_secs_f64() >= 5.0, "paced, not burst: {took:?}");
     // Paced below the limit, no write was refused and sent again.
-    assert_eq!(enterprise_writes(&env).await - before, 12);
+    assert_eq!(env.enterprise_writes().await - before, 12);
 }

@@ -62,6 +62,7 @@ const CASES: &[(&str, u16, &str, &str)] = &[
     ),
     ("post-republish.json", 200, "/complete", "true"),
     ("get-telemetry.json", 200, "/tenant", "\"dainese\""),
+    ("get-usage.json", 200, "/from", "\"2026-11-01\""),
     (
         "delete-archetype.json",
         200,

@@ -157,6 +157,7 @@ fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
             "GET /tenants/{tenant}/sub-tenants",
             "GET /tenants/{tenant}/sub-tenants/{sub_tenant}",
             "GET /tenants/{tenant}/telemetry",
+            "GET /tenants/{tenant}/usage",
             "GET /tenants/{tenant}/workspaces",
             "POST /tenants/{tenant}/republish",
             "PUT /tenants/{tenant}/archetypes/{archetype}",

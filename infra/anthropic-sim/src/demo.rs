@@ -22,10 +22,11 @@ pub const UNKNOWN_ZR_KEY: &str = "sk-ant-admin01-demo-unknownzr-0000000000000000
 pub const REVOKED_KEY: &str = "sk-ant-admin01-demo-revoked-00000000000000000000000REVOK";
 
 pub const ENTERPRISE_ORG_ID: &str = "22222222-3333-4444-5555-666666666666";
-/// A Claude Enterprise key of the demo enterprise org with the connector's five scopes.
-pub const ENTERPRISE_KEY: &str = "sk-ant-api01-demo-dainese-enterprise-0000000000000000ENTR";
+/// A Claude Enterprise key of the demo enterprise org (Ducati Motor Holding) with the connector's five
+/// scopes.
+pub const ENTERPRISE_KEY: &str = "sk-ant-api01-demo-ducati-enterprise-00000000000000000ENTR";
 /// The same org, without `read:compliance_activities` and `read:analytics`.
-pub const ENTERPRISE_PARTIAL_KEY: &str = "sk-ant-api01-demo-dainese-partial-00000000000000000PART";
+pub const ENTERPRISE_PARTIAL_KEY: &str = "sk-ant-api01-demo-ducati-partial-0000000000000000000PART";
 /// The five scopes the connector needs of an Enterprise key.
 pub const CONNECTOR_ENTERPRISE_SCOPES: [&str; 5] = [
     "write:plugins",
@@ -156,7 +157,7 @@ pub fn seed(sim: &Sim) {
             created_at: now_rfc3339(),
         });
     }
-    let mut ent_org = org(ENTERPRISE_ORG_ID, "Dainese Enterprise", None, vec![]);
+    let mut ent_org = org(ENTERPRISE_ORG_ID, "Ducati Motor Holding", None, vec![]);
     ent_org.enterprise = Some(enterprise);
     st.orgs.insert(ENTERPRISE_ORG_ID.into(), ent_org);
     st.keys.insert(

@@ -20,10 +20,12 @@ pub struct Config {
     pub publish_concurrency: usize,
     /// `ANTHROPIC_MAX_RPS`: client-side pacing of Anthropic requests per sandbox; 0 disables it.
     pub anthropic_max_rps: f64,
-    /// `ENTERPRISE_WRITES_PER_MINUTE`, `ENTERPRISE_READS_PER_MINUTE`, `COMPLIANCE_REQUESTS_PER_MINUTE`:
-    /// the per-org limits of the enterprise surface the connector paces itself to (documented: 60, 300,
-    /// 600). Lower them if other tools share the org's budget.
+    /// `ENTERPRISE_WRITES_PER_MINUTE`, `ENTERPRISE_READS_PER_MINUTE`, `COMPLIANCE_REQUESTS_PER_MINUTE`,
+    /// `ANALYTICS_REQUESTS_PER_MINUTE`: the per-org limits of the enterprise surface the connector paces
+    /// itself to (documented: 60, 300, 600, 60). Lower them if other tools share the org's budget.
     pub enterprise_limits: crate::surface::enterprise::EnterpriseLimits,
+    /// `USAGE_POLL_INTERVAL_SECS`: how often the enterprise Analytics usage is pulled (it changes daily).
+    pub usage_poll_interval: Duration,
     /// `ANTHROPIC_ATTEMPT_TIMEOUT_MS`: the longest one Anthropic attempt may take before it counts as a
     /// timeout and is retried (the request's deadline may cut it shorter).
     pub anthropic_attempt_timeout: Duration,
@@ -142,10 +144,18 @@ impl Config {
             poll_lease_slack: Duration::from_secs(5),
             publish_concurrency,
             anthropic_max_rps,
+            usage_poll_interval: Duration::from_secs(number(
+                "USAGE_POLL_INTERVAL_SECS",
+                3600,
+                0,
+                86_400,
+            )?),
             enterprise_limits: crate::surface::enterprise::EnterpriseLimits {
                 writes_per_minute: number("ENTERPRISE_WRITES_PER_MINUTE", 60, 1, 100_000)? as f64,
                 reads_per_minute: number("ENTERPRISE_READS_PER_MINUTE", 300, 1, 100_000)? as f64,
                 compliance_per_minute: number("COMPLIANCE_REQUESTS_PER_MINUTE", 600, 1, 100_000)?
+                    as f64,
+                analytics_per_minute: number("ANALYTICS_REQUESTS_PER_MINUTE", 60, 1, 100_000)?
                     as f64,
             },
             anthropic_attempt_timeout: Duration::from_millis(number(

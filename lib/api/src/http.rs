@@ -30,6 +30,7 @@ enum Route {
     Workspaces,
     Republish,
     Telemetry,
+    Usage,
     SubTenants,
     SubTenant,
 }
@@ -40,7 +41,11 @@ impl Route {
         match self {
             Route::Connection => "GET, PUT, DELETE",
             Route::ConnectionTest | Route::Republish => "POST",
-            Route::Skills | Route::Archetypes | Route::Telemetry | Route::SubTenants => "GET",
+            Route::Skills
+            | Route::Archetypes
+            | Route::Telemetry
+            | Route::Usage
+            | Route::SubTenants => "GET",
             Route::Skill | Route::Archetype | Route::SubTenant => "GET, PUT, DELETE",
             Route::Workspaces => "GET, PUT",
         }
@@ -56,7 +61,7 @@ impl Route {
         match (self, method) {
             (Route::Connection, "GET") => Access::Status,
             (Route::Connection | Route::ConnectionTest, _) => Access::Connection,
-            (Route::Telemetry, _) => Access::Telemetry,
+            (Route::Telemetry | Route::Usage, _) => Access::Telemetry,
             (Route::SubTenants | Route::SubTenant, _) => Access::SubTenants,
             (_, "GET") => Access::HubRead,
             _ => Access::HubWrite,
@@ -165,6 +170,7 @@ impl App {
             ["tenants", t, "workspaces"] => (*t, Route::Workspaces, None),
             ["tenants", t, "republish"] => (*t, Route::Republish, None),
             ["tenants", t, "telemetry"] => (*t, Route::Telemetry, None),
+            ["tenants", t, "usage"] => (*t, Route::Usage, None),
             ["tenants", t, "sub-tenants"] => (*t, Route::SubTenants, None),
             ["tenants", t, "sub-tenants", sub] => (*t, Route::SubTenant, Some(*sub)),
             _ => return Err(ApiError::RouteNotFound { method, path }),
@@ -245,6 +251,8 @@ impl App {
             (Route::SubTenant, "DELETE") => Reply::ok(self.delete_sub_tenant(hub, item).await?),
             // Telemetry is per (sub-)tenant: the path's own tenant, not its Hub.
             (Route::Telemetry, "GET") => Reply::ok(self.telemetry(&grant.tenant, query).await?),
+            // Usage too: a sub-tenant reads the usage routed to it.
+            (Route::Usage, "GET") => Reply::ok(self.usage(&grant.tenant, query).await?),
             (Route::ConnectionTest, "POST") => {
                 let candidate = if body.iter().all(u8::is_ascii_whitespace) {
                     None

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod connection;
+pub mod enterprise_poll;
 pub mod error;
 pub mod http;
 pub mod logging;
@@ -16,6 +17,7 @@ pub mod precondition;
 pub mod publish;
 pub mod sub_tenants;
 pub mod surface;
+pub mod usage;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
 use claresia_aws::{HubStore, KeyStore, TelemetryStore};

@@ -46,6 +46,12 @@ pub fn page(query: &str, hub: &TenantSlug, list: &str, max: i32) -> Result<Page,
     Ok(page)
 }
 
+/// Where a `cursor` of `list` (bound to `hub`) says to continue; refused when it is another list's. The
+/// position is any text (the caller checks it), unlike the slug-keyed lists'.
+pub fn open_cursor(cursor: &str, hub: &TenantSlug, list: &str) -> Result<String, ApiError> {
+    ListCursor::open_with(cursor, hub, list, |a| !a.is_empty() && a.len() <= 1024)
+}
+
 /// The `next_cursor` for a page that ended at `last`.
 pub fn next_cursor(hub: &TenantSlug, list: &str, last: Option<String>) -> Option<String> {
     last.map(|after| ListCursor::seal(hub, list, &after))
@@ -100,6 +106,15 @@ impl ListCursor {
     }
 
     fn open(raw: &str, hub: &TenantSlug, list: &str) -> Result<String, ApiError> {
+        Self::open_with(raw, hub, list, is_key)
+    }
+
+    fn open_with(
+        raw: &str,
+        hub: &TenantSlug,
+        list: &str,
+        valid: impl Fn(&str) -> bool,
+    ) -> Result<String, ApiError> {
         let c: Option<ListCursor> = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(raw)
             .ok()
@@ -109,7 +124,7 @@ impl ListCursor {
             Some(c)
                 if c.t == hub.as_str()
                     && (c.l == list || (c.l.is_empty() && list == "skills"))
-                    && is_key(&c.a) =>
+                    && valid(&c.a) =>
             {
                 Ok(c.a)
             }

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use crate::{metrics, ApiError, App};
 
 /// A stable id for a quarantined event that has none (FNV-1a of its raw text).
-fn short_hash(text: &str) -> String {
+pub(crate) fn short_hash(text: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in text.bytes() {
         h ^= b as u64;
@@ -55,7 +55,7 @@ impl KeyCache {
             .insert(tenant.clone(), (key, Instant::now()));
     }
 
-    fn forget(&self, tenant: &TenantSlug) {
+    pub(crate) fn forget(&self, tenant: &TenantSlug) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -131,7 +131,7 @@ pub struct PollSummary {
 }
 
 impl App {
-    async fn cached_key(
+    pub(crate) async fn cached_key(
         &self,
         tenant: &TenantSlug,
         fresh: bool,
@@ -231,10 +231,9 @@ impl App {
         records: Vec<LiveConnection>,
         deadline: Deadline,
     ) -> Result<Tick, ApiError> {
-        // The preview audit log only: enterprise connections have no per-run events to poll.
-        let (connected, idle): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| {
-            r.state == ConnectionState::Connected && r.surface == claresia_domain::Surface::Preview
-        });
+        let (connected, idle): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| r.state == ConnectionState::Connected);
         let mut results: Vec<TenantPoll> = idle
             .iter()
             .map(|r| TenantPoll {
@@ -379,6 +378,9 @@ impl App {
         deadline: Deadline,
         out: &mut TenantPoll,
     ) -> Result<&'static str, ApiError> {
+        if record.surface == claresia_domain::Surface::Enterprise {
+            return self.poll_enterprise(record, state, deadline, out).await;
+        }
         let tenant = &record.tenant;
         let (mut cursor, mut status) = (state.cursor, state.status);
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
@@ -565,7 +567,7 @@ impl App {
         Ok(if finished { outcome } else { "busy" })
     }
 
-    async fn routing(
+    pub(crate) async fn routing(
         &self,
         tenant: &TenantSlug,
         rev: Option<String>,
@@ -577,6 +579,11 @@ impl App {
             return Ok(r);
         }
         let ledger = self.hub.ledger(tenant).await?;
+        let ledger_ids: BTreeMap<String, String> = ledger
+            .values()
+            .filter(|e| !e.remote_id.is_empty())
+            .map(|e| (e.remote_id.clone(), e.name.clone()))
+            .collect();
         let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(tenant).await?;
         let routing = Arc::new(Routing {
             hub: Some(tenant.clone()),
@@ -588,8 +595,14 @@ impl App {
                     .map(|e| (e.name, (e.target, e.skill_id)))
                     .collect()
             },
+            remote_ids: ledger_ids,
+            groups: mappings
+                .iter()
+                .filter_map(|m| Some((m.group_id.clone()?, m.sub_tenant.clone()?)))
+                .collect(),
             workspaces: mappings
                 .into_iter()
+                .filter(|m| !m.workspace_id.is_empty())
                 .filter_map(|m| m.sub_tenant.map(|s| (m.workspace_id, s)))
                 .collect::<BTreeMap<_, _>>(),
         });

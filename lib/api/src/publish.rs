@@ -926,7 +926,7 @@ impl App {
     }
 }
 
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     OffsetDateTime::now_utc().unix_timestamp_nanos().to_string()
 }
 

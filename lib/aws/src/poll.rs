@@ -38,6 +38,18 @@ pub struct PollStatus {
     /// Set when the cursor had aged out of Anthropic's 30-day window and polling restarted from the oldest
     /// available event: events in between may be missing.
     pub gap: Option<String>,
+    /// Enterprise: when the Analytics usage was last pulled (hourly), and how many rows it upserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_polled_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_rows: Option<u64>,
+    /// Enterprise: the latest changes to our plugins made outside the connector (newest first, at most
+    /// 20); each is repaired by the reconcile the poller schedules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<claresia_domain::enterprise_feed::DriftNote>,
+    /// Enterprise: the API key ids the connector's own writes carry (learned from the feed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connector_api_key_ids: Vec<String>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {

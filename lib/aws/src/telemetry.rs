@@ -1,12 +1,14 @@
 //! The `telemetry_event` table: one item per Anthropic event, keyed `{org_id}#{event_id}` (`event_uid`), so
 //! writing an event again — a redelivery, another timestamp, a workspace re-mapped since — writes the same
 //! item. The `by_tenant` index (`tenant`, `{occurred_at}#{event_id}`) reads a tenant's events newest first.
-//! Unparsable events are kept raw under `quarantine:{tenant}`.
+//! Unparsable events are kept raw under `quarantine:{tenant}`; enterprise usage rows (one per hub, skill,
+//! day and RBAC group) under `usage:{tenant}`, by date.
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
+use claresia_domain::enterprise_feed::UsageRow;
 use claresia_domain::telemetry::TelemetryEvent;
 use claresia_domain::TenantSlug;
 
@@ -36,6 +38,10 @@ pub struct Quarantined {
 
 pub fn event_key(e: &TelemetryEvent) -> String {
     format!("{}#{}", e.occurred_at, e.event_id)
+}
+
+fn usage_partition(tenant: &TenantSlug) -> String {
+    format!("usage:{tenant}")
 }
 
 /// The item's key: the event's id within its Anthropic organization.
@@ -206,6 +212,97 @@ impl TelemetryStore {
                     _ => None,
                 });
         Ok((events, next))
+    }
+
+    /// Upserts enterprise usage rows: one item per (hub, skill, date, group), so a revised figure
+    /// overwrites the one before and a row polled twice is stored once. Indexed under its routed tenant
+    /// (`usage:{tenant}`, by date).
+    pub async fn write_usage(
+        &self,
+        hub: &TenantSlug,
+        rows: &[UsageRow],
+    ) -> Result<usize, StoreError> {
+        let mut items: BTreeMap<String, HashMap<String, AttributeValue>> = BTreeMap::new();
+        for r in rows {
+            let uid = format!(
+                "usage#{hub}#{}#{}#{}",
+                r.skill_name, r.date, r.rbac_group_id
+            );
+            let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let item = HashMap::from([
+                (EVENT_UID.to_owned(), AttributeValue::S(uid.clone())),
+                (
+                    TENANT.to_owned(),
+                    AttributeValue::S(usage_partition(&r.tenant)),
+                ),
+                (
+                    EVENT_KEY.to_owned(),
+                    AttributeValue::S(format!("{}#{}#{}", r.date, r.skill_name, r.rbac_group_id)),
+                ),
+                ("row".to_owned(), AttributeValue::S(doc)),
+            ]);
+            items.insert(uid, item);
+        }
+        self.batch_put(items.into_values().collect()).await
+    }
+
+    /// A (sub-)tenant's usage rows with `from <= date <= to`, oldest first; `cursor` (the last page's
+    /// `(event_key, event_uid)`) continues a page. `limit` `None`: every row of the range.
+    pub async fn usage(
+        &self,
+        tenant: &TenantSlug,
+        from: &str,
+        to: &str,
+        limit: Option<i32>,
+        cursor: Option<(&str, &str)>,
+    ) -> Result<(Vec<UsageRow>, Option<(String, String)>), StoreError> {
+        let partition = usage_partition(tenant);
+        let mut rows = Vec::new();
+        let mut start: Option<(String, String)> = cursor.map(|(k, u)| (k.to_owned(), u.to_owned()));
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_TENANT)
+                .key_condition_expression("#t = :t AND #k BETWEEN :from AND :to")
+                .expression_attribute_names("#t", TENANT)
+                .expression_attribute_names("#k", EVENT_KEY)
+                .expression_attribute_values(":t", AttributeValue::S(partition.clone()))
+                .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
+                // Every key of the last day starts `{to}#`; `$` sorts right after `#`.
+                .expression_attribute_values(":to", AttributeValue::S(format!("{to}$")));
+            if let Some(n) = limit {
+                q = q.limit(n - rows.len() as i32);
+            }
+            if let Some((key, uid)) = &start {
+                q = q
+                    .exclusive_start_key(TENANT, AttributeValue::S(partition.clone()))
+                    .exclusive_start_key(EVENT_KEY, AttributeValue::S(key.clone()))
+                    .exclusive_start_key(EVENT_UID, AttributeValue::S(uid.clone()));
+            }
+            let out = q.send().await.map_err(|e| StoreError::dynamo("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                let Some(AttributeValue::S(doc)) = item.get("row") else {
+                    return Err(StoreError::Corrupt("a usage item without its row".into()));
+                };
+                rows.push(
+                    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            start =
+                out.last_evaluated_key
+                    .and_then(|k| match (k.get(EVENT_KEY), k.get(EVENT_UID)) {
+                        (Some(AttributeValue::S(key)), Some(AttributeValue::S(uid))) => {
+                            Some((key.clone(), uid.clone()))
+                        }
+                        _ => None,
+                    });
+            let full = limit.is_some_and(|n| rows.len() as i32 >= n);
+            if start.is_none() || full {
+                return Ok((rows, start));
+            }
+        }
     }
 
     /// Every stored item (tests and benchmarks compare it with the simulator's event set).

@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
             (t("dainese"), "incident-postmortem".into()),
         )]),
         workspaces: BTreeMap::from([("wrkspc_eng".into(), t("dainese-eng"))]),
+        ..Default::default()
     };
     let batch = events(1000);
     let now = time::OffsetDateTime::now_utc();

@@ -6,6 +6,7 @@
 pub mod admin_key;
 pub mod catalog;
 pub mod connection;
+pub mod enterprise_feed;
 pub mod footer;
 pub mod scope;
 pub mod skill_ir;

@@ -56,13 +56,15 @@ pub enum Normalized {
     Quarantined(String),
 }
 
-/// What the poller knows about a tenant: the ledger (published name → (target, skill id)) and the
-/// workspace mappings (workspace → sub-tenant).
+/// What the poller knows about a tenant: the ledger (published name → (target, skill id), and remote id →
+/// published name) and the mappings (workspace or RBAC group → sub-tenant).
 #[derive(Debug, Clone, Default)]
 pub struct Routing {
     pub hub: Option<TenantSlug>,
     pub published: BTreeMap<String, (TenantSlug, String)>,
     pub workspaces: BTreeMap<String, TenantSlug>,
+    pub groups: BTreeMap<String, TenantSlug>,
+    pub remote_ids: BTreeMap<String, String>,
 }
 
 /// Longest stored error message, in bytes: far inside DynamoDB's 400 KB item, long enough for a stack trace.
@@ -253,6 +255,7 @@ mod tests {
                 ),
             ]),
             workspaces: BTreeMap::from([("wrkspc_eng".into(), t("dainese-eng"))]),
+            ..Default::default()
         }
     }
 

@@ -73,6 +73,11 @@ async fn run() -> Result<(), String> {
         &[("claresia:tenant", "dainese-eng")],
         86_400,
     );
+    let enterprise_token = signer.sign(
+        "portal-admin@ducati",
+        &[("claresia:tenant", "ducati")],
+        86_400,
+    );
     let operator_token = signer.sign(
         "operator@claresia",
         &[("claresia:role", "operator")],
@@ -101,11 +106,13 @@ Demo keys (simulator only):
   rotated (good)    {rotated}
   no Audit:read     {noaudit}
   zero-retention off {nozr}
+  Claude Enterprise {enterprise}   (org Ducati Motor Holding, 3 RBAC groups)
 
 Tokens (24 h):
   export TOKEN={tenant_token}
   export OPERATOR_TOKEN={operator_token}
   export SUB_TOKEN={sub_tenant_token}    (sub-tenant dainese-eng, once dainese registers it)
+  export ENT_TOKEN={enterprise_token}    (tenant ducati, for the Claude Enterprise walkthrough)
 
 Try:
   curl -s -X PUT {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN" \
@@ -127,6 +134,7 @@ Ctrl-C stops everything.
         rotated = demo::ROTATED_KEY,
         noaudit = demo::NO_AUDIT_KEY,
         nozr = demo::NO_ZR_KEY,
+        enterprise = demo::ENTERPRISE_KEY,
         org = demo::DAINESE_ORG_ID,
     );
 

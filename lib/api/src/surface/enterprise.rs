@@ -5,10 +5,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use claresia_anthropic::{AnthropicClient, AnthropicError, Body, Call, Deadline, ErrorKind, Pacer};
+use claresia_anthropic::{
+    AnthropicClient, AnthropicError, Body, Call, Deadline, ErrorKind, Pacer, Page,
+};
 use claresia_aws::LedgerEntry;
 use claresia_domain::catalog::{Acl, Action, DesiredSkill, InstallationPreference, RemoteSkill};
 use claresia_domain::connection::Organization;
+use claresia_domain::enterprise_feed::LIFECYCLE_TYPES;
 use claresia_domain::transpile::MANAGED_BY;
 use claresia_domain::{
     AdminKey, Attestation, ConnectionRecord, Scope, ScopeReport, Surface, TenantSlug, TestOutcome,
@@ -42,6 +45,7 @@ pub struct EnterpriseLimits {
     pub writes_per_minute: f64,
     pub reads_per_minute: f64,
     pub compliance_per_minute: f64,
+    pub analytics_per_minute: f64,
 }
 
 impl Default for EnterpriseLimits {
@@ -50,6 +54,7 @@ impl Default for EnterpriseLimits {
             writes_per_minute: 60.0,
             reads_per_minute: 300.0,
             compliance_per_minute: 600.0,
+            analytics_per_minute: 60.0,
         }
     }
 }
@@ -59,6 +64,7 @@ pub struct OrgPacers {
     pub writes: Pacer,
     pub reads: Pacer,
     pub compliance: Pacer,
+    pub analytics: Pacer,
 }
 
 pub struct EnterpriseSurface {
@@ -85,9 +91,59 @@ impl EnterpriseSurface {
                     writes: Pacer::per_minute(self.limits.writes_per_minute),
                     reads: Pacer::per_minute(self.limits.reads_per_minute),
                     compliance: Pacer::per_minute(self.limits.compliance_per_minute),
+                    analytics: Pacer::per_minute(self.limits.analytics_per_minute),
                 })
             })
             .clone()
+    }
+
+    /// One page of the Compliance Activity Feed's lifecycle types, newest first: with `before_id`, the
+    /// activities just newer than it (the catch-up direction); without, the newest.
+    pub async fn activities(
+        &self,
+        key: &AdminKey,
+        before_id: Option<&str>,
+        limit: u32,
+        deadline: Deadline,
+    ) -> Result<Page<Value>, AnthropicError> {
+        let pacers = self.pacers(key);
+        let mut query: Vec<(&str, String)> = LIFECYCLE_TYPES
+            .iter()
+            .map(|t| ("activity_types[]", (*t).to_owned()))
+            .collect();
+        query.push(("limit", limit.to_string()));
+        if let Some(b) = before_id {
+            query.push(("before_id", b.to_owned()));
+        }
+        self.client
+            .call(
+                key,
+                Call::get(ACTIVITIES, &query).paced(&pacers.compliance),
+                deadline,
+            )
+            .await
+    }
+
+    /// Every Analytics skills row of one day, grouped by RBAC group.
+    pub async fn skill_usage(
+        &self,
+        key: &AdminKey,
+        date: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Value>, AnthropicError> {
+        let pacers = self.pacers(key);
+        let query = [
+            ("date", date.to_owned()),
+            ("group_by[]", "rbac_group_id".to_owned()),
+            ("limit", "1000".to_owned()),
+        ];
+        self.client
+            .list_all_pages(
+                key,
+                Call::get(ANALYTICS_SKILLS, &query).paced(&pacers.analytics),
+                deadline,
+            )
+            .await
     }
 
     /// Every RBAC group of the org: id → name.
@@ -158,7 +214,7 @@ impl AnthropicSurface for EnterpriseSurface {
             ),
             c.call::<Value>(
                 key,
-                Call::get(ANALYTICS_SKILLS, &analytics_q).paced(&pacers.reads),
+                Call::get(ANALYTICS_SKILLS, &analytics_q).paced(&pacers.analytics),
                 deadline
             ),
             c.call::<Value>(

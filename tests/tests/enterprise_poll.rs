@@ -1,0 +1,341 @@
+//! The poller on the `enterprise` surface, through the real handlers against moto and the simulator:
+//! Analytics usage upserted per (skill, day, group) and routed to sub-tenants, the Compliance feed's
+//! catch-up storing our plugins' lifecycle exactly once (redelivery, a crash before the cursor save), and
+//! drift flagged in the status and repaired by the sweep.
+
+use std::time::Duration;
+
+use claresia_anthropic::Deadline;
+use claresia_tests::*;
+use serde_json::{json, Value};
+
+const TENANT: &str = "dainese";
+
+fn day(back: i64) -> String {
+    (time::OffsetDateTime::now_utc().date() - time::Duration::days(back)).to_string()
+}
+
+/// Connected with an attestation, three skills: prd-review for Product, standup-notes for the Sales group
+/// (mapped to the sub-tenant dainese-sales, which has its own copy of it).
+async fn published() -> TestEnv {
+    // A crashed tick's lease lapses with its own deadline.
+    let env = TestEnv::enterprise_with(|c| c.poll_lease_slack = Duration::ZERO).await;
+    let (s, b) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    env.put_example_skills(TENANT).await;
+    env.register_sub_tenant(TENANT, "dainese-sales").await;
+    for (name, doc) in [
+        (
+            "pm",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        ),
+        (
+            "eng",
+            json!({"skills": ["standup-notes"], "group_ids": [GROUP_ENGINEERING]}),
+        ),
+        (
+            "sales",
+            json!({"skills": ["standup-notes"], "sub_tenant": "dainese-sales"}),
+        ),
+    ] {
+        let (s, b) = env.put_archetype(TENANT, name, doc).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = env
+        .put_doc(
+            TENANT,
+            "/workspaces",
+            &json!({"mappings": [{"group_id": GROUP_SALES, "sub_tenant": "dainese-sales"}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    env
+}
+
+async fn usage(env: &TestEnv, skill: &str, group: &str, date: &str, invocations: u64) {
+    let r = env
+        .sim_send(
+            "POST",
+            &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/usage"),
+            json!({"skill_name": skill, "rbac_group_id": group, "date": date,
+                   "invocations": invocations, "users": 2}),
+        )
+        .await;
+    assert_eq!(r["recorded"], true, "{r}");
+}
+
+async fn tick(env: &TestEnv) -> Value {
+    let s = env
+        .app
+        .poll_all(Deadline::after(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    serde_json::to_value(&s.results).unwrap()
+}
+
+async fn get(env: &TestEnv, path: &str) -> (u16, Value) {
+    env.call(As::Tenant(TENANT), "GET", path, None).await
+}
+
+#[tokio::test]
+async fn usage_of_the_last_three_days_is_upserted_per_skill_day_and_group_and_routed() {
+    let env = published().await;
+    usage(
+        &env,
+        "claresia-dainese-prd-review",
+        GROUP_PRODUCT,
+        &day(1),
+        5,
+    )
+    .await;
+    usage(
+        &env,
+        "claresia-dainese-prd-review",
+        GROUP_PRODUCT,
+        &day(3),
+        2,
+    )
+    .await;
+    // Outside the three days read: not polled.
+    usage(
+        &env,
+        "claresia-dainese-prd-review",
+        GROUP_PRODUCT,
+        &day(5),
+        100,
+    )
+    .await;
+    // A hub skill used by the Sales group goes to the sub-tenant the group is mapped to; the
+    // sub-tenant's own skill is its own whatever the group.
+    usage(
+        &env,
+        "claresia-dainese-standup-notes",
+        GROUP_SALES,
+        &day(2),
+        4,
+    )
+    .await;
+    usage(
+        &env,
+        "claresia-dainese-sales-standup-notes",
+        GROUP_ENGINEERING,
+        &day(2),
+        6,
+    )
+    .await;
+    // Not one of ours.
+    usage(&env, "team-made-skill", GROUP_PRODUCT, &day(1), 9).await;
+
+    let results = tick(&env).await;
+    assert_eq!(results[0]["outcome"], "ok", "{results}");
+    let range = format!("from={}&to={}", day(6), day(1));
+    let (s, b) = get(&env, &format!("/tenants/{TENANT}/usage?{range}")).await;
+    assert_eq!(s, 200, "{b}");
+    let rows = b["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{b}");
+    assert_eq!(rows[0]["date"], day(3).as_str(), "oldest first");
+    assert_eq!(rows[1]["invocation_count"], 5);
+    assert_eq!(rows[1]["rbac_group_id"], GROUP_PRODUCT);
+    assert_eq!(rows[1]["rbac_group_name"], "Product");
+    assert_eq!(rows[1]["skill_id"], "prd-review");
+    assert_eq!(rows[1]["estimated_overage_spend"], "20");
+    assert_eq!(b["totals"][0]["invocation_count"], 7);
+    assert_eq!(b["totals"][0]["days_with_use"], 2);
+    let (s, sales) = get(&env, &format!("/tenants/dainese-sales/usage?{range}")).await;
+    assert_eq!(s, 200, "{sales}");
+    let names: Vec<&str> = sales["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["skill_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "claresia-dainese-sales-standup-notes",
+            "claresia-dainese-standup-notes"
+        ]
+    );
+
+    // A revision overwrites the row; polling again never duplicates it.
+    usage(
+        &env,
+        "claresia-dainese-prd-review",
+        GROUP_PRODUCT,
+        &day(1),
+        8,
+    )
+    .await;
+    tick(&env).await;
+    tick(&env).await;
+    let (_, b) = get(&env, &format!("/tenants/{TENANT}/usage?{range}")).await;
+    assert_eq!(b["rows"].as_array().unwrap().len(), 2, "{b}");
+    assert_eq!(b["rows"][1]["invocation_count"], 8);
+    assert_eq!(b["totals"][0]["invocation_count"], 10);
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert_eq!(st["last_poll"]["usage_rows"], 4, "{st}");
+    assert!(st["last_poll"]["usage_polled_at"].is_string());
+
+    // Paging: one row a page, the cursor bound to the range.
+    let (_, p1) = get(&env, &format!("/tenants/{TENANT}/usage?{range}&limit=1")).await;
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    let (_, p2) = get(
+        &env,
+        &format!("/tenants/{TENANT}/usage?{range}&limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(p2["rows"][0]["date"], day(1).as_str(), "{p1} {p2}");
+    assert_eq!(p2["next_cursor"], Value::Null);
+    assert_eq!(
+        p2["totals"], p1["totals"],
+        "totals cover the range, not the page"
+    );
+    let other = format!("from={}&to={}", day(7), day(1));
+    for (bad, names) in [
+        (format!("{other}&cursor={cursor}"), "cursor"),
+        (format!("from={}&to={}", day(1), day(2)), "after"),
+        ("from=2026-01-01&to=2026-12-01".to_owned(), "92 days"),
+        ("from=yesterday".to_owned(), "from"),
+        ("since=2026-01-01".to_owned(), "since"),
+    ] {
+        let (s, b) = get(&env, &format!("/tenants/{TENANT}/usage?{bad}")).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (400, Some("invalid_query")),
+            "{bad}: {b}"
+        );
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(names),
+            "{bad}: {b}"
+        );
+    }
+}
+
+/// The tenant's stored audit events of the enterprise feed.
+async fn audit(env: &TestEnv) -> Vec<Value> {
+    let (s, b) = get(env, &format!("/tenants/{TENANT}/telemetry?limit=500")).await;
+    assert_eq!(s, 200, "{b}");
+    b["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_feed_stores_our_plugin_lifecycle_once_and_drift_is_shown_and_repaired() {
+    let env = published().await;
+    let results = tick(&env).await;
+    assert_eq!(results[0]["outcome"], "ok", "{results}");
+    let first = audit(&env).await;
+    // Ours only: creates and installation settings of our three plugins, all by the connector.
+    assert!(first.len() >= 6, "{first:?}");
+    assert!(
+        first.iter().all(|e| e["status"] == "by_connector"),
+        "{first:?}"
+    );
+    assert!(first
+        .iter()
+        .any(|e| e["event_type"] == "claude_plugin_created" && e["skill_id"] == "prd-review"));
+    // The sub-tenant's own plugin's lifecycle is the sub-tenant's.
+    let (_, sales) = get(&env, "/tenants/dainese-sales/telemetry").await;
+    assert!(
+        sales["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["skill_id"] == "standup-notes" && e["event_type"] == "claude_plugin_created"),
+        "{sales}"
+    );
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert_eq!(
+        st["last_poll"]["connector_api_key_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{st}"
+    );
+    assert_eq!(st["publish_pending"], false);
+
+    // A redelivered feed (the cursor back where it was) stores nothing twice.
+    let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    tick(&env).await;
+    assert_eq!(audit(&env).await.len(), first.len());
+
+    // An admin widens a plugin to the whole org in the UI: drift.
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+        json!({"plugin_name": "claresia-dainese-prd-review", "target": "organization",
+               "installation_preference": "auto_install", "user_email": "it@dainese.example"}),
+    )
+    .await;
+    // A crash after the page's events were written, before the cursor save: the next tick reads the
+    // same page again and stores each activity once.
+    let before = env.app.hub.poll_status(&hub).await.unwrap().unwrap();
+    // (The first write let through is the tick lease; the events' batch write is cut off.)
+    env.cutoff.arm(1);
+    let crashed = env
+        .app
+        .poll_all(Deadline::after(Duration::from_millis(2500)))
+        .await
+        .unwrap();
+    assert!(env.cutoff.disarm(), "the cut-off was reached");
+    assert_eq!(crashed.results[0].outcome, "error", "{:?}", crashed.results);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let after_crash = env.app.hub.poll_status(&hub).await.unwrap().unwrap();
+    assert_eq!(after_crash.cursor, before.cursor, "the cursor did not move");
+    tick(&env).await;
+    let events = audit(&env).await;
+    assert_eq!(events.len(), first.len() + 1, "{events:?}");
+    let drift_event = &events[0];
+    assert_eq!(drift_event["status"], "drift");
+    assert_eq!(
+        drift_event["event_type"],
+        "plugin_installation_preference_updated"
+    );
+    assert_eq!(
+        drift_event["error_message"],
+        "organization installation preference auto_install"
+    );
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    let drift = &st["last_poll"]["drift"][0];
+    assert_eq!(drift["plugin_name"], "claresia-dainese-prd-review", "{st}");
+    assert!(drift["actor"].as_str().unwrap().starts_with("user_actor"));
+    assert_eq!(st["publish_pending"], true, "a reconcile is scheduled");
+
+    // The sweep repairs it.
+    let swept = env
+        .app
+        .sweep_pending(Deadline::after(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1);
+    assert_eq!(
+        env.plugin_settings().await["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    // The repair is the connector's own write: not drift.
+    tick(&env).await;
+    let events = audit(&env).await;
+    assert_eq!(events[0]["status"], "by_connector", "{:?}", events[0]);
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert_eq!(st["last_poll"]["drift"].as_array().unwrap().len(), 1);
+    assert_eq!(st["publish_pending"], false);
+
+    // A plugin deleted in the UI comes back with the next reconcile.
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+        json!({"plugin_name": "claresia-dainese-prd-review", "delete_plugin": true}),
+    )
+    .await;
+    tick(&env).await;
+    env.app
+        .sweep_pending(Deadline::after(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(env
+        .plugin_settings()
+        .await
+        .contains_key("claresia-dainese-prd-review"));
+}
