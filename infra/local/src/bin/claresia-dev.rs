@@ -61,6 +61,8 @@ async fn run() -> Result<(), String> {
         .cloned()
         .ok_or("template has no TelemetryTable")?;
     config.anthropic_base_url = sim_server.base_url();
+    // Usage recorded in the simulator shows a tick later, not an hour later.
+    config.usage_poll_interval = std::time::Duration::ZERO;
     let app = Arc::new(App::new(config, &sdk).map_err(|e| e.to_string())?);
     let signer = Arc::new(DevSigner::from_env());
     let tenant_token = signer.sign(
