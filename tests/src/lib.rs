@@ -286,16 +286,7 @@ impl TestEnv {
 
     /// Loads the product page's catalog (three skills, two archetypes) for `tenant`.
     pub async fn load_examples(&self, tenant: &str) {
-        for id in ["incident-postmortem", "prd-review", "standup-notes"] {
-            let (s, b) = self
-                .put_doc(
-                    tenant,
-                    &format!("/skills/{id}"),
-                    &example(&format!("skill-{id}.json")),
-                )
-                .await;
-            assert_eq!(s, 201, "{b}");
-        }
+        self.put_example_skills(tenant).await;
         for a in ["engineer", "product-manager"] {
             let (s, b) = self
                 .put_doc(
@@ -306,6 +297,30 @@ impl TestEnv {
                 .await;
             assert_eq!(s, 201, "{b}");
         }
+    }
+
+    /// `n` copies of an example skill (`bench-skill-0000`, …) written straight into `hub`'s catalog (a
+    /// benchmark measures publishing, not n catalog calls); answers their ids.
+    pub async fn put_bench_skills(
+        &self,
+        hub: &claresia_domain::TenantSlug,
+        n: usize,
+    ) -> Vec<String> {
+        let base = example("skill-incident-postmortem.json");
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("bench-skill-{i:04}");
+            let mut doc = base.clone();
+            doc["id"] = json!(id);
+            doc["title"] = json!(format!("Bench skill {i}"));
+            self.app
+                .hub
+                .put_skill(hub, &id, &doc, &claresia_aws::Expect::Any)
+                .await
+                .expect("bench skill");
+            ids.push(id);
+        }
+        ids
     }
 
     /// The simulator's skills of the Dainese org.

@@ -335,11 +335,20 @@ async fn a_catalog_request_crashed_anywhere_is_finished_by_the_sweep() {
                 .await
                 .unwrap();
             let t = &report.targets[0];
-            assert!(
-                t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty(),
-                "crash after {:?}: Anthropic did not match the catalog: {t:?}",
-                cut
-            );
+            if !(t.created.is_empty() && t.updated.is_empty() && t.deleted.is_empty()) {
+                let log: Vec<String> = env
+                    .sim_requests()
+                    .await
+                    .iter()
+                    .filter(|r| r["path"].as_str().unwrap_or("").contains("/skills"))
+                    .map(|r| format!("{} {}", r["method"], r["path"]))
+                    .collect();
+                // What Anthropic was asked, and the ledger, say where the change was lost.
+                panic!(
+                    "crash after {cut:?}: Anthropic did not match the catalog: {t:?}\nrequests: {log:#?}\nledger: {:?}",
+                    env.app.hub.ledger(&dainese()).await
+                );
+            }
             finished
         });
     }

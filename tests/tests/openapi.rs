@@ -181,6 +181,25 @@ fn the_sample_events_are_the_documented_examples() {
     }
 }
 
+/// Every documented response example is valid against its response's schema.
+#[test]
+fn the_documented_response_examples_are_valid() {
+    let c = contract();
+    let mut checked = 0;
+    for op in &c.operations {
+        let responses = &c.doc["paths"][&op.path][op.method.to_lowercase()]["responses"];
+        for (status, response) in responses.as_object().into_iter().flatten() {
+            let content = &c.resolve(response)["content"]["application/json"];
+            for (name, example) in content["examples"].as_object().into_iter().flatten() {
+                c.validate(&content["schema"], &example["value"], name, &mut Vec::new())
+                    .unwrap_or_else(|e| panic!("{} {status} example {name}: {e}", op.key()));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 1, "the usage page's example at least");
+}
+
 /// The answers every operation shares, each one asked of every operation: a malformed tenant (400), no
 /// verified identity (401), another tenant's token (403), and the store unreachable (503, Retry-After).
 /// Each answer is checked against the document like any other.

@@ -864,3 +864,61 @@ async fn a_grant_racing_a_revoke_leaves_anthropic_matching_the_catalog() {
         }
     }
 }
+
+/// A change published by scope must not clear the marker of earlier work a publish left pending (its
+/// budget ran out): only a full publish covers that, so the marker stays for the sweep.
+#[tokio::test]
+async fn a_scoped_change_keeps_the_marker_of_earlier_pending_work() {
+    let env = connected().await;
+    env.load_examples("dainese").await;
+    let hub = claresia_domain::TenantSlug::parse("dainese").unwrap();
+    // Earlier work a cut-short publish left for the sweep: a new skill granted, not yet in Anthropic.
+    let mut retro = example("skill-standup-notes.json");
+    retro["id"] = json!("retro-notes");
+    env.app
+        .hub
+        .put_skill(&hub, "retro-notes", &retro, &claresia_aws::Expect::Any)
+        .await
+        .unwrap();
+    env.app
+        .hub
+        .put_archetype(
+            &hub,
+            "oncall",
+            &json!({"skills": ["retro-notes"], "group_ids": ["grp_oncall"]}),
+            &claresia_aws::Expect::Any,
+        )
+        .await
+        .unwrap();
+    env.app
+        .hub
+        .mark_pending(&hub, "earlier-cut-short")
+        .await
+        .unwrap();
+
+    // A later change of another skill, published by its scope, completes...
+    let mut prd = example("skill-prd-review.json");
+    prd["title"] = json!("PRD review v2");
+    let (s, b) = env.put_doc("dainese", "/skills/prd-review", &prd).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["publish"]["complete"], true, "{b}");
+    assert!(!names(&env.sim_skills().await).contains(&"claresia-dainese-retro-notes".to_owned()));
+    // ...and the earlier work is still pending, so the sweep publishes it.
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(st["publish_pending"], true, "{st}");
+    env.app
+        .sweep_pending(claresia_anthropic::Deadline::after(
+            std::time::Duration::from_secs(20),
+        ))
+        .await
+        .unwrap();
+    assert!(names(&env.sim_skills().await).contains(&"claresia-dainese-retro-notes".to_owned()));
+    assert_eq!(env.app.hub.pending_token(&hub).await.unwrap(), None);
+}

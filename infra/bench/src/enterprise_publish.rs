@@ -10,7 +10,7 @@ use claresia_aws::Expect;
 use claresia_domain::catalog::Archetype;
 use claresia_domain::TenantSlug;
 use claresia_tests::{
-    example, TestEnv, ENTERPRISE_KEY, ENTERPRISE_ORG_ID, GROUP_ENGINEERING, GROUP_PRODUCT,
+    TestEnv, ENTERPRISE_KEY, ENTERPRISE_ORG_ID, GROUP_ENGINEERING, GROUP_PRODUCT,
 };
 use serde_json::json;
 
@@ -39,20 +39,7 @@ async fn main() {
         .await;
     assert_eq!(s, 201, "connect: {b}");
     let hub = TenantSlug::parse("ducati").unwrap();
-    let base = example("skill-incident-postmortem.json");
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("bench-skill-{i:04}");
-        let mut doc = base.clone();
-        doc["id"] = json!(id);
-        doc["title"] = json!(format!("Bench skill {i}"));
-        env.app
-            .hub
-            .put_skill(&hub, &id, &doc, &Expect::Any)
-            .await
-            .unwrap();
-        ids.push(id);
-    }
+    let ids = env.put_bench_skills(&hub, n).await;
     let archetype = Archetype {
         skills: ids,
         group_ids: vec![GROUP_ENGINEERING.into(), GROUP_PRODUCT.into()],

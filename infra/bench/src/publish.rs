@@ -29,21 +29,8 @@ async fn main() {
     assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200, "connect");
     let hub = TenantSlug::parse("dainese").unwrap();
 
-    // The catalog goes straight into the store: the benchmark measures publishing, not n catalog calls.
+    let ids = env.put_bench_skills(&hub, n).await;
     let base = example("skill-incident-postmortem.json");
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("bench-skill-{i:04}");
-        let mut doc = base.clone();
-        doc["id"] = json!(id);
-        doc["title"] = json!(format!("Bench skill {i}"));
-        env.app
-            .hub
-            .put_skill(&hub, &id, &doc, &Expect::Any)
-            .await
-            .unwrap();
-        ids.push(id);
-    }
     let archetype = Archetype {
         skills: ids.clone(),
         group_ids: vec!["grp_engineering".into()],

@@ -109,7 +109,7 @@ impl App {
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
                 self.request_deadline(),
-                Some(intent.token),
+                Some(intent),
             )
             .await?;
         let created = current.is_none();
@@ -154,7 +154,7 @@ impl App {
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
                 self.request_deadline(),
-                Some(intent.token),
+                Some(intent),
             )
             .await?;
         Ok(Reply::json(json!({"deleted": id, "publish": publish})))
@@ -279,12 +279,7 @@ impl App {
             .cloned()
             .collect();
         let publish = self
-            .publish_after_change(
-                hub,
-                Some(&scope),
-                self.request_deadline(),
-                Some(intent.token),
-            )
+            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
             .await?;
         let created = current.is_none();
         Ok(Reply::json(
@@ -336,12 +331,7 @@ impl App {
         };
         let scope: BTreeSet<String> = before.into_iter().flat_map(|b| b.skills).collect();
         let publish = self
-            .publish_after_change(
-                hub,
-                Some(&scope),
-                self.request_deadline(),
-                Some(intent.token),
-            )
+            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
             .await?;
         Ok(Reply::json(json!({"deleted": name, "publish": publish})))
     }
@@ -464,7 +454,7 @@ impl App {
             return Err(changed_meanwhile(&what));
         };
         let publish = self
-            .publish_after_change(hub, None, self.request_deadline(), Some(intent.token))
+            .publish_after_change(hub, None, self.request_deadline(), Some(intent))
             .await?;
         Ok(Reply::json(json!({"mappings": input.mappings, "publish": publish})).etag(&stored))
     }

@@ -163,7 +163,10 @@ impl Ctx<'_> {
         &self,
         access_of: Option<&BTreeSet<String>>,
     ) -> Result<Result<Vec<RemoteSkill>, AnthropicError>, ApiError> {
-        let ledger = self.app.hub.ledger(self.hub).await?;
+        let ledger = match self.publisher.ownership() {
+            Ownership::Ledger => self.app.hub.ledger(self.hub).await?,
+            Ownership::Metadata => BTreeMap::new(),
+        };
         Ok(self.publisher.list(&ledger, access_of).await)
     }
 
@@ -739,13 +742,21 @@ impl App {
         hub: &TenantSlug,
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
-        intent: Option<String>,
+        intent: Option<Intent>,
     ) -> Result<Value, ApiError> {
         let intent = match intent {
-            Some(t) => t,
-            None => self.begin_change(hub).await?.token,
+            Some(i) => i,
+            None => self.begin_change(hub).await?,
         };
-        match self.publish_with(hub, scope, deadline, Some(&intent)).await {
+        // The marker this change replaced was earlier work still pending (a publish the budget cut short):
+        // a scoped publish does not cover it, so the marker stays for the sweep's full publish.
+        let finishes = scope.is_none() || intent.previous.is_none();
+        let intent = intent.token;
+        let clear_on_success = finishes.then_some(intent.as_str());
+        match self
+            .publish_with(hub, scope, deadline, clear_on_success)
+            .await
+        {
             Ok(report) => Ok(json!(report)),
             Err(ApiError::AnthropicUnavailable(_)) => {
                 self.hub.mark_pending(hub, &new_token()).await?;

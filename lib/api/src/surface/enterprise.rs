@@ -507,7 +507,12 @@ impl Publisher for EnterprisePublisher<'_> {
         ledger: &BTreeMap<String, LedgerEntry>,
         access_of: Option<&BTreeSet<String>>,
     ) -> Result<Vec<RemoteSkill>, AnthropicError> {
-        let plugins: Vec<PluginItem> = self.read(PLUGINS, &[("limit", "100".into())]).await?;
+        // Ours are organization-owned; members' own plugins live in their personal marketplaces.
+        let query = [
+            ("limit", "100".into()),
+            ("owner_type", "organization".into()),
+        ];
+        let plugins: Vec<PluginItem> = self.read(PLUGINS, &query).await?;
         let relevant = plugins
             .into_iter()
             .filter(|p| p.name.starts_with("claresia-"));
