@@ -33,6 +33,25 @@ impl TestEnv {
         env
     }
 
+    /// [`TestEnv::enterprise`] with `tenant` connected to the demo enterprise org (attested) and the
+    /// three example skills in its catalog (nothing granted yet).
+    pub async fn enterprise_connected(tenant: &str) -> TestEnv {
+        TestEnv::enterprise_connected_with(tenant, |_| {}).await
+    }
+
+    pub async fn enterprise_connected_with(
+        tenant: &str,
+        tune: impl FnOnce(&mut claresia_api::Config),
+    ) -> TestEnv {
+        let env = TestEnv::enterprise_with(tune).await;
+        let (s, b) = env
+            .connect_enterprise(tenant, crate::ENTERPRISE_KEY, Some("DPA-1"))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        env.put_example_skills(tenant).await;
+        env
+    }
+
     /// `PUT /tenants/{tenant}/connection` with an Enterprise key and, when `attest`, an attestation.
     pub async fn connect_enterprise(
         &self,

@@ -481,13 +481,8 @@ async fn foreign_plugin(env: &TestEnv, name: &str) -> String {
 
 #[tokio::test]
 async fn a_foreign_plugin_with_our_name_is_reported_and_never_touched() {
-    let env = TestEnv::enterprise().await;
+    let env = TestEnv::enterprise_connected(TENANT).await;
     let foreign = foreign_plugin(&env, "claresia-dainese-prd-review").await;
-    let (s, _) = env
-        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
-        .await;
-    assert_eq!(s, 201);
-    env.put_example_skills(TENANT).await;
     let (s, b) = env
         .put_archetype(
             TENANT,
@@ -540,12 +535,7 @@ async fn a_foreign_plugin_with_our_name_is_reported_and_never_touched() {
 
 #[tokio::test]
 async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
-    let env = TestEnv::enterprise().await;
-    let (s, _) = env
-        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
-        .await;
-    assert_eq!(s, 201);
-    env.put_example_skills(TENANT).await;
+    let env = TestEnv::enterprise_connected(TENANT).await;
     // The crashed run: its claim landed, then Anthropic created the plugin, then it died.
     let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
     let claimed_at = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -591,12 +581,7 @@ async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
 
 #[tokio::test]
 async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
-    let env = TestEnv::enterprise().await;
-    let (s, _) = env
-        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
-        .await;
-    assert_eq!(s, 201);
-    env.put_example_skills(TENANT).await;
+    let env = TestEnv::enterprise_connected(TENANT).await;
     // Workspaces do not exist on Claude Enterprise.
     let (s, b) = env
         .put_archetype(
@@ -680,12 +665,7 @@ async fn groups_and_workspaces_are_checked_against_the_enterprise_org() {
 
 #[tokio::test]
 async fn a_setting_changed_in_the_ui_is_put_back_by_the_next_reconcile() {
-    let env = TestEnv::enterprise().await;
-    let (s, _) = env
-        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
-        .await;
-    assert_eq!(s, 201);
-    env.put_example_skills(TENANT).await;
+    let env = TestEnv::enterprise_connected(TENANT).await;
     let (s, _) = env
         .put_archetype(
             TENANT,

@@ -19,12 +19,8 @@ fn day(back: i64) -> String {
 /// (mapped to the sub-tenant dainese-sales, which has its own copy of it).
 async fn published() -> TestEnv {
     // A crashed tick's lease lapses with its own deadline.
-    let env = TestEnv::enterprise_with(|c| c.poll_lease_slack = Duration::ZERO).await;
-    let (s, b) = env
-        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    env.put_example_skills(TENANT).await;
+    let env =
+        TestEnv::enterprise_connected_with(TENANT, |c| c.poll_lease_slack = Duration::ZERO).await;
     env.register_sub_tenant(TENANT, "dainese-sales").await;
     for (name, doc) in [
         (
