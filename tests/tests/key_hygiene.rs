@@ -1,5 +1,5 @@
-//! The key never reaches a log line: every log line the connect, test, rotate and disconnect flows write is
-//! captured (at trace level for our crates, the shipped filter for dependencies) and searched for the keys.
+//! The key never reaches a log line: every log line the connect, test, rotate and disconnect flows write
+//! (preview and enterprise: publish and poll too) is captured (at trace level for our crates, the shipped filter for dependencies) and searched for the keys.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -115,6 +115,38 @@ async fn no_key_in_any_log_line() {
         200
     );
 
+    // The enterprise flows: a refused key, an attested connect, a publish, a poll, offboarding.
+    assert_eq!(
+        env.connect_enterprise("ducati", ENTERPRISE_PARTIAL_KEY, None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        env.connect_enterprise("ducati", ENTERPRISE_KEY, Some("DPA-1"))
+            .await
+            .0,
+        201
+    );
+    env.put_example_skills("ducati").await;
+    let grant = json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]});
+    assert_eq!(env.put_archetype("ducati", "pm", grant).await.0, 201);
+    env.app
+        .poll_tenant(
+            claresia_domain::TenantSlug::parse("ducati").unwrap(),
+            claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20)),
+        )
+        .await;
+    let (s, _) = env
+        .call(
+            As::Tenant("ducati"),
+            "DELETE",
+            "/tenants/ducati/connection",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 20, "the flows were logged: {logs}");
     assert!(logs.contains("tenant connected"), "{logs}");
@@ -130,6 +162,14 @@ async fn no_key_in_any_log_line() {
         assert!(
             !logs.contains(secret_part),
             "a key reached the logs:\n{logs}"
+        );
+    }
+    assert!(logs.contains("catalog published"), "{logs}");
+    for key in [ENTERPRISE_KEY, ENTERPRISE_PARTIAL_KEY] {
+        let secret_part = &key["sk-ant-api01-".len()..key.len() - 4];
+        assert!(
+            !logs.contains(secret_part),
+            "an Enterprise key reached the logs:\n{logs}"
         );
     }
 }
