@@ -743,3 +743,54 @@ async fn the_publish_is_paced_to_the_org_write_limit_and_says_how_long_it_takes(
     // Paced below the limit, no write was refused and sent again.
     assert_eq!(env.enterprise_writes().await - before, 12);
 }
+
+#[tokio::test]
+async fn an_org_without_the_plugins_api_is_refused_saying_so() {
+    let env = TestEnv::enterprise().await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/organizations/plugins", "fail": {"status": 404, "count": 1}}),
+    )
+    .await;
+    let (s, b) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (502, Some("anthropic_error")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Plugins API"),
+        "{b}"
+    );
+    // The same said by a candidate test.
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/organizations/plugins", "fail": {"status": 404, "count": 1}}),
+    )
+    .await;
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "POST",
+            &format!("/tenants/{TENANT}/connection/test"),
+            Some(&json!({"admin_api_key": ENTERPRISE_KEY}).to_string()),
+        )
+        .await;
+    assert_eq!(s, 502, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enabled"),
+        "{b}"
+    );
+    assert_eq!(env.secret_value(TENANT).await, None);
+    assert_eq!(env.hub_dump().await, "[]");
+}

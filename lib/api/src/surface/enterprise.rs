@@ -225,10 +225,23 @@ impl AnthropicSurface for EnterpriseSurface {
             self.groups(key, deadline),
         );
         // The Plugins API reads as nonexistent (404) where the beta is not enabled for the org.
-        if let Err(e) = &plugins_read {
-            if e.kind() == ErrorKind::NotFound {
-                return Err(e.clone());
-            }
+        if let Err(AnthropicError::Api {
+            status: 404,
+            error_type,
+            message,
+            request_id,
+            attempts,
+        }) = &plugins_read
+        {
+            return Err(AnthropicError::Api {
+                status: 404,
+                error_type: error_type.clone(),
+                message: format!(
+                    "the Plugins API (beta {PLUGINS_BETA}) is not enabled for this Claude Enterprise organization; ask Anthropic to enable it ({message})"
+                ),
+                request_id: request_id.clone(),
+                attempts: *attempts,
+            });
         }
         let mut scopes = ScopeReport::default();
         let mut group_count = None;
