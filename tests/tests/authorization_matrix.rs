@@ -17,8 +17,12 @@ const SUB: &str = "acme-eng";
 const SIBLING: &str = "acme-ops";
 const UNRELATED: &str = "globex";
 const OFFBOARDED: &str = "initech";
-/// Shaped like a sub-tenant of `acme`, but nobody registered it.
+/// Shaped like a sub-tenant of `acme`, but nobody registered it (nor provisioned it).
 const UNREGISTERED: &str = "acme-ghost";
+/// A sub-tenant `acme` registered and then removed: its link stays, inactive.
+const REMOVED: &str = "acme-old";
+/// A slug held by another parent: `globex`'s sub-tenant.
+const HELD: &str = "globex-eu";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Caller {
@@ -27,18 +31,20 @@ enum Caller {
     SubTenant,
     SiblingSubTenant,
     UnrelatedTenant,
+    RemovedSubTenant,
     Operator,
     NoClaims,
     EmptyTenantClaim,
     NonStringTenantClaim,
 }
 
-const CALLERS: [Caller; 9] = [
+const CALLERS: [Caller; 10] = [
     Caller::OwnTenant,
     Caller::Parent,
     Caller::SubTenant,
     Caller::SiblingSubTenant,
     Caller::UnrelatedTenant,
+    Caller::RemovedSubTenant,
     Caller::Operator,
     Caller::NoClaims,
     Caller::EmptyTenantClaim,
@@ -52,14 +58,18 @@ enum Target {
     UnrelatedTenant,
     OffboardedTenant,
     UnregisteredSlug,
+    RemovedSubTenant,
+    HeldByAnotherParent,
 }
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 7] = [
     Target::Tenant,
     Target::ItsSubTenant,
     Target::UnrelatedTenant,
     Target::OffboardedTenant,
     Target::UnregisteredSlug,
+    Target::RemovedSubTenant,
+    Target::HeldByAnotherParent,
 ];
 
 impl Target {
@@ -70,6 +80,18 @@ impl Target {
             Target::UnrelatedTenant => UNRELATED,
             Target::OffboardedTenant => OFFBOARDED,
             Target::UnregisteredSlug => UNREGISTERED,
+            Target::RemovedSubTenant => REMOVED,
+            Target::HeldByAnotherParent => HELD,
+        }
+    }
+
+    /// The target's parent link: (parent, active).
+    fn link(self) -> Option<(&'static str, bool)> {
+        match self {
+            Target::ItsSubTenant => Some((PARENT, true)),
+            Target::RemovedSubTenant => Some((PARENT, false)),
+            Target::HeldByAnotherParent => Some((UNRELATED, true)),
+            _ => None,
         }
     }
 
@@ -88,6 +110,7 @@ impl Caller {
             Caller::SubTenant => tenant(SUB),
             Caller::SiblingSubTenant => tenant(SIBLING),
             Caller::UnrelatedTenant => tenant(UNRELATED),
+            Caller::RemovedSubTenant => tenant(REMOVED),
             Caller::Operator => json!({"sub": "op-1", "claresia:role": "operator"}),
             Caller::NoClaims => return None,
             Caller::EmptyTenantClaim => json!({"sub": "user-1", "claresia:tenant": ""}),
@@ -114,6 +137,16 @@ impl Route {
 
     fn is_sub_tenant_registry(&self) -> bool {
         self.path.contains("/sub-tenants")
+    }
+
+    /// The tenant namespace's routes: an operator's alone.
+    fn is_operator_only(&self) -> bool {
+        self.path.ends_with("/top-level") || self.path.ends_with("/release")
+    }
+
+    /// What a sub-tenant's status and telemetry reads are (open on a removed link too).
+    fn reads_status_or_telemetry(&self) -> bool {
+        self.open_to_sub_tenant_token()
     }
 
     /// What a sub-tenant's own token may call: its status, its telemetry and its usage.
@@ -147,7 +180,7 @@ impl Route {
             Target::Tenant | Target::ItsSubTenant => GOOD_KEY,
             Target::UnrelatedTenant => ROTATED_KEY,
             Target::OffboardedTenant => NO_ZR_KEY,
-            Target::UnregisteredSlug => UNKNOWN_ZR_KEY,
+            _ => UNKNOWN_ZR_KEY,
         };
         let body = match (self.method.as_str(), self.path.rsplit('/').next().unwrap()) {
             ("PUT", "connection") => Some(json!({"admin_api_key": key})),
@@ -172,12 +205,19 @@ fn template_routes() -> Vec<Route> {
             continue;
         };
         for e in events.values() {
-            if e["Type"].as_str() == Some("HttpApi") {
-                routes.push(Route {
-                    method: e["Properties"]["Method"].as_str().unwrap().to_owned(),
-                    path: e["Properties"]["Path"].as_str().unwrap().to_owned(),
-                });
+            if e["Type"].as_str() != Some("HttpApi") {
+                continue;
             }
+            // The catch-all ($default: neither Path nor Method) answers 404/405 before any caller check;
+            // openapi.rs sends it every request no route matches.
+            let p = &e["Properties"];
+            let (Some(method), Some(path)) = (p["Method"].as_str(), p["Path"].as_str()) else {
+                continue;
+            };
+            routes.push(Route {
+                method: method.to_owned(),
+                path: path.to_owned(),
+            });
         }
     }
     routes.sort();
@@ -188,28 +228,34 @@ fn template_routes() -> Vec<Route> {
 /// routes are decided by the permission table, so they have no entry here). A route missing from this
 /// table fails the test: a new route needs its row.
 fn allowed_status(route: &Route, target: Target) -> u16 {
-    let row: [u16; 5] = match route.key().as_str() {
-        "GET /tenants/{tenant}/connection" => [200; 5],
-        "PUT /tenants/{tenant}/connection" => [200, 0, 200, 201, 201],
-        "DELETE /tenants/{tenant}/connection" => [200, 0, 200, 200, 404],
-        "POST /tenants/{tenant}/connection/test" => [200, 0, 200, 404, 404],
-        "GET /tenants/{tenant}/skills" => [200; 5],
-        "GET /tenants/{tenant}/skills/{skill_id}" => [200, 200, 200, 404, 404],
-        "PUT /tenants/{tenant}/skills/{skill_id}" => [200, 200, 200, 201, 201],
-        "DELETE /tenants/{tenant}/skills/{skill_id}" => [200, 200, 200, 404, 404],
-        "GET /tenants/{tenant}/archetypes" => [200; 5],
-        "GET /tenants/{tenant}/archetypes/{archetype}" => [200, 200, 200, 404, 404],
-        "PUT /tenants/{tenant}/archetypes/{archetype}" => [200, 200, 200, 400, 400],
-        "DELETE /tenants/{tenant}/archetypes/{archetype}" => [200, 200, 200, 404, 404],
-        "GET /tenants/{tenant}/workspaces" => [200; 5],
-        "PUT /tenants/{tenant}/workspaces" => [200, 200, 200, 404, 404],
-        "POST /tenants/{tenant}/republish" => [200, 200, 200, 409, 409],
-        "GET /tenants/{tenant}/telemetry" => [200; 5],
-        "GET /tenants/{tenant}/usage" => [200; 5],
-        "GET /tenants/{tenant}/sub-tenants" => [200, 0, 200, 200, 200],
-        "GET /tenants/{tenant}/sub-tenants/{sub_tenant}" => [200, 0, 404, 404, 404],
-        "PUT /tenants/{tenant}/sub-tenants/{sub_tenant}" => [201, 0, 201, 201, 201],
-        "DELETE /tenants/{tenant}/sub-tenants/{sub_tenant}" => [200, 0, 404, 404, 404],
+    // Targets: acme, acme-eng, globex, initech (offboarded), acme-ghost (unregistered, unprovisioned),
+    // acme-old (removed sub-tenant), globex-eu (globex's sub-tenant). 0: decided by the permission table.
+    let row: [u16; 7] = match route.key().as_str() {
+        "GET /tenants/{tenant}/connection" => [200; 7],
+        "PUT /tenants/{tenant}/connection" => [200, 0, 200, 201, 403, 0, 0],
+        "DELETE /tenants/{tenant}/connection" => [200, 0, 200, 200, 404, 0, 0],
+        "POST /tenants/{tenant}/connection/test" => [200, 0, 200, 404, 404, 0, 0],
+        "GET /tenants/{tenant}/skills" => [200, 200, 200, 200, 200, 0, 200],
+        "GET /tenants/{tenant}/skills/{skill_id}" => [200, 200, 200, 404, 404, 0, 200],
+        "PUT /tenants/{tenant}/skills/{skill_id}" => [200, 200, 200, 201, 201, 0, 200],
+        "DELETE /tenants/{tenant}/skills/{skill_id}" => [200, 200, 200, 404, 404, 0, 200],
+        "GET /tenants/{tenant}/archetypes" => [200, 200, 200, 200, 200, 0, 200],
+        "GET /tenants/{tenant}/archetypes/{archetype}" => [200, 200, 200, 404, 404, 0, 200],
+        "PUT /tenants/{tenant}/archetypes/{archetype}" => [200, 200, 200, 400, 400, 0, 200],
+        "DELETE /tenants/{tenant}/archetypes/{archetype}" => [200, 200, 200, 404, 404, 0, 200],
+        "GET /tenants/{tenant}/workspaces" => [200, 200, 200, 200, 200, 0, 200],
+        "PUT /tenants/{tenant}/workspaces" => [200, 200, 200, 404, 404, 0, 200],
+        "POST /tenants/{tenant}/republish" => [200, 200, 200, 409, 409, 0, 200],
+        "GET /tenants/{tenant}/telemetry" => [200; 7],
+        "GET /tenants/{tenant}/usage" => [200; 7],
+        "GET /tenants/{tenant}/sub-tenants" => [200, 0, 200, 200, 200, 0, 0],
+        "GET /tenants/{tenant}/sub-tenants/{sub_tenant}" => [200, 0, 404, 404, 404, 0, 0],
+        "PUT /tenants/{tenant}/sub-tenants/{sub_tenant}" => [201, 0, 201, 201, 403, 0, 0],
+        "DELETE /tenants/{tenant}/sub-tenants/{sub_tenant}" => [200, 0, 404, 404, 404, 0, 0],
+        // A held slug (active or removed) is not provisioned over; the others are.
+        "PUT /tenants/{tenant}/top-level" => [201, 409, 201, 201, 201, 409, 409],
+        // Only a held slug is released: acme-eng is still named by acme's catalog; the others are free.
+        "POST /tenants/{tenant}/release" => [404, 409, 404, 404, 404, 200, 200],
         other => panic!("the matrix has no expectations for {other}: add its row"),
     };
     row[target.index()]
@@ -226,30 +272,50 @@ fn expected(route: &Route, caller: Caller, target: Target) -> (u16, Option<&'sta
             .as_str()
             .map(str::to_owned),
     };
+    if route.is_operator_only() {
+        return match claim {
+            None => (allowed_status(route, target), None),
+            Some(_) => forbidden,
+        };
+    }
     let own = claim.as_deref() == Some(target.slug());
-    let allowed = match (claim.as_deref(), target) {
-        (None, _) => true,
-        (Some(SUB), Target::ItsSubTenant) => route.open_to_sub_tenant_token(),
-        (Some(PARENT), Target::ItsSubTenant) => true,
-        _ => own,
+    let Some((parent, active)) = target.link() else {
+        return if claim.is_none() || own {
+            (allowed_status(route, target), None)
+        } else {
+            forbidden
+        };
     };
-    if !allowed {
+    if own {
+        // A held slug's own token: its status and telemetry while the link is active; its connection
+        // is its parent's, and the answer says how an operator gives the slug back.
+        if active && route.open_to_sub_tenant_token() {
+            return (allowed_status(route, target), None);
+        }
+        if route.is_connection() && !(route.method == "GET" && route.path.ends_with("/connection"))
+        {
+            return (409, Some("namespace_held"));
+        }
         return forbidden;
     }
-    if target == Target::ItsSubTenant && !own {
-        if route.is_connection() && route.method != "GET" {
-            return (409, Some("sub_tenant_shares_connection"));
-        }
-        if route.is_sub_tenant_registry() {
-            return (409, Some("nested_sub_tenant"));
-        }
+    if !(claim.is_none() || claim.as_deref() == Some(parent)) {
+        return forbidden;
+    }
+    if route.is_connection() && route.method != "GET" {
+        return (409, Some("sub_tenant_shares_connection"));
+    }
+    if route.is_sub_tenant_registry() {
+        return (409, Some("nested_sub_tenant"));
+    }
+    if !active && !route.reads_status_or_telemetry() {
+        return (409, Some("sub_tenant_removed"));
     }
     (allowed_status(route, target), None)
 }
 
 /// Every target in place: `acme` connected with a catalog and two registered sub-tenants (one mapped and
-/// granted an archetype), `globex` connected with its own catalog, `initech` offboarded, `acme-ghost`
-/// nothing at all.
+/// granted an archetype) and a removed one (`acme-old`), `globex` connected with its own catalog and its
+/// sub-tenant `globex-eu`, `initech` offboarded, `acme-ghost` nothing at all.
 async fn world() -> TestEnv {
     let env = TestEnv::start().await;
     let ok = |(s, b): (u16, Value)| assert!(matches!(s, 200 | 201), "{s}: {b}");
@@ -272,6 +338,16 @@ async fn world() -> TestEnv {
     }
     env.register_sub_tenant(PARENT, SUB).await;
     env.register_sub_tenant(PARENT, SIBLING).await;
+    env.register_sub_tenant(PARENT, REMOVED).await;
+    ok(env
+        .call(
+            As::Tenant(PARENT),
+            "DELETE",
+            &format!("/tenants/{PARENT}/sub-tenants/{REMOVED}"),
+            None,
+        )
+        .await);
+    env.register_sub_tenant(UNRELATED, HELD).await;
     ok(env
         .put_doc(
             PARENT,

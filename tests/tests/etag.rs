@@ -351,3 +351,57 @@ async fn without_a_precondition_the_last_write_wins() {
         json!(["prd-review"])
     );
 }
+
+/// RFC 9110: `If-Match: *` matches any current version. A change landing between the handler's read and
+/// its write does not fail it (the store checks only that the document exists); an absent document fails
+/// with 412 and nothing written.
+#[tokio::test]
+async fn if_match_star_matches_any_existing_version_and_only_an_absent_one_fails() {
+    let env = connected_catalog().await;
+    let hub = &env.app.hub;
+    let mine = json!({"skills": ["prd-review"]});
+    let a = put(&env, ARCHETYPE, &mine, &[("if-match", "*")]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // The write's own condition: any stored text passes, whatever changed since it was read.
+    let other = json!({"skills": ["standup-notes"]});
+    hub.put_archetype(&dainese(), "engineer", &other, &Expect::Any)
+        .await
+        .unwrap()
+        .unwrap();
+    let written = hub
+        .put_archetype(&dainese(), "engineer", &mine, &Expect::Exists)
+        .await
+        .unwrap();
+    assert!(written.is_some(), "If-Match: * matched the changed version");
+    let absent = hub
+        .put_archetype(&dainese(), "nobody", &mine, &Expect::Exists)
+        .await
+        .unwrap();
+    assert!(absent.is_none(), "If-Match: * never creates");
+
+    let before = env.footprint().await;
+    let a = put(
+        &env,
+        "/tenants/dainese/archetypes/nobody",
+        &mine,
+        &[("if-match", "*")],
+    )
+    .await;
+    assert_eq!((a.status, code(&a)), (412, Some("precondition_failed")));
+    assert_unchanged(
+        &before,
+        &env.footprint().await,
+        "If-Match: * on an absent archetype",
+    );
+
+    // The workspace mappings always read as a document, so `*` matches them from the start.
+    let a = put(
+        &env,
+        "/tenants/dainese/workspaces",
+        &json!({"mappings": []}),
+        &[("if-match", "*")],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}

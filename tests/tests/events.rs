@@ -7,6 +7,13 @@ use serde_json::Value;
 const CASES: &[(&str, u16, &str, &str)] = &[
     ("put-connection.json", 201, "/connected", "true"),
     ("get-connection.json", 200, "/state", "\"connected\""),
+    // No route has PATCH: the catch-all ($default) brings it to the handler, which refuses it with Allow.
+    (
+        "patch-connection.json",
+        405,
+        "/error/code",
+        "\"method_not_allowed\"",
+    ),
     ("post-connection-test.json", 200, "/code", "\"success\""),
     (
         "post-connection-test-candidate.json",
@@ -83,6 +90,15 @@ const CASES: &[(&str, u16, &str, &str)] = &[
         "/error/code",
         "\"sub_tenant_in_use\"",
     ),
+    // An operator provisions a hyphenated customer slug as a tenant of its own.
+    ("put-top-level.json", 201, "/created", "true"),
+    // Releasing a slug its parent still maps is refused, like its removal.
+    (
+        "post-release.json",
+        409,
+        "/error/code",
+        "\"sub_tenant_in_use\"",
+    ),
 ];
 
 /// Events of scheduled functions: (file, JSON pointer, value) of the function's answer.
@@ -117,6 +133,22 @@ async fn every_sample_event_is_answered_by_its_handler() {
         let req = lambda_http::request::from_str(&text)
             .unwrap_or_else(|e| panic!("{file} is not an API Gateway event: {e}"));
         let resp = env.app.handle(req).await;
+        // Every answer names its request: API Gateway's id, from the event.
+        let event: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            resp.headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+            event["requestContext"]["requestId"].as_str(),
+            "{file}"
+        );
+        if *status == 405 {
+            assert_eq!(
+                resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+                Some("GET, PUT, DELETE"),
+                "{file}"
+            );
+        }
         let body: Value = match resp.body() {
             lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap(),
             other => panic!("{file}: unexpected body {other:?}"),

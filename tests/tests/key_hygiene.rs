@@ -36,12 +36,12 @@ async fn no_key_in_any_log_line() {
         "{},claresia_api=trace,claresia_anthropic=trace,claresia_aws=trace,reqwest=trace",
         claresia_api::logging::DEFAULT_FILTER
     );
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_current_span(true)
-        .with_writer(capture.clone())
-        .init();
+    // The functions' own subscriber (JSON lines through the redacting writer), capturing what they log.
+    tracing::subscriber::set_global_default(claresia_api::logging::json_subscriber(
+        tracing_subscriber::EnvFilter::new(filter),
+        capture.clone(),
+    ))
+    .unwrap();
 
     let env = TestEnv::start().await;
     let test = |key: &'static str| {
@@ -147,7 +147,58 @@ async fn no_key_in_any_log_line() {
         .await;
     assert_eq!(s, 200);
 
+    // A key in every position of a request where none belongs: the path, a query value and name, a
+    // header, a body value and a body field name. Handlers quote such input in what they log (the
+    // request span's path, a refusal's reason); no line may carry the key.
+    let k = GOOD_KEY;
+    let field_name = format!(r#"{{"{k}": 1}}"#);
+    let value = json!({"skills": [k]}).to_string();
+    let positions = [
+        ("GET", format!("/tenants/{k}/connection"), None, vec![]),
+        ("GET", format!("/tenants/dainese/skills/{k}"), None, vec![]),
+        (
+            "GET",
+            format!("/tenants/dainese/telemetry?since={k}"),
+            None,
+            vec![],
+        ),
+        ("GET", format!("/tenants/dainese/usage?{k}=1"), None, vec![]),
+        (
+            "PUT",
+            "/tenants/dainese/archetypes/eng".into(),
+            Some(field_name.as_str()),
+            vec![],
+        ),
+        (
+            "PUT",
+            "/tenants/dainese/archetypes/eng".into(),
+            Some(value.as_str()),
+            vec![],
+        ),
+        (
+            "PUT",
+            "/tenants/dainese/archetypes/eng".into(),
+            Some(value.as_str()),
+            vec![("if-match", k), ("x-api-key", k)],
+        ),
+    ];
+    for (method, path, body, headers) in &positions {
+        let a = env
+            .send(As::Tenant("dainese"), method, path, *body, headers)
+            .await;
+        assert!(
+            (400..500).contains(&a.status),
+            "{method} {path}: {} {}",
+            a.status,
+            a.body
+        );
+    }
+
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("[redacted key]"),
+        "the key positions were logged, redacted: {logs}"
+    );
     assert!(logs.lines().count() > 20, "the flows were logged: {logs}");
     assert!(logs.contains("tenant connected"), "{logs}");
     for key in [

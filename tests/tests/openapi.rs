@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 const TEMPLATE: &str = include_str!("../../template.yaml");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-fn template_routes() -> BTreeSet<String> {
+/// The template's routes by API Gateway's route key (`GET /tenants/{tenant}/connection`), and `$default`
+/// for the catch-all (SAM: an `HttpApi` event with neither `Path` nor `Method`).
+fn template_route_keys() -> BTreeSet<String> {
     let doc: serde_norway::Value = serde_norway::from_str(TEMPLATE).unwrap();
     let mut routes = BTreeSet::new();
     for resource in doc["Resources"].as_mapping().unwrap().values() {
@@ -21,15 +23,61 @@ fn template_routes() -> BTreeSet<String> {
             .flatten()
         {
             if e.1["Type"].as_str() == Some("HttpApi") {
-                routes.insert(format!(
-                    "{} {}",
-                    e.1["Properties"]["Method"].as_str().unwrap().to_uppercase(),
-                    e.1["Properties"]["Path"].as_str().unwrap()
-                ));
+                let p = &e.1["Properties"];
+                routes.insert(match (p["Method"].as_str(), p["Path"].as_str()) {
+                    (None, None) => "$default".to_owned(),
+                    (Some(m), Some(path)) => format!("{} {path}", m.to_uppercase()),
+                    other => {
+                        panic!("an HttpApi event names both Method and Path, or neither: {other:?}")
+                    }
+                });
             }
         }
     }
     routes
+}
+
+/// The template's routes but the catch-all: one per documented operation.
+fn template_routes() -> BTreeSet<String> {
+    let mut routes = template_route_keys();
+    assert!(
+        routes.remove("$default"),
+        "template.yaml has no catch-all ($default) route"
+    );
+    routes
+}
+
+/// The route API Gateway picks for `method path` among `routes` (route keys). An HTTP API picks a full match
+/// of method and path (a `{var}` segment matches one non-empty segment; an explicit method wins over `ANY`),
+/// then a greedy `{proxy+}` route, then `$default`; with none, it answers its own `{"message":"Not Found"}`
+/// (`None` here). The template has no `ANY` and no greedy route (template.rs checks), so: the full match,
+/// else `$default`. Segments are not trimmed: API Gateway matches no route on a trailing slash.
+fn gateway_route<'a>(routes: &'a BTreeSet<String>, method: &str, path: &str) -> Option<&'a str> {
+    let got: Vec<&str> = path.split('/').skip(1).collect();
+    let full = routes.iter().find(|key| {
+        let Some((m, pattern)) = key.split_once(' ') else {
+            return false;
+        };
+        let want: Vec<&str> = pattern.split('/').skip(1).collect();
+        m == method
+            && want.len() == got.len()
+            && want
+                .iter()
+                .zip(&got)
+                .all(|(w, g)| (w.starts_with('{') && !g.is_empty()) || w == g)
+    });
+    full.or_else(|| routes.get("$default")).map(String::as_str)
+}
+
+/// `env`'s app with its store unreachable (nothing listens there; no retries): what it answers other than
+/// 503 it answered without reading anything.
+async fn offline_app(env: &TestEnv) -> claresia_api::App {
+    let dead = claresia_local::sdk_config("http://127.0.0.1:9")
+        .await
+        .to_builder()
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    claresia_api::App::new(env.app.config.clone(), &dead).unwrap()
 }
 
 /// A concrete path for an operation, on `tenant`.
@@ -130,6 +178,125 @@ async fn the_router_answers_exactly_the_documented_operations() {
     }
 }
 
+/// Deployed, API Gateway answers only what a route matches itself; the catch-all (`$default`, on the
+/// connection API) brings every other request to the handler. So each method a documented path lacks is the
+/// handler's 405 with `Allow` (exactly the path's documented methods), and an unknown path its 404, both in
+/// the error envelope with `x-request-id`, as the dev gateway answers them. Each is answered before any I/O:
+/// an app whose store is unreachable answers them all the same, and Anthropic is never asked.
+#[tokio::test]
+async fn what_no_route_matches_reaches_the_catch_all_and_is_answered_before_any_io() {
+    let routes = template_route_keys();
+    let c = contract();
+    let env = TestEnv::start().await;
+    let offline = offline_app(&env).await;
+    let mut requests: Vec<(&str, String)> = Vec::new();
+    let paths: BTreeSet<&str> = c.operations.iter().map(|o| o.path.as_str()).collect();
+    for path in paths {
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"] {
+            let op = Operation {
+                method: method.into(),
+                path: path.into(),
+            };
+            requests.push((method, concrete(&op, "dainese")));
+        }
+    }
+    for path in [
+        "/",
+        "/nope",
+        "/tenants",
+        "/tenants/dainese",
+        "/tenants/dainese/connection/test/again",
+        "/v1/organizations/me",
+    ] {
+        for method in ["GET", "POST"] {
+            requests.push((method, path.to_owned()));
+        }
+    }
+    let mut caught = 0;
+    for (method, url) in &requests {
+        let route = gateway_route(&routes, method, url);
+        if let Some(op) = c.operation(method, url) {
+            let key = op.key();
+            assert_eq!(route, Some(key.as_str()), "{method} {url}: its own route");
+            continue;
+        }
+        assert_eq!(
+            route,
+            Some("$default"),
+            "{method} {url}: no route; API Gateway would answer its own bare 404"
+        );
+        caught += 1;
+        let req = request(As::Tenant("dainese"), method, url, None, &[]);
+        let a = answer(&offline, req, method, url).await;
+        let documented: BTreeSet<&str> = ["GET", "PUT", "POST", "DELETE", "PATCH"]
+            .into_iter()
+            .filter(|m| c.operation(m, url).is_some())
+            .collect();
+        if documented.is_empty() {
+            assert_eq!(
+                (a.status, a.body["error"]["code"].as_str()),
+                (404, Some("not_found")),
+                "{method} {url}: {}",
+                a.body
+            );
+        } else {
+            assert_eq!(
+                (a.status, a.body["error"]["code"].as_str()),
+                (405, Some("method_not_allowed")),
+                "{method} {url}: {}",
+                a.body
+            );
+            let allow: BTreeSet<&str> = a.header("allow").split(", ").collect();
+            assert_eq!(allow, documented, "{method} {url}: Allow");
+        }
+        assert_eq!(
+            a.body["error"]["request_id"],
+            a.header("x-request-id"),
+            "{method} {url}"
+        );
+    }
+    assert_eq!(
+        caught,
+        requests.len() - c.operations.len(),
+        "every operation was asked once, every other request reached the catch-all"
+    );
+    assert!(env.sim_requests().await.is_empty());
+}
+
+/// Whatever the handler's own table says, a request API Gateway hands its catch-all is no route there (a
+/// trailing slash, or a route the template lacks): 404, even on a documented method, before any I/O, so
+/// the catch-all never does a route's work under the connection API's role.
+#[tokio::test]
+async fn the_catch_all_answers_but_never_works() {
+    use lambda_http::request::RequestContext;
+    use lambda_http::RequestExt;
+    let env = TestEnv::start().await;
+    let offline = offline_app(&env).await;
+    for op in &contract().operations {
+        let url = concrete(op, "dainese");
+        let payload = (op.method == "PUT" || op.method == "POST").then_some("{}");
+        let req = request(As::Operator, &op.method, &url, payload, &[]);
+        let Some(RequestContext::ApiGatewayV2(mut ctx)) = req.request_context_ref().cloned() else {
+            panic!("a test request carries API Gateway's context");
+        };
+        ctx.route_key = Some("$default".into());
+        let resp = offline
+            .handle(req.with_request_context(RequestContext::ApiGatewayV2(ctx)))
+            .await;
+        let body: Value = match resp.body() {
+            lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("{}: unexpected body {other:?}", op.key()),
+        };
+        assert_eq!(
+            (resp.status().as_u16(), body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{}: {body}",
+            op.key()
+        );
+    }
+    assert!(env.sim_requests().await.is_empty());
+}
+
 /// Every sample event of a route is a documented operation, and its body is the operation's example of
 /// the same name, valid against the request schema (and every documented example is an event).
 #[test]
@@ -145,6 +312,18 @@ fn the_sample_events_are_the_documented_examples() {
         let Some(route_key) = event["routeKey"].as_str() else {
             continue; // a schedule's event
         };
+        if route_key == "$default" {
+            // The catch-all's event: a request no route matches (so no documented operation either).
+            let method = event["requestContext"]["http"]["method"].as_str().unwrap();
+            let raw_path = event["rawPath"].as_str().unwrap();
+            assert_eq!(
+                gateway_route(&template_route_keys(), method, raw_path),
+                Some("$default"),
+                "{}: {method} {raw_path} has a route of its own",
+                path.display()
+            );
+            continue;
+        }
         let (method, route) = route_key.split_once(' ').unwrap();
         let op = c
             .operations
@@ -420,7 +599,10 @@ async fn every_operation_documents_its_conflicts_and_upstream_refusals() {
             && (op.path.ends_with("/connection")
                 || op.path.ends_with("/telemetry")
                 || op.path.ends_with("/usage"));
-        if readable {
+        // The namespace routes are an operator's, and their 409s are the namespace's (held, in use):
+        // tests/tests/isolation.rs sees them.
+        let namespace = op.path.ends_with("/top-level") || op.path.ends_with("/release");
+        if readable || namespace {
             continue;
         }
         let body = (op.method == "PUT" || op.method == "POST").then_some("{}");

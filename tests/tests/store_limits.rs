@@ -141,3 +141,123 @@ async fn keys_are_read_20_per_batch() {
     assert_eq!(keys.len(), 45, "three batches: 20 + 20 + 5");
     assert!(keys[&tenants[44]].expose().contains("batch-0044"));
 }
+
+/// Lambda answers at most 6 MB: the tenant's status with 1,000 sub-tenants, each whose last publish created
+/// 100 skills of the longest names, stays far under it (the first page of sub-tenants and their trimmed
+/// reports), and the list route it points to reaches every sub-tenant.
+#[tokio::test]
+async fn the_status_stays_far_under_6_mb_with_1000_sub_tenants() {
+    let env = TestEnv::start().await;
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201);
+    let hub = TenantSlug::parse("dainese").unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    // The registry's listing items and the stored reports, as the store writes them, 25 to a batch (a
+    // registration transaction each would cost moto a copy of the whole table every time).
+    let item = |sk: String, doc: String, link: bool| {
+        let mut item = std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S("TENANT#dainese".into())),
+            ("sk".to_owned(), AttributeValue::S(sk)),
+            ("doc".to_owned(), AttributeValue::S(doc)),
+        ]);
+        if link {
+            item.insert("parent".into(), AttributeValue::S("dainese".into()));
+            item.insert("active".into(), AttributeValue::Bool(true));
+        }
+        aws_sdk_dynamodb::types::WriteRequest::builder()
+            .put_request(
+                aws_sdk_dynamodb::types::PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    let mut writes = Vec::new();
+    for i in 0..1000 {
+        let sub = TenantSlug::parse(&format!("dainese-s{i:04}")).unwrap();
+        let link = claresia_domain::SubTenant {
+            tenant: sub.clone(),
+            parent: hub.clone(),
+            active: true,
+            created_at: now,
+            created_by: Some("user-1".into()),
+            removed_at: None,
+        };
+        writes.push(item(
+            format!("SUBTENANT#{sub}"),
+            serde_json::to_string(&link).unwrap(),
+            true,
+        ));
+        // 63-character names, the longest a 13-character sub-tenant slug allows.
+        let names = (0..100)
+            .map(|j| format!("claresia-{sub}-{:-<40}", format!("skill-{j:03}")))
+            .collect();
+        let report = claresia_api::publish::TargetReport {
+            tenant: sub.clone(),
+            at: now,
+            complete: true,
+            created: names,
+            updated: vec![],
+            deleted: vec![],
+            unchanged: vec![],
+            failed: vec![],
+            pending: vec![],
+        };
+        writes.push(item(
+            format!("PUBLISH#{sub}"),
+            serde_json::to_string(&report.stored()).unwrap(),
+            false,
+        ));
+    }
+    let dynamo = env.dynamo();
+    for batch in writes.chunks(25) {
+        let out = dynamo
+            .batch_write_item()
+            .request_items(env.app.config.hub_table.clone(), batch.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(out.unprocessed_items.unwrap_or_default().is_empty());
+    }
+
+    let a = env
+        .send(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // As API Gateway's proxy response carries it: the body JSON-encoded once more.
+    let wire = serde_json::to_string(&serde_json::to_string(&a.body).unwrap())
+        .unwrap()
+        .len();
+    assert!(wire < 4 * 1024 * 1024, "{wire} bytes");
+    assert_eq!(a.body["sub_tenants"].as_array().unwrap().len(), 100);
+    let first = &a.body["last_publish"]["dainese-s0000"];
+    assert_eq!(first["counts"]["created"], 100, "{first}");
+    assert_eq!(first["created"].as_array().unwrap().len(), 20);
+    assert_eq!(first["names_truncated"], true);
+    // Following the cursor on the list route reaches all 1,000.
+    let mut seen = 100;
+    let mut cursor = a.body["sub_tenants_next_cursor"]
+        .as_str()
+        .map(str::to_owned);
+    while let Some(c) = cursor {
+        let p = env
+            .send(
+                As::Tenant("dainese"),
+                "GET",
+                &format!("/tenants/dainese/sub-tenants?limit=100&cursor={c}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        seen += p.body["sub_tenants"].as_array().unwrap().len();
+        cursor = p.body["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, 1000);
+}

@@ -8,6 +8,33 @@ fn doc() -> Value {
     serde_norway::from_str(TEMPLATE).unwrap()
 }
 
+/// An `HttpApi` event's route key as API Gateway names it: `METHOD /path`, or `$default` for the catch-all
+/// (SAM makes an `HttpApi` event with neither `Path` nor `Method` the API's `$default` route). `None` for
+/// other events (schedules).
+fn route_key(event: &Value) -> Option<String> {
+    if event["Type"].as_str() != Some("HttpApi") {
+        return None;
+    }
+    let p = &event["Properties"];
+    Some(match (p["Method"].as_str(), p["Path"].as_str()) {
+        (None, None) => "$default".to_owned(),
+        (Some(m), Some(path)) => format!("{} {path}", m.to_uppercase()),
+        other => panic!("an HttpApi event names both Method and Path, or neither: {other:?}"),
+    })
+}
+
+/// The route keys of a function's events, sorted.
+fn routes_of(d: &Value, function: &str) -> Vec<String> {
+    let mut routes: Vec<String> = d["Resources"][function]["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(route_key)
+        .collect();
+    routes.sort();
+    routes
+}
+
 #[test]
 fn hub_table_has_the_keys_the_store_uses() {
     let defs = table_defs().unwrap();
@@ -100,52 +127,63 @@ fn secrets_are_limited_to_the_stage_tenant_path() {
 }
 
 #[test]
-fn connection_routes_are_in_the_template() {
-    let d = doc();
-    let events = &d["Resources"]["ConnectionApiFunction"]["Properties"]["Events"];
-    let mut routes: Vec<String> = events
-        .as_mapping()
-        .unwrap()
-        .values()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["Properties"]["Method"].as_str().unwrap(),
-                e["Properties"]["Path"].as_str().unwrap()
-            )
-        })
-        .collect();
-    routes.sort();
+fn connection_routes_and_the_catch_all_are_in_the_template() {
     assert_eq!(
-        routes,
+        routes_of(&doc(), "ConnectionApiFunction"),
         vec![
+            "$default",
             "DELETE /tenants/{tenant}/connection",
             "GET /tenants/{tenant}/connection",
             "POST /tenants/{tenant}/connection/test",
+            "POST /tenants/{tenant}/release",
             "PUT /tenants/{tenant}/connection",
+            "PUT /tenants/{tenant}/top-level",
         ]
     );
+}
+
+/// The catch-all: exactly one `$default` route, on the connection API (128 MB; the handler answers 404 and
+/// 405 before any I/O), behind the API's JWT authorizer like every route (it names no `Auth`, so SAM gives
+/// it `DefaultAuthorizer`), and nothing competes with it: no route takes several methods (`ANY`) or a
+/// subtree (`{proxy+}`), so API Gateway hands it exactly the requests no route matches
+/// (`tests/tests/openapi.rs` sends each of them through the handler).
+#[test]
+fn the_catch_all_is_the_apis_default_route_behind_the_jwt_authorizer() {
+    let d = doc();
+    let api = &d["Resources"]["HttpApi"]["Properties"];
+    assert_eq!(api["Auth"]["DefaultAuthorizer"].as_str(), Some("PortalJwt"));
+    // With CORS configured, a browser's preflight (no token) would reach $default and get the authorizer's
+    // 401: CORS then needs an `OPTIONS /{proxy+}` route with `Auth: {Authorizer: NONE}`.
+    assert!(
+        api["CorsConfiguration"].is_null(),
+        "CORS: add an unauthenticated OPTIONS route"
+    );
+    let mut catch_alls = Vec::new();
+    for (id, r) in d["Resources"].as_mapping().unwrap() {
+        let events = r["Properties"]["Events"].as_mapping().into_iter().flatten();
+        for (_, e) in events {
+            let Some(key) = route_key(e) else { continue };
+            assert!(
+                !key.starts_with("ANY ") && !key.contains("+}"),
+                "{key}: only the catch-all takes more than one method or path"
+            );
+            if key == "$default" {
+                assert!(
+                    e["Properties"]["Auth"].is_null(),
+                    "the catch-all keeps the JWT authorizer"
+                );
+                catch_alls.push(id.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(catch_alls, ["ConnectionApiFunction"]);
 }
 
 #[test]
 fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
     let d = doc();
-    let events = &d["Resources"]["CatalogApiFunction"]["Properties"]["Events"];
-    let mut routes: Vec<String> = events
-        .as_mapping()
-        .unwrap()
-        .values()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["Properties"]["Method"].as_str().unwrap(),
-                e["Properties"]["Path"].as_str().unwrap()
-            )
-        })
-        .collect();
-    routes.sort();
     assert_eq!(
-        routes,
+        routes_of(&d, "CatalogApiFunction"),
         vec![
             "DELETE /tenants/{tenant}/archetypes/{archetype}",
             "DELETE /tenants/{tenant}/skills/{skill_id}",

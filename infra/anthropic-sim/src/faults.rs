@@ -141,6 +141,7 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         (latency, verdict)
     };
 
+    let write = req.method() != Method::GET;
     let rid = request_id.clone();
     let mut resp = crate::api::REQUEST_ID_TL
         .scope(rid, async move {
@@ -151,6 +152,9 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         })
         .await;
     stamp_request_id(&mut resp, &request_id);
+    if write && resp.status().is_success() {
+        sim.lock().counters.entry(route).or_default().applied += 1;
+    }
     resp
 }
 

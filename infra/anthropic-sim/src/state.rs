@@ -111,7 +111,11 @@ pub struct Key {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RouteCounter {
     pub requests: u64,
+    /// Every non-GET request.
     pub writes: u64,
+    /// The non-GET requests answered 2xx: writes that changed something (a scope probe's DELETE of a skill
+    /// that cannot exist answers 404 and changes nothing).
+    pub applied: u64,
 }
 
 /// What the simulator received, for tests that assert on the wire (the key itself is not kept).

@@ -9,6 +9,8 @@
 //! | tenant token | everything | everything but connection routes (409) | 403 |
 //! | sub-tenant token | read own status and telemetry | — | 403 |
 //! | operator token | everything | everything but connection routes (409) | everything |
+//!
+//! The namespace routes (`PUT …/top-level`, `POST …/release`) are an operator's alone, on any slug.
 
 use std::collections::HashMap;
 
@@ -48,6 +50,8 @@ pub enum Access {
     Connection,
     /// The sub-tenant registry of a parent (`…/sub-tenants`).
     SubTenants,
+    /// The tenant namespace (`…/top-level`, `…/release`): provisioning a slug, releasing a held one.
+    Operator,
 }
 
 impl Access {
@@ -111,6 +115,19 @@ pub fn decide(
     link: Option<&ParentLink>,
     access: Access,
 ) -> Result<Grant, ApiError> {
+    if access == Access::Operator {
+        return if caller.operator {
+            Ok(Grant {
+                tenant: path.clone(),
+                hub: path.clone(),
+                sub_tenant: link.is_some(),
+            })
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "only a Claresia operator may provision or release the slug {path}"
+            )))
+        };
+    }
     caller.precheck(path)?;
     let own = caller.tenant.as_ref() == Some(path);
     let Some(link) = link else {
@@ -132,6 +149,12 @@ pub fn decide(
                 tenant: path.clone(),
                 hub: link.parent.clone(),
                 sub_tenant: true,
+            })
+        } else if access == Access::Connection {
+            // Most likely a customer whose slug a parent registered first: say how to get it back.
+            Err(ApiError::NamespaceHeld {
+                tenant: path.to_string(),
+                parent: link.parent.to_string(),
             })
         } else {
             Err(ApiError::Forbidden(format!(
@@ -205,13 +228,14 @@ mod tests {
         }
     }
 
-    const ALL: [Access; 6] = [
+    const ALL: [Access; 7] = [
         Access::Status,
         Access::Telemetry,
         Access::HubRead,
         Access::HubWrite,
         Access::Connection,
         Access::SubTenants,
+        Access::Operator,
     ];
 
     #[test]
@@ -242,7 +266,7 @@ mod tests {
     #[test]
     fn own_tenant_may_do_everything_on_itself() {
         let c = caller(&[(TENANT_CLAIM, "dainese")]);
-        for a in ALL {
+        for a in ALL.into_iter().filter(|a| *a != Access::Operator) {
             let g = decide(&c, &t("dainese"), None, a).unwrap();
             assert_eq!((g.hub, g.sub_tenant), (t("dainese"), false));
         }
@@ -275,6 +299,7 @@ mod tests {
                 Access::Connection => {
                     assert_eq!(res.unwrap_err().code(), "sub_tenant_shares_connection")
                 }
+                Access::Operator => assert_eq!(res.unwrap_err().status(), 403),
                 Access::SubTenants => assert_eq!(res.unwrap_err().code(), "nested_sub_tenant"),
                 _ => {
                     let g = res.unwrap();
@@ -299,7 +324,9 @@ mod tests {
             let res = decide(&c, &t("dainese-eng"), Some(&l), a);
             assert_eq!(res.is_ok(), a.open_to_sub_tenant(), "{a:?}");
             if let Err(e) = res {
-                assert_eq!(e.status(), 403);
+                // Its own connection: the slug is held, and the answer says how to get it back.
+                let want = if a == Access::Connection { 409 } else { 403 };
+                assert_eq!(e.status(), want, "{a:?}");
             }
         }
         // Never the parent, a sibling, or anything once removed.
@@ -320,6 +347,19 @@ mod tests {
                 res.is_ok(),
                 !matches!(a, Access::Connection | Access::SubTenants)
             );
+        }
+    }
+
+    #[test]
+    fn only_an_operator_provisions_or_releases_a_slug() {
+        let op = caller(&[(ROLE_CLAIM, "operator")]);
+        for l in [None, Some(link("acme", true)), Some(link("acme", false))] {
+            assert!(decide(&op, &t("acme-eu"), l.as_ref(), Access::Operator).is_ok());
+            for who in ["acme", "acme-eu", "globex"] {
+                let c = caller(&[(TENANT_CLAIM, who)]);
+                let e = decide(&c, &t("acme-eu"), l.as_ref(), Access::Operator).unwrap_err();
+                assert_eq!(e.status(), 403, "{who} {l:?}");
+            }
         }
     }
 }

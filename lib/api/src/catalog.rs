@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use claresia_aws::CatalogDoc;
 use claresia_domain::admin_key::redact_keys;
-use claresia_domain::catalog::{check_grants, Archetype, InstallationPreference, WorkspaceMapping};
+use claresia_domain::catalog::{
+    check_grants, name_clashes, Archetype, InstallationPreference, WorkspaceMapping,
+};
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
 use claresia_domain::{Surface, TenantSlug};
 use serde::Deserialize;
@@ -252,6 +254,7 @@ impl App {
                 problems,
             });
         }
+        self.check_published_names(hub, name, &archetype).await?;
         let what = format!("archetype {name}");
         let current = self
             .hub
@@ -287,6 +290,30 @@ impl App {
         )
         .created(created, format!("/tenants/{hub}/archetypes/{name}"))
         .etag(&stored))
+    }
+
+    /// Two targets of one Hub never publish under one name: a grant that would share a name with another
+    /// target's skill is refused (409, naming both), before anything is written.
+    async fn check_published_names(
+        &self,
+        hub: &TenantSlug,
+        name: &str,
+        archetype: &Archetype,
+    ) -> Result<(), ApiError> {
+        let mut all: BTreeMap<String, Archetype> = self.hub.archetypes(hub).await?;
+        let before = name_clashes(hub, &all);
+        all.insert(name.to_owned(), archetype.clone());
+        let new: Vec<String> = name_clashes(hub, &all)
+            .difference(&before)
+            .map(|c| c.to_string())
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::PublishedNameConflict(format!(
+            "archetype {name} would publish two skills under one name: {}; rename one of the skills",
+            new.join("; ")
+        )))
     }
 
     pub async fn get_archetype(&self, hub: &TenantSlug, name: &str) -> Result<Reply, ApiError> {

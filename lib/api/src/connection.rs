@@ -1,11 +1,13 @@
 //! Capabilities 1 and 2: connect (and rotate), test, status and disconnect a tenant's Anthropic org.
 
 use claresia_anthropic::{Deadline, ErrorKind};
+use claresia_domain::connection::PublishingStatus;
 use claresia_domain::connection::{LastTest, Organization};
 use claresia_domain::{
     AdminKey, Attestation, ConnectionRecord, ConnectionState, ConnectionStatus, KeyKind, Surface,
     TenantSlug, TestOutcome, TestVerdict, ZeroRetention,
 };
+use futures::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -15,6 +17,46 @@ use crate::{ApiError, App};
 tokio::task_local! {
     /// The deadline of the request this task is handling (see [`App::request_deadline`]).
     pub(crate) static REQUEST_DEADLINE: Deadline;
+}
+
+/// The tenant's status lists the first page of `GET …/sub-tenants` (`sub_tenants_next_cursor` continues
+/// there) and only those targets' publish reports, each trimmed: about 2.5 MB at worst, whatever the number
+/// of sub-tenants, far under Lambda's 6 MB. A sub-tenant's whole report is on its own status.
+const STATUS_SUB_TENANTS: i32 = 100;
+const STATUS_VIEW_BYTES: usize = 1024 * 1024;
+const STATUS_NAMES: usize = 20;
+const STATUS_REASON_BYTES: usize = 300;
+
+/// A stored report as the tenant's status shows it: at most [`STATUS_NAMES`] names of each kind, reasons
+/// of at most [`STATUS_REASON_BYTES`] (`counts` stay whole; `names_truncated` says names were left out).
+fn trim_report(report: &mut serde_json::Value) {
+    let mut cut = false;
+    for kind in ["created", "updated", "deleted", "failed", "pending"] {
+        if let Some(list) = report
+            .get_mut(kind)
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            cut |= list.len() > STATUS_NAMES;
+            list.truncate(STATUS_NAMES);
+        }
+    }
+    if let Some(failed) = report
+        .get_mut("failed")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for f in failed {
+            let short = f["reason"]
+                .as_str()
+                .filter(|r| r.len() > STATUS_REASON_BYTES)
+                .map(|r| claresia_domain::telemetry::truncate_marked(r, STATUS_REASON_BYTES));
+            if let Some(short) = short {
+                f["reason"] = serde_json::json!(short);
+            }
+        }
+    }
+    if cut {
+        report["names_truncated"] = serde_json::json!(true);
+    }
 }
 
 /// What a connect request asks for besides the key.
@@ -59,6 +101,30 @@ pub struct ConnectResult {
     pub status: ConnectionStatus,
     /// The publish that follows a connect, or why it was skipped.
     pub publish: serde_json::Value,
+}
+
+/// `GET /tenants/{sub}/connection` on a sub-tenant's path: its own state, nothing of its parent's other
+/// targets or its siblings.
+#[derive(Debug, Serialize)]
+pub struct SubTenantStatus {
+    pub tenant: TenantSlug,
+    pub parent: TenantSlug,
+    /// The link is active (a removed sub-tenant keeps its status and telemetry readable).
+    pub active: bool,
+    /// The shared connection is live.
+    pub connected: bool,
+    pub surface: Option<Surface>,
+    /// Whether its skills may be published now, or why not.
+    pub publishing: PublishingStatus,
+    /// Workspaces (preview) and RBAC groups (enterprise) mapped to it.
+    pub workspace_ids: Vec<String>,
+    pub group_ids: Vec<String>,
+    /// Archetypes that grant it skills.
+    pub archetypes: Vec<String>,
+    /// Its own last publish report (null before its first publish).
+    pub last_publish: Option<serde_json::Value>,
+    /// Changes to its own plugins made outside the connector (enterprise), newest first.
+    pub drift: Vec<claresia_domain::enterprise_feed::DriftNote>,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,6 +199,9 @@ impl App {
         // One budget for the test and the publish that follows: API Gateway stops waiting at 30 s.
         let deadline = self.request_deadline();
         let stored = self.hub.connection(tenant).await?;
+        if stored.is_none() {
+            self.check_may_connect(tenant).await?;
+        }
         // A reconnect with the same surface keeps the attestation already recorded.
         let attestation = attested.or_else(|| {
             stored
@@ -160,9 +229,7 @@ impl App {
             (None, Surface::Preview) => return Err(ApiError::KeyRejected(Box::new(outcome))),
         };
         let read_version = stored.as_ref().map_or(0, |r| r.version);
-        let offboarded = stored
-            .as_ref()
-            .is_some_and(|r| r.state == ConnectionState::Disconnected);
+        let had_record = stored.is_some();
         let existing = stored.filter(|r| r.state != ConnectionState::Disconnected);
         if let Some(current) = &existing {
             if current.surface != surface {
@@ -185,8 +252,10 @@ impl App {
         let same_key = existing
             .as_ref()
             .is_some_and(|r| r.key_fingerprint == fingerprint);
-        if offboarded {
-            // The secret is in its recovery window: bring it back before writing the new version.
+        if had_record {
+            // The secret may be in its recovery window: offboarded, or an offboarding cut short between
+            // scheduling the deletion and recording it. Bring it back before using it or writing a new
+            // version (a secret that is not scheduled for deletion is left as it is).
             self.keys.restore(tenant).await?;
         }
         // Reconnecting with the key already stored writes no new secret version.
@@ -231,6 +300,10 @@ impl App {
         while !self.hub.save_connection(&record).await? {
             attempts += 1;
             let current = self.hub.connection(tenant).await?;
+            if current.is_none() {
+                // A first connect loses only to a registration of the slug that landed meanwhile.
+                self.check_may_connect(tenant).await?;
+            }
             let live = current
                 .as_ref()
                 .filter(|r| r.state != ConnectionState::Disconnected);
@@ -363,30 +436,114 @@ impl App {
     }
 
     /// `GET /tenants/{tenant}/connection`: the connection, the last publish per target, sub-tenants. On a
-    /// sub-tenant's path: the shared connection, and only that sub-tenant's own publish report and
-    /// workspaces (nothing of its parent's other targets or its siblings).
+    /// sub-tenant's path, [`SubTenantStatus`] instead: built from that sub-tenant's own state.
     pub async fn connection_status(&self, grant: &Grant) -> Result<serde_json::Value, ApiError> {
+        if grant.sub_tenant {
+            return serde_json::to_value(self.sub_tenant_status(grant).await?)
+                .map_err(|e| ApiError::Internal(e.to_string()));
+        }
         let hub = &grant.hub;
         let record = self.hub.connection(hub).await?;
         let status = ConnectionStatus::of(hub, record.as_ref(), OffsetDateTime::now_utc());
-        let mut out = serde_json::to_value(&status).unwrap_or_default();
-        let mut reports = self.hub.publish_reports(hub).await?;
+        let mut out =
+            serde_json::to_value(&status).map_err(|e| ApiError::Internal(e.to_string()))?;
         out["publish_pending"] = serde_json::json!(self.hub.pending_token(hub).await?.is_some());
         out["last_poll"] = serde_json::json!(self.hub.poll_status(hub).await?);
-        let subs = self.sub_tenant_views(hub).await?;
-        if grant.sub_tenant {
-            reports.retain(|target, _| target == grant.tenant.as_str());
-            out["tenant"] = serde_json::json!(grant.tenant);
-            out["parent"] = serde_json::json!(hub);
-            out["sub_tenant"] = subs
-                .into_iter()
-                .find(|s| s["tenant"] == grant.tenant.as_str())
-                .unwrap_or_default();
-        } else {
-            out["sub_tenants"] = serde_json::json!(subs);
+        let (subs, next) = self
+            .sub_tenant_views_page(hub, STATUS_SUB_TENANTS, None, STATUS_VIEW_BYTES)
+            .await?;
+        let mut targets = vec![hub.clone()];
+        targets.extend(
+            subs.iter()
+                .filter_map(|s| s["tenant"].as_str())
+                .filter_map(|s| TenantSlug::parse(s).ok()),
+        );
+        // At most 101 point reads, never the whole PUBLISH# partition.
+        let found: Vec<(TenantSlug, Option<serde_json::Value>)> = stream::iter(targets)
+            .map(|t| async move { self.hub.publish_report(hub, &t).await.map(|r| (t, r)) })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let mut reports = serde_json::Map::new();
+        for (target, report) in found {
+            if let Some(mut report) = report {
+                trim_report(&mut report);
+                reports.insert(target.to_string(), report);
+            }
         }
-        out["last_publish"] = serde_json::json!(reports);
+        out["sub_tenants"] = serde_json::json!(subs);
+        out["sub_tenants_next_cursor"] =
+            serde_json::json!(crate::paging::next_cursor(hub, "sub-tenants", next));
+        out["last_publish"] = serde_json::Value::Object(reports);
         Ok(out)
+    }
+
+    /// A sub-tenant's own view: only what is its own (its link, its mappings and archetypes, its publish
+    /// report, drift of its plugins) and, of the shared connection, the surface and whether publishing is
+    /// allowed. Nothing of its parent's other targets, its siblings, the poll cursor or the attestation.
+    async fn sub_tenant_status(&self, grant: &Grant) -> Result<SubTenantStatus, ApiError> {
+        let (sub, hub) = (&grant.tenant, &grant.hub);
+        let record = App::live(self.hub.connection(hub).await?);
+        let link = self
+            .hub
+            .sub_tenant_record(sub)
+            .await?
+            .filter(|r| &r.parent == hub)
+            .ok_or_else(|| ApiError::NotFound(format!("{hub} has no sub-tenant {sub}")))?;
+        let (archetypes, mappings) = self.references(hub).await?;
+        let publishing = match (&record, link.active) {
+            (_, false) => PublishingStatus {
+                allowed: false,
+                reason: Some(format!(
+                    "{sub} was removed from {hub}; nothing is published for it"
+                )),
+            },
+            (None, true) => PublishingStatus {
+                allowed: false,
+                reason: Some(format!("{hub} is not connected to Anthropic")),
+            },
+            (Some(r), true) => {
+                let refusal = r.publish_refusal();
+                PublishingStatus {
+                    allowed: refusal.is_none(),
+                    reason: refusal,
+                }
+            }
+        };
+        let drift = self
+            .hub
+            .poll_status(hub)
+            .await?
+            .map(|p| p.drift)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.target.as_ref() == Some(sub))
+            .collect();
+        Ok(SubTenantStatus {
+            tenant: sub.clone(),
+            parent: hub.clone(),
+            active: link.active,
+            connected: record.is_some(),
+            surface: record.as_ref().map(|r| r.surface),
+            publishing,
+            workspace_ids: mappings
+                .iter()
+                .filter(|m| m.sub_tenant.as_ref() == Some(sub) && !m.workspace_id.is_empty())
+                .map(|m| m.workspace_id.clone())
+                .collect(),
+            group_ids: mappings
+                .iter()
+                .filter(|m| m.sub_tenant.as_ref() == Some(sub))
+                .filter_map(|m| m.group_id.clone())
+                .collect(),
+            archetypes: archetypes
+                .iter()
+                .filter(|(_, a)| a.sub_tenant.as_ref() == Some(sub))
+                .map(|(name, _)| name.clone())
+                .collect(),
+            last_publish: self.hub.publish_report(hub, sub).await?,
+            drift,
+        })
     }
 
     /// `DELETE /tenants/{tenant}/connection`: stop using the key, schedule the secret's deletion after the

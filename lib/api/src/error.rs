@@ -86,6 +86,18 @@ pub enum ApiError {
         "could not remove the published skills ({0}); nothing was disconnected, retry the request"
     )]
     CleanupFailed(String),
+    /// A hyphenated slug names a sub-tenant unless an operator provisioned it as a tenant of its own.
+    #[error("{tenant} contains '-', so it names a sub-tenant (of {namespace}); a customer of its own under a hyphenated slug is provisioned by a Claresia operator first (PUT /tenants/{tenant}/top-level)")]
+    NotProvisioned { tenant: String, namespace: String },
+    /// The slug is held as another tenant's sub-tenant.
+    #[error("{tenant} is registered as a sub-tenant of {parent}; if {tenant} is a customer of its own, a Claresia operator releases the slug (POST /tenants/{tenant}/release)")]
+    NamespaceHeld { tenant: String, parent: String },
+    /// Two grants of one Hub would publish under one name.
+    #[error("{0}")]
+    PublishedNameConflict(String),
+    /// A bug of ours (a response that could not be encoded): described in the logs, not to the caller.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -123,6 +135,9 @@ impl ApiError {
         "sub_tenant_in_use",
         "precondition_failed",
         "invalid_precondition",
+        "tenant_not_provisioned",
+        "namespace_held",
+        "published_name_conflict",
     ];
 
     pub fn status(&self) -> u16 {
@@ -137,7 +152,7 @@ impl ApiError {
             | ApiError::InvalidPrecondition(_)
             | ApiError::InvalidDocument { .. } => 400,
             ApiError::Unauthenticated => 401,
-            ApiError::Forbidden(_) => 403,
+            ApiError::Forbidden(_) | ApiError::NotProvisioned { .. } => 403,
             ApiError::RouteNotFound { .. } | ApiError::NotConnected(_) | ApiError::NotFound(_) => {
                 404
             }
@@ -150,10 +165,13 @@ impl ApiError {
             | ApiError::NestedSubTenant(_)
             | ApiError::SubTenantRemoved { .. }
             | ApiError::SubTenantUnavailable(_)
-            | ApiError::SubTenantInUse(_) => 409,
+            | ApiError::SubTenantInUse(_)
+            | ApiError::NamespaceHeld { .. }
+            | ApiError::PublishedNameConflict(_) => 409,
             ApiError::AnthropicRejected(_) | ApiError::CleanupFailed(_) => 502,
             ApiError::AnthropicUnavailable(_) => 503,
-            ApiError::Store(_) => 500,
+            ApiError::Store(e) if e.is_unavailable() => 503,
+            ApiError::Store(_) | ApiError::Internal(_) => 500,
             ApiError::StoreUnavailable(_) => 503,
         }
     }
@@ -174,7 +192,8 @@ impl ApiError {
             ApiError::OrganizationMismatch { .. } => "organization_mismatch",
             ApiError::AnthropicUnavailable(_) => "anthropic_unavailable",
             ApiError::AnthropicRejected(_) => "anthropic_error",
-            ApiError::Store(_) => "internal_error",
+            ApiError::Store(e) if e.is_unavailable() => "store_unavailable",
+            ApiError::Store(_) | ApiError::Internal(_) => "internal_error",
             ApiError::InvalidDocument { kind: "skill", .. } => "invalid_skill",
             ApiError::InvalidDocument {
                 kind: "archetype", ..
@@ -195,6 +214,9 @@ impl ApiError {
             ApiError::SubTenantRemoved { .. } => "sub_tenant_removed",
             ApiError::SubTenantUnavailable(_) => "sub_tenant_unavailable",
             ApiError::SubTenantInUse(_) => "sub_tenant_in_use",
+            ApiError::NotProvisioned { .. } => "tenant_not_provisioned",
+            ApiError::NamespaceHeld { .. } => "namespace_held",
+            ApiError::PublishedNameConflict(_) => "published_name_conflict",
         }
     }
 
@@ -202,6 +224,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             ApiError::StoreUnavailable(_) | ApiError::AnthropicUnavailable(_) => Some(5),
+            ApiError::Store(e) if e.is_unavailable() => Some(5),
             _ => None,
         }
     }
@@ -210,7 +233,12 @@ impl ApiError {
     /// not to the caller.
     pub fn body(&self, request_id: &str) -> Value {
         let message = match self {
-            ApiError::Store(_) => format!(
+            // The store failed under a request (throttled, timed out, unreachable): every write is
+            // idempotent and ordered so a retry finishes what this one started.
+            ApiError::Store(e) if e.is_unavailable() => format!(
+                "Storage is unavailable right now. Retry shortly (a retry is safe), or quote request id {request_id} to support."
+            ),
+            ApiError::Store(_) | ApiError::Internal(_) => format!(
                 "An internal error occurred; nothing was half-written. Quote request id {request_id} to support."
             ),
             ApiError::StoreUnavailable(_) => format!(
@@ -336,6 +364,16 @@ mod tests {
             ApiError::Conflict("x".into()),
             ApiError::PublishRefused("x".into()),
             ApiError::CleanupFailed("x".into()),
+            ApiError::NotProvisioned {
+                tenant: "a-b".into(),
+                namespace: "a".into(),
+            },
+            ApiError::NamespaceHeld {
+                tenant: "a-b".into(),
+                parent: "a".into(),
+            },
+            ApiError::PublishedNameConflict("x".into()),
+            ApiError::Internal("x".into()),
         ];
         for e in &all {
             match e {
@@ -367,7 +405,11 @@ mod tests {
                 | ApiError::InvalidPrecondition(_)
                 | ApiError::Conflict(_)
                 | ApiError::PublishRefused(_)
-                | ApiError::CleanupFailed(_) => {}
+                | ApiError::CleanupFailed(_)
+                | ApiError::NotProvisioned { .. }
+                | ApiError::NamespaceHeld { .. }
+                | ApiError::PublishedNameConflict(_)
+                | ApiError::Internal(_) => {}
             }
         }
         all
@@ -380,6 +422,29 @@ mod tests {
         let listed: std::collections::BTreeSet<&str> = ApiError::CODES.iter().copied().collect();
         assert_eq!(produced, listed);
         assert_eq!(listed.len(), ApiError::CODES.len(), "CODES has a duplicate");
+    }
+
+    #[test]
+    fn a_store_that_fails_under_a_request_is_a_503_and_only_a_corrupt_item_is_a_500() {
+        let throttled = ApiError::Store(StoreError::Dynamo {
+            operation: "Query",
+            message: "ProvisionedThroughputExceededException".into(),
+        });
+        assert_eq!(
+            (
+                throttled.status(),
+                throttled.code(),
+                throttled.retry_after()
+            ),
+            (503, "store_unavailable", Some(5))
+        );
+        let secrets = ApiError::Store(StoreError::Secrets {
+            operation: "GetSecretValue",
+            message: "timeout".into(),
+        });
+        assert_eq!(secrets.status(), 503);
+        let corrupt = ApiError::Store(StoreError::Corrupt("x".into()));
+        assert_eq!((corrupt.status(), corrupt.code()), (500, "internal_error"));
     }
 
     #[test]

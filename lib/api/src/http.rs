@@ -33,6 +33,8 @@ enum Route {
     Usage,
     SubTenants,
     SubTenant,
+    TopLevel,
+    Release,
 }
 
 impl Route {
@@ -40,7 +42,8 @@ impl Route {
     fn allowed(self) -> &'static str {
         match self {
             Route::Connection => "GET, PUT, DELETE",
-            Route::ConnectionTest | Route::Republish => "POST",
+            Route::ConnectionTest | Route::Republish | Route::Release => "POST",
+            Route::TopLevel => "PUT",
             Route::Skills
             | Route::Archetypes
             | Route::Telemetry
@@ -63,6 +66,7 @@ impl Route {
             (Route::Connection | Route::ConnectionTest, _) => Access::Connection,
             (Route::Telemetry | Route::Usage, _) => Access::Telemetry,
             (Route::SubTenants | Route::SubTenant, _) => Access::SubTenants,
+            (Route::TopLevel | Route::Release, _) => Access::Operator,
             (_, "GET") => Access::HubRead,
             _ => Access::HubWrite,
         }
@@ -173,6 +177,8 @@ impl App {
             ["tenants", t, "usage"] => (*t, Route::Usage, None),
             ["tenants", t, "sub-tenants"] => (*t, Route::SubTenants, None),
             ["tenants", t, "sub-tenants", sub] => (*t, Route::SubTenant, Some(*sub)),
+            ["tenants", t, "top-level"] => (*t, Route::TopLevel, None),
+            ["tenants", t, "release"] => (*t, Route::Release, None),
             _ => return Err(ApiError::RouteNotFound { method, path }),
         };
         let allowed = route.allowed();
@@ -182,6 +188,12 @@ impl App {
                 path,
                 allowed,
             });
+        }
+        // API Gateway hands its catch-all ($default) only what no template route matched, so a method the
+        // path has arrives there only as another spelling of the path (a trailing slash) or as a route the
+        // template lacks: no route, deployed. The catch-all never works, it only answers.
+        if arrived_on_catch_all(&req) {
+            return Err(ApiError::RouteNotFound { method, path });
         }
         // Pure until the caller is known to be one that could be allowed on this tenant.
         let tenant = TenantSlug::parse(raw_tenant)?;
@@ -249,6 +261,17 @@ impl App {
                     .created(created, format!("/tenants/{hub}/sub-tenants/{item}")))
             }
             (Route::SubTenant, "DELETE") => Reply::ok(self.delete_sub_tenant(hub, item).await?),
+            (Route::TopLevel, "PUT") => {
+                let result = self
+                    .provision_top_level(&tenant, body, caller.subject.as_deref())
+                    .await?;
+                let created = result.created;
+                Ok(Reply::ok(result)?.created(created, format!("/tenants/{tenant}/top-level")))
+            }
+            (Route::Release, "POST") => Reply::ok(
+                self.release_slug(&tenant, body, caller.subject.as_deref())
+                    .await?,
+            ),
             // Telemetry is per (sub-)tenant: the path's own tenant, not its Hub.
             (Route::Telemetry, "GET") => Reply::ok(self.telemetry(&grant.tenant, query).await?),
             // Usage too: a sub-tenant reads the usage routed to it.
@@ -301,7 +324,7 @@ impl Reply {
     pub fn ok<T: Serialize>(value: T) -> Result<Reply, ApiError> {
         serde_json::to_value(value)
             .map(Reply::json)
-            .map_err(|e| ApiError::InvalidBody(format!("response could not be encoded: {e}")))
+            .map_err(|e| ApiError::Internal(format!("response could not be encoded: {e}")))
     }
 
     /// 201 with `Location` when the request created the resource, else unchanged (200).
@@ -387,6 +410,15 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
         http::HeaderValue::from_static("no-store"),
     );
     resp
+}
+
+/// Whether API Gateway routed the request to its `$default` route: the template's catch-all.
+fn arrived_on_catch_all(req: &Request) -> bool {
+    matches!(
+        req.request_context_ref(),
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx))
+            if ctx.route_key.as_deref() == Some("$default")
+    )
 }
 
 /// API Gateway's request id (what its access logs show), else the Lambda invocation's.

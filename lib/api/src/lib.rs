@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod namespace;
 pub mod paging;
 pub mod poller;
 pub mod precondition;

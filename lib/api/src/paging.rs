@@ -63,11 +63,11 @@ pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Keeps the leading `(key, item)`s that fit in `budget` bytes (always at least one); when some are cut,
 /// the page continues after the last one kept instead of after `next`.
-pub fn fit(
-    items: Vec<(String, serde_json::Value)>,
-    next: Option<String>,
+pub fn fit<K>(
+    items: Vec<(K, serde_json::Value)>,
+    next: Option<K>,
     budget: usize,
-) -> (Vec<serde_json::Value>, Option<String>) {
+) -> (Vec<serde_json::Value>, Option<K>) {
     let total = items.len();
     let mut used = 0;
     let mut kept = Vec::new();

@@ -13,7 +13,8 @@ use claresia_aws::telemetry::Quarantined;
 use claresia_aws::PollState;
 use claresia_domain::catalog::WorkspaceMapping;
 use claresia_domain::telemetry::{
-    normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent, MAX_ID_BYTES,
+    checked_utc_millis, normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
+    MAX_ID_BYTES,
 };
 use claresia_domain::{AdminKey, ConnectionState, LiveConnection, TenantSlug};
 use futures::stream::{self, StreamExt};
@@ -638,7 +639,11 @@ impl App {
                                 "since={v:?} is not an RFC 3339 time: {e}"
                             ))
                         })?;
-                    since = Some(utc_millis(t));
+                    since = Some(checked_utc_millis(t).ok_or_else(|| {
+                        ApiError::InvalidQuery(format!(
+                            "since={v:?} is past the end of the calendar in UTC"
+                        ))
+                    })?);
                 }
                 "limit" => {
                     limit = v
@@ -664,13 +669,19 @@ impl App {
             .transpose()?;
         let (events, next) = self
             .telemetry
-            .events(
+            .events_keyed(
                 tenant,
                 since.as_deref(),
                 limit,
                 start.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
             )
             .await?;
+        // An event may carry 16 KB of error message: a full page is cut to stay under 4 MiB.
+        let items = events
+            .into_iter()
+            .map(|(key, e)| (key, serde_json::json!(e)))
+            .collect();
+        let (events, next) = crate::paging::fit(items, next, crate::paging::MAX_PAGE_BYTES);
         Ok(serde_json::json!({
             "tenant": tenant,
             "events": events,

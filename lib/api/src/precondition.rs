@@ -84,7 +84,11 @@ impl Precondition {
             (Precondition::Absent, Some(_)) => {
                 failed("already exists (If-None-Match: *); GET it and send its ETag in If-Match to change it".into())
             }
-            (Precondition::Exists, Some(d)) => Ok(Expect::Doc(d.to_owned())),
+            // RFC 9110 §13.1.1: `*` matches any current representation, so a change between the read and
+            // the write does not fail it; only its absence does.
+            (Precondition::Exists, Some(_)) => Ok(Expect::Exists),
+            // A document that always reads as something (the workspace mappings) always exists.
+            (Precondition::Exists, None) if absent_text.is_some() => Ok(Expect::Any),
             (Precondition::Exists, None) => failed("does not exist (If-Match: *)".into()),
             (Precondition::Match(tags), _) => {
                 let Some(text) = current.or(absent_text) else {
@@ -226,9 +230,13 @@ mod tests {
         assert!(Precondition::Absent.resolve("x", Some(doc), None).is_err());
         assert_eq!(
             Precondition::Exists.resolve("x", Some(doc), None).unwrap(),
-            Expect::Doc(doc.into())
+            Expect::Exists
         );
         assert!(Precondition::Exists.resolve("x", None, None).is_err());
+        assert_eq!(
+            Precondition::Exists.resolve("x", None, Some(doc)).unwrap(),
+            Expect::Any
+        );
         assert_eq!(
             Precondition::None.resolve("x", None, None).unwrap(),
             Expect::Any

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use claresia_anthropic::{AnthropicError, Deadline, ErrorKind};
-use claresia_aws::LedgerEntry;
+use claresia_aws::{LedgerEntry, StoreError};
 use claresia_domain::catalog::{
     desired_state, plan, Acl, Action, Archetype, DesiredSkill, RemoteSkill, WorkspaceMapping,
 };
@@ -145,6 +145,8 @@ enum Outcome {
     Updated(String),
     Deleted(String),
     Failed(SkillFailure, Option<String>),
+    /// Done in Anthropic (or not), but the store failed to record it.
+    Unrecorded(SkillFailure, StoreError),
     Pending(String),
 }
 
@@ -175,7 +177,7 @@ impl Ctx<'_> {
         target: &TenantSlug,
         d: &DesiredSkill,
         remote_id: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let entry = LedgerEntry {
             name: d.skill.name.clone(),
             target: target.clone(),
@@ -185,16 +187,12 @@ impl Ctx<'_> {
             content_hash: Some(d.skill.content_hash().to_owned()),
             claimed_at: None,
         };
-        self.app
-            .hub
-            .put_ledger(self.hub, &entry)
-            .await
-            .map_err(|e| e.to_string())
+        self.app.hub.put_ledger(self.hub, &entry).await
     }
 
     /// On surfaces where ownership is the ledger, a create is claimed before it is sent: a crash after
     /// Anthropic created the plugin leaves a claim that makes it ours, not a foreign plugin.
-    async fn claim(&self, target: &TenantSlug, d: &DesiredSkill) -> Result<(), String> {
+    async fn claim(&self, target: &TenantSlug, d: &DesiredSkill) -> Result<(), StoreError> {
         if self.publisher.ownership() != Ownership::Ledger {
             return Ok(());
         }
@@ -207,11 +205,7 @@ impl Ctx<'_> {
             content_hash: None,
             claimed_at: Some(OffsetDateTime::now_utc().unix_timestamp()),
         };
-        self.app
-            .hub
-            .put_ledger(self.hub, &entry)
-            .await
-            .map_err(|e| e.to_string())
+        self.app.hub.put_ledger(self.hub, &entry).await
     }
 
     fn failure(&self, skill_id: &str, name: &str, e: &AnthropicError) -> Outcome {
@@ -235,6 +229,19 @@ impl Ctx<'_> {
                 reason,
             },
             workspace,
+        )
+    }
+
+    /// The action's bookkeeping could not be written: reported like a failure by a publish (the next one
+    /// converges), and a store outage to offboarding, which must not half-finish.
+    fn unrecorded(skill_id: &str, name: &str, e: StoreError) -> Outcome {
+        Outcome::Unrecorded(
+            SkillFailure {
+                skill_id: skill_id.to_owned(),
+                name: name.to_owned(),
+                reason: e.to_string(),
+            },
+            e,
         )
     }
 
@@ -316,7 +323,7 @@ impl Ctx<'_> {
                     .await
                 {
                     Ok(()) => Outcome::Deleted(name),
-                    Err(e) => Self::refused(&skill_id, &name, e.to_string()),
+                    Err(e) => Self::unrecorded(&skill_id, &name, e),
                 }
             }
         }
@@ -324,8 +331,8 @@ impl Ctx<'_> {
 
     async fn create(&self, target: &TenantSlug, d: DesiredSkill) -> Outcome {
         let name = d.skill.name.clone();
-        if let Err(reason) = self.claim(target, &d).await {
-            return Self::refused(&d.skill_id, &name, reason);
+        if let Err(e) = self.claim(target, &d).await {
+            return Self::unrecorded(&d.skill_id, &name, e);
         }
         let remote_id = match self.publisher.create(&d).await {
             Ok(id) => id,
@@ -334,8 +341,8 @@ impl Ctx<'_> {
             Err(e) => return self.failure(&d.skill_id, &name, &e),
         };
         // The ledger first: a crash between here and the access still leaves the name resolvable.
-        if let Err(reason) = self.ledger_put(target, &d, &remote_id).await {
-            return Self::refused(&d.skill_id, &name, reason);
+        if let Err(e) = self.ledger_put(target, &d, &remote_id).await {
+            return Self::unrecorded(&d.skill_id, &name, e);
         }
         if let Err(e) = self.publisher.set_access(&remote_id, &d.acl, true).await {
             return self.failure(&d.skill_id, &name, &e);
@@ -371,7 +378,7 @@ impl Ctx<'_> {
         }
         match self.ledger_put(target, &d, &r.id).await {
             Ok(()) => Outcome::Created(name),
-            Err(reason) => Self::refused(&d.skill_id, &name, reason),
+            Err(e) => Self::unrecorded(&d.skill_id, &name, e),
         }
     }
 
@@ -393,7 +400,7 @@ impl Ctx<'_> {
         }
         match self.ledger_put(target, d, remote_id).await {
             Ok(()) => Outcome::Updated(name),
-            Err(reason) => Self::refused(&d.skill_id, &name, reason),
+            Err(e) => Self::unrecorded(&d.skill_id, &name, e),
         }
     }
 }
@@ -641,6 +648,7 @@ impl App {
                         missing_workspaces.extend(ws);
                         report.failed.push(f);
                     }
+                    Outcome::Unrecorded(f, _) => report.failed.push(f),
                 }
             }
             for list in [
@@ -795,8 +803,9 @@ impl App {
             std::process::id()
         );
         if !self.wait_for_publish_lease(hub, &owner, deadline).await? {
-            return Err(ApiError::CleanupFailed(
-                "a publish of this tenant's catalog is still running".into(),
+            // Not a failure of Anthropic's: another request holds the Hub for now.
+            return Err(ApiError::Conflict(
+                "a publish of this tenant's catalog is still running; nothing was disconnected, retry in a minute".into(),
             ));
         }
         let removed = self.unpublish_leased(hub, record, key, deadline).await;
@@ -851,6 +860,8 @@ impl App {
                 Outcome::Failed(f, _) => {
                     return Err(ApiError::CleanupFailed(format!("{}: {}", f.name, f.reason)))
                 }
+                // The store failed, not Anthropic: retry the whole offboarding (503).
+                Outcome::Unrecorded(_, e) => return Err(ApiError::Store(e)),
                 Outcome::Pending(n) => {
                     return Err(ApiError::CleanupFailed(format!(
                         "{n}: Anthropic is unavailable or the time budget ran out"

@@ -10,7 +10,7 @@ use claresia_aws::RegisterError;
 use claresia_domain::catalog::{Archetype, WorkspaceMapping};
 use claresia_domain::skill_ir::Problem;
 use claresia_domain::tenant::sub_tenant_name_problem;
-use claresia_domain::{SubTenant, TenantSlug};
+use claresia_domain::{Namespace, SubTenant, TenantSlug};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -38,20 +38,28 @@ impl App {
             .collect())
     }
 
-    /// Every registered sub-tenant of `hub`, with the workspaces and archetypes that name it.
-    pub async fn sub_tenant_views(&self, hub: &TenantSlug) -> Result<Vec<Value>, ApiError> {
-        let subs = self.hub.sub_tenants(hub).await?;
+    /// One page of `hub`'s sub-tenant views in slug order after `after`, cut to `budget` bytes, and the
+    /// slug the next page starts after (the list route and the status share it).
+    pub(crate) async fn sub_tenant_views_page(
+        &self,
+        hub: &TenantSlug,
+        limit: i32,
+        after: Option<&str>,
+        budget: usize,
+    ) -> Result<(Vec<Value>, Option<String>), ApiError> {
+        let (subs, last) = self.hub.sub_tenants_page(hub, limit, after).await?;
         if subs.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), last));
         }
         let (archetypes, mappings) = self.references(hub).await?;
-        Ok(subs
-            .values()
-            .map(|s| view(s, &archetypes, &mappings))
-            .collect())
+        let items = subs
+            .iter()
+            .map(|s| (s.tenant.to_string(), view(s, &archetypes, &mappings)))
+            .collect();
+        Ok(crate::paging::fit(items, last, budget))
     }
 
-    async fn references(
+    pub(crate) async fn references(
         &self,
         hub: &TenantSlug,
     ) -> Result<(BTreeMap<String, Archetype>, Vec<WorkspaceMapping>), ApiError> {
@@ -64,18 +72,14 @@ impl App {
     /// `GET /tenants/{tenant}/sub-tenants?limit=&cursor=`: in slug order, paginated.
     pub async fn list_sub_tenants(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
         let page = crate::paging::page(query, hub, "sub-tenants", 100)?;
-        let (subs, last) = self
-            .hub
-            .sub_tenants_page(hub, page.limit, page.after.as_deref())
+        let (views, last) = self
+            .sub_tenant_views_page(
+                hub,
+                page.limit,
+                page.after.as_deref(),
+                crate::paging::MAX_PAGE_BYTES,
+            )
             .await?;
-        let views = if subs.is_empty() {
-            Vec::new()
-        } else {
-            let (archetypes, mappings) = self.references(hub).await?;
-            subs.iter()
-                .map(|s| view(s, &archetypes, &mappings))
-                .collect()
-        };
         Ok(json!({
             "tenant": hub,
             "sub_tenants": views,
@@ -104,7 +108,18 @@ impl App {
             let _: CreateBody = serde_json::from_slice(body)
                 .map_err(|e| ApiError::InvalidBody(format!("{e}; the body is empty or {{}}")))?;
         }
-        let existing = self.hub.sub_tenant_record(&sub).await?;
+        let existing = match self.hub.namespace(&sub).await? {
+            Namespace::TopLevel(_) => {
+                return Err(ApiError::SubTenantUnavailable(format!(
+                    "{sub} is provisioned as a tenant of its own and cannot become a sub-tenant"
+                )))
+            }
+            Namespace::SubTenant(r) => Some(r),
+            Namespace::Unclaimed => None,
+        };
+        if !existing.as_ref().is_some_and(|r| r.active) {
+            self.check_namespace_owner(hub, &sub).await?;
+        }
         let restored = match &existing {
             Some(r) if &r.parent != hub => {
                 return Err(ApiError::SubTenantUnavailable(format!(
@@ -145,8 +160,7 @@ impl App {
         if !record.active {
             return Ok(json!({"sub_tenant": record, "removed": true, "telemetry_kept": true}));
         }
-        let (archetypes, mappings) = self.references(hub).await?;
-        let named_by = references_to(&sub, &archetypes, &mappings);
+        let named_by = self.sub_tenant_references(hub, &sub).await?;
         if !named_by.is_empty() {
             return Err(ApiError::SubTenantInUse(format!(
                 "{sub} is still named by {}; change those first (its published skills are removed when no archetype grants them)",
@@ -161,6 +175,16 @@ impl App {
             .map_err(register_error)?;
         tracing::info!(tenant = %hub, sub_tenant = %sub, "sub-tenant removed");
         Ok(json!({"sub_tenant": record, "removed": true, "telemetry_kept": true}))
+    }
+
+    /// What in `hub`'s catalog still names `sub` ("archetype eng", "the mapping of workspace …").
+    pub(crate) async fn sub_tenant_references(
+        &self,
+        hub: &TenantSlug,
+        sub: &TenantSlug,
+    ) -> Result<Vec<String>, ApiError> {
+        let (archetypes, mappings) = self.references(hub).await?;
+        Ok(references_to(sub, &archetypes, &mappings))
     }
 
     /// The link `hub` made to `sub`, or 404 (another parent's sub-tenant is not named).

@@ -1,6 +1,7 @@
 //! `GET /tenants/{tenant}/usage?from=&to=&limit=&cursor=`: the enterprise surface's daily usage rows of a
 //! (sub-)tenant's skills (per skill, day and RBAC group, as the Analytics API last reported them), oldest
-//! first and paginated, with totals per skill over the whole range.
+//! first and paginated, with totals per skill over the page's rows (a request reads one page, never the
+//! whole range: the totals of a range add up over its pages).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::{paging, ApiError, App};
 
-/// The longest range one request reads (its totals read every row of it).
+/// The longest range one request may name.
 const MAX_RANGE_DAYS: i64 = 92;
 /// Default range: the 30 complete days up to yesterday.
 const DEFAULT_RANGE_DAYS: i64 = 30;
@@ -107,7 +108,13 @@ impl App {
             }
         }
         let to = to.unwrap_or(yesterday);
-        let from = from.unwrap_or(to - time::Duration::days(DEFAULT_RANGE_DAYS - 1));
+        // `Date - Duration` panics before the calendar's start (`to=-9999-01-05` parses): refuse instead.
+        let from = match from {
+            Some(f) => f,
+            None => to
+                .checked_sub(time::Duration::days(DEFAULT_RANGE_DAYS - 1))
+                .ok_or_else(|| ApiError::InvalidQuery(format!("to={to} is out of range")))?,
+        };
         if from > to {
             return Err(ApiError::InvalidQuery(format!(
                 "from={from} is after to={to}"
@@ -124,14 +131,7 @@ impl App {
         let start = cursor
             .map(|c| paging::open_cursor(&c, tenant, &list))
             .transpose()?
-            .map(|after| {
-                after
-                    .split_once('\u{1f}')
-                    .map(|(k, u)| (k.to_owned(), u.to_owned()))
-                    .ok_or_else(|| {
-                        ApiError::InvalidQuery("cursor: not one this route returned".into())
-                    })
-            })
+            .map(|after| usage_position(&after, &from, &to))
             .transpose()?;
         let (rows, next) = self
             .telemetry
@@ -143,21 +143,65 @@ impl App {
                 start.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
             )
             .await?;
-        let (all, _) = self.telemetry.usage(tenant, &from, &to, None, None).await?;
         Ok(json!({
             "tenant": tenant,
             "from": from,
             "to": to,
+            "totals": totals(&rows),
             "rows": rows,
-            "totals": totals(&all),
             "next_cursor": paging::next_cursor(tenant, &list, next.map(|(k, u)| format!("{k}\u{1f}{u}"))),
         }))
     }
 }
 
+/// Where a usage cursor continues, `(event_key, event_uid)`: only a position the page's query can start
+/// after; anything else is the client's mistake (400). Sent on, DynamoDB would answer a
+/// ValidationException (a start key outside `BETWEEN from AND "{to}$"`, or an empty key).
+fn usage_position(after: &str, from: &str, to: &str) -> Result<(String, String), ApiError> {
+    let bad = || {
+        ApiError::InvalidQuery(
+            "cursor is not a next_cursor this API returned for this range; start again without it"
+                .into(),
+        )
+    };
+    let (k, u) = after.split_once('\u{1f}').ok_or_else(bad)?;
+    // The query's own key condition, compared as bytes like DynamoDB; item keys are `usage#{hub}#…`.
+    let upper = format!("{to}$");
+    if k < from || k > upper.as_str() || !k.contains('#') || u.len() <= "usage#".len() {
+        return Err(bad());
+    }
+    if !u.starts_with("usage#") {
+        return Err(bad());
+    }
+    Ok((k.to_owned(), u.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_usage_cursor_must_be_a_position_of_its_range() {
+        let ok = "2026-11-23#claresia-d-x#g\u{1f}usage#d#claresia-d-x#2026-11-23#g";
+        assert!(usage_position(ok, "2026-11-22", "2026-11-24").is_ok());
+        for bad in [
+            "nothing",
+            "\u{1f}usage#x",
+            "2026-11-23#a\u{1f}",
+            "2027-01-01#a\u{1f}usage#x",
+            "2026-11-21#a\u{1f}usage#x",
+            "2026-11-24%\u{1f}usage#x",
+            "2026-11-23#a\u{1f}other",
+        ] {
+            assert_eq!(
+                usage_position(bad, "2026-11-22", "2026-11-24")
+                    .unwrap_err()
+                    .code(),
+                "invalid_query",
+                "{bad:?}"
+            );
+        }
+    }
 
     fn row(skill: &str, date: &str, n: u64, spend: Option<&str>) -> UsageRow {
         UsageRow {

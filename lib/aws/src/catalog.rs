@@ -64,6 +64,8 @@ pub enum Expect {
     Absent,
     /// The item must hold exactly this document text (the one whose ETag the client sent).
     Doc(String),
+    /// The item must exist, whatever it holds (`If-Match: *`).
+    Exists,
 }
 
 /// A write's condition: its expression, names and values, ready for any write builder.
@@ -80,6 +82,11 @@ impl Expect {
             Expect::Any => None,
             Expect::Absent => Some(Condition {
                 expression: "attribute_not_exists(#pk)",
+                names: names("#pk", PK),
+                values: None,
+            }),
+            Expect::Exists => Some(Condition {
+                expression: "attribute_exists(#pk)",
                 names: names("#pk", PK),
                 values: None,
             }),
@@ -531,6 +538,18 @@ impl HubStore {
             &[],
         )
         .await
+    }
+
+    /// The last publish report of one target (a sub-tenant's own view reads nothing else).
+    pub async fn publish_report(
+        &self,
+        hub: &TenantSlug,
+        target: &TenantSlug,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get_doc(tenant_pk(hub), format!("PUBLISH#{target}"))
+            .await?
+            .map(|d| parse(&d))
+            .transpose()
     }
 
     pub async fn publish_reports(

@@ -19,6 +19,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The service failed to answer (throttled, timed out, unreachable, a 5xx): the caller may retry. Not
+    /// an unreadable item or one refused for its size, which a retry does not change.
+    /// A `ValidationException` is a request we should never have sent (our bug, a 500 to fix), not an
+    /// outage.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Dynamo { message, .. } | StoreError::Secrets { message, .. } => {
+                !message.contains("ValidationException")
+            }
+            StoreError::Corrupt(_) | StoreError::ItemTooLarge { .. } => false,
+        }
+    }
+
     pub(crate) fn dynamo<E>(operation: &'static str, err: E) -> Self
     where
         E: std::error::Error + Send + Sync + 'static,

@@ -84,22 +84,72 @@ impl HubStore {
             item.insert(GSI1_PK.into(), AttributeValue::S(CONNECTED_KIND.into()));
             item.insert(GSI1_SK.into(), AttributeValue::S(record.tenant.to_string()));
         }
+        if read_at == 0 {
+            return self.save_first_connection(item).await;
+        }
         let req = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .expression_attribute_names("#v", "version");
-        let req = if read_at == 0 {
-            req.condition_expression("attribute_not_exists(#v)")
-        } else {
-            req.condition_expression("#v = :v")
-                .expression_attribute_values(":v", AttributeValue::N(read_at.to_string()))
-        };
+            .expression_attribute_names("#v", "version")
+            .condition_expression("#v = :v")
+            .expression_attribute_values(":v", AttributeValue::N(read_at.to_string()));
         match req.send().await {
             Ok(_) => Ok(true),
             Err(e) if crate::error::condition_failed(&e) => Ok(false),
             Err(e) => Err(StoreError::dynamo("PutItem", e)),
+        }
+    }
+
+    /// A tenant's first connection record, written only while no parent holds the slug: registration is
+    /// conditional on no connection record, this on no parent link, so a first connect and a registration
+    /// racing each other never both land (a parent would poll, and read, the customer's own org). Once a
+    /// record exists it is never deleted, so later saves need no such check.
+    async fn save_first_connection(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<bool, StoreError> {
+        use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+        let Some(AttributeValue::S(pk)) = item.get(PK).cloned() else {
+            return Err(StoreError::Corrupt("connection item without a key".into()));
+        };
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Corrupt(e.to_string());
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#v)")
+            .expression_attribute_names("#v", "version")
+            .build()
+            .map_err(build)?;
+        let no_parent = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(crate::tenants::NAMESPACE_SK.into()))
+            .condition_expression("attribute_not_exists(#p)")
+            .expression_attribute_names("#p", crate::tenants::PARENT_ATTR)
+            .build()
+            .map_err(build)?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(no_parent)
+                    .build(),
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StoreError::dynamo("TransactWriteItems", e)),
         }
     }
 

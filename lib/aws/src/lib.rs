@@ -16,7 +16,7 @@ pub use hub::HubStore;
 pub use keys::KeyStore;
 pub use poll::{PollState, PollStatus};
 pub use telemetry::TelemetryStore;
-pub use tenants::RegisterError;
+pub use tenants::{ClaimError, RegisterError};
 
 /// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
 pub async fn load_sdk_config() -> aws_config::SdkConfig {

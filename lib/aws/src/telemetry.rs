@@ -40,6 +40,12 @@ pub fn event_key(e: &TelemetryEvent) -> String {
     format!("{}#{}", e.occurred_at, e.event_id)
 }
 
+/// A page of events with each one's `(event_key, event_uid)`, and where the next page starts.
+pub type EventPage = (
+    Vec<((String, String), TelemetryEvent)>,
+    Option<(String, String)>,
+);
+
 fn usage_partition(tenant: &TenantSlug) -> String {
     format!("usage:{tenant}")
 }
@@ -172,6 +178,19 @@ impl TelemetryStore {
         limit: i32,
         cursor: Option<(&str, &str)>,
     ) -> Result<(Vec<TelemetryEvent>, Option<(String, String)>), StoreError> {
+        let (events, next) = self.events_keyed(tenant, since, limit, cursor).await?;
+        Ok((events.into_iter().map(|(_, e)| e).collect(), next))
+    }
+
+    /// Like [`TelemetryStore::events`], with each event's `(event_key, event_uid)`: where a page cut
+    /// short (to stay under a response's size) continues.
+    pub async fn events_keyed(
+        &self,
+        tenant: &TenantSlug,
+        since: Option<&str>,
+        limit: i32,
+        cursor: Option<(&str, &str)>,
+    ) -> Result<EventPage, StoreError> {
         let mut q = self
             .client
             .query()
@@ -200,9 +219,21 @@ impl TelemetryStore {
             .unwrap_or_default()
             .into_iter()
             .map(|item| {
-                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))
+                let key = match (item.get(EVENT_KEY), item.get(EVENT_UID)) {
+                    (Some(AttributeValue::S(k)), Some(AttributeValue::S(u))) => {
+                        (k.clone(), u.clone())
+                    }
+                    _ => {
+                        return Err(StoreError::Corrupt(
+                            "telemetry item without its keys".into(),
+                        ))
+                    }
+                };
+                serde_dynamo::from_item(item)
+                    .map(|e| (key, e))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
-            .collect::<Result<Vec<TelemetryEvent>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let next =
             out.last_evaluated_key
                 .and_then(|k| match (k.get(EVENT_KEY), k.get(EVENT_UID)) {

@@ -3,22 +3,42 @@
 //! authorization decision reads) and `SUBTENANT#{sub}` on the parent's `pk` (the parent's list).
 //! Removing a sub-tenant keeps both, marked inactive, so its telemetry stays its parent's to read and the
 //! slug cannot be claimed by another tenant.
+//!
+//! The same `PARENT` item is the slug's **namespace item**: a parent link, or an operator's top-level
+//! provisioning (`top_level`), never both. Every claim on a slug is a conditional write of that one item,
+//! so a registration, a provisioning, a release and a first connect exclude each other.
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
-use claresia_domain::{ParentLink, SubTenant, TenantSlug};
+use claresia_domain::{Namespace, ParentLink, SubTenant, TenantSlug, TopLevelRecord};
 
 use crate::hub::{tenant_pk, PK, SK};
 use crate::{HubStore, StoreError, TelemetryStore};
 
 const PARENT_SK: &str = "PARENT";
+/// The slug's namespace item (see the module doc).
+pub(crate) const NAMESPACE_SK: &str = PARENT_SK;
 const SUB_PREFIX: &str = "SUBTENANT#";
 const CONNECTION_SK: &str = "CONNECTION";
 const DOC: &str = "doc";
 /// Plain attributes beside the document, for the conditions and the authorization read's projection.
-const PARENT_ATTR: &str = "parent";
+pub(crate) const PARENT_ATTR: &str = "parent";
 const ACTIVE_ATTR: &str = "active";
+const TOP_LEVEL_ATTR: &str = "top_level";
+
+/// Why a provisioning or a release did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The slug is (now) a sub-tenant of this parent.
+    #[error("{tenant} is held as a sub-tenant of {parent}")]
+    HeldBy { tenant: String, parent: String },
+    /// The namespace item changed between the read and the write.
+    #[error("the tenant {0} changed while it was being provisioned; retry")]
+    Raced(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Why a registration did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +82,103 @@ impl HubStore {
             parent,
             active: *active,
         }))
+    }
+
+    /// Who `tenant` belongs to: its namespace item, read strongly consistent.
+    pub async fn namespace(&self, tenant: &TenantSlug) -> Result<Namespace, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(tenant)))
+            .key(SK, AttributeValue::S(PARENT_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(Namespace::Unclaimed);
+        };
+        if item.contains_key(PARENT_ATTR) {
+            return parse_record(&item).map(Namespace::SubTenant);
+        }
+        if matches!(item.get(TOP_LEVEL_ATTR), Some(AttributeValue::Bool(true))) {
+            return match item.get(DOC) {
+                Some(AttributeValue::S(doc)) => serde_json::from_str(doc)
+                    .map(Namespace::TopLevel)
+                    .map_err(|e| StoreError::Corrupt(format!("top-level record of {tenant}: {e}"))),
+                _ => Err(StoreError::Corrupt(format!(
+                    "top-level record of {tenant} without a document"
+                ))),
+            };
+        }
+        Ok(Namespace::Unclaimed)
+    }
+
+    /// Provisions `record.tenant` as a top-level tenant, unless a parent holds it (checked again by the
+    /// write's condition, so a registration racing this one loses one way or the other).
+    pub async fn provision_top_level(&self, record: &TopLevelRecord) -> Result<(), ClaimError> {
+        let res = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(top_level_item(record)?))
+            .condition_expression("attribute_not_exists(#p)")
+            .expression_attribute_names("#p", PARENT_ATTR)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if crate::error::condition_failed(&e) => {
+                Err(ClaimError::Raced(record.tenant.to_string()))
+            }
+            Err(e) => Err(StoreError::dynamo("PutItem", e).into()),
+        }
+    }
+
+    /// Releases `held` from its parent and provisions its slug as a top-level tenant in one transaction:
+    /// the link becomes the top-level record (only if it is still that parent's), and the parent's listing
+    /// of it goes.
+    pub async fn release_sub_tenant(
+        &self,
+        held: &SubTenant,
+        record: &TopLevelRecord,
+    ) -> Result<(), ClaimError> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Corrupt(e.to_string());
+        let became = Put::builder()
+            .table_name(self.table())
+            .set_item(Some(top_level_item(record)?))
+            .condition_expression("#p = :p")
+            .expression_attribute_names("#p", PARENT_ATTR)
+            .expression_attribute_values(":p", AttributeValue::S(held.parent.to_string()))
+            .build()
+            .map_err(build)?;
+        let unlisted = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(&held.parent)))
+            .key(
+                SK,
+                AttributeValue::S(format!("{SUB_PREFIX}{}", held.tenant)),
+            )
+            .build()
+            .map_err(build)?;
+        let res = self
+            .client()
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(became).build())
+            .transact_items(TransactWriteItem::builder().delete(unlisted).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Err(ClaimError::Raced(held.tenant.to_string()))
+            }
+            Err(e) => Err(StoreError::dynamo("TransactWriteItems", e).into()),
+        }
     }
 
     /// The whole registration record of `sub`, if it has a parent.
@@ -192,7 +309,7 @@ impl HubStore {
             .expression_attribute_names("#p", PARENT_ATTR)
             .build()
             .map_err(build)?;
-        let res = self
+        let mut tx = self
             .client()
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(link).build())
@@ -206,9 +323,41 @@ impl HubStore {
                 TransactWriteItem::builder()
                     .condition_check(parent_is_top_level)
                     .build(),
-            )
-            .send()
-            .await;
+            );
+        // A provisioned or connected slug between the two owns everything below it (`acme-eu` owns
+        // `acme-eu-eng`), so `acme` cannot take it. At most 15 prefixes fit in 32 characters: within the
+        // transaction's 100 items.
+        for owner in record.tenant.prefixes_below(&record.parent) {
+            let pk = tenant_pk(&owner);
+            let not_provisioned = ConditionCheck::builder()
+                .table_name(self.table())
+                .key(PK, AttributeValue::S(pk.clone()))
+                .key(SK, AttributeValue::S(PARENT_SK.into()))
+                .condition_expression("attribute_not_exists(#t)")
+                .expression_attribute_names("#t", TOP_LEVEL_ATTR)
+                .build()
+                .map_err(build)?;
+            let not_connected = ConditionCheck::builder()
+                .table_name(self.table())
+                .key(PK, AttributeValue::S(pk))
+                .key(SK, AttributeValue::S(CONNECTION_SK.into()))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(build)?;
+            tx = tx
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .condition_check(not_provisioned)
+                        .build(),
+                )
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .condition_check(not_connected)
+                        .build(),
+                );
+        }
+        let res = tx.send().await;
         match res {
             Ok(_) => Ok(()),
             Err(e)
@@ -223,9 +372,13 @@ impl HubStore {
 }
 
 impl TelemetryStore {
-    /// Whether any telemetry (normalized or quarantined) is stored under `tenant`.
+    /// Whether any telemetry (normalized, quarantined, or enterprise usage) is stored under `tenant`.
     pub async fn has_events(&self, tenant: &TenantSlug) -> Result<bool, StoreError> {
-        for partition in [tenant.to_string(), format!("quarantine:{tenant}")] {
+        for partition in [
+            tenant.to_string(),
+            format!("quarantine:{tenant}"),
+            format!("usage:{tenant}"),
+        ] {
             let page = self
                 .client()
                 .query()
@@ -244,6 +397,17 @@ impl TelemetryStore {
         }
         Ok(false)
     }
+}
+
+/// The namespace item of a provisioned top-level tenant.
+fn top_level_item(record: &TopLevelRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let doc = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(HashMap::from([
+        (PK.to_owned(), AttributeValue::S(tenant_pk(&record.tenant))),
+        (SK.to_owned(), AttributeValue::S(PARENT_SK.into())),
+        (DOC.to_owned(), AttributeValue::S(doc)),
+        (TOP_LEVEL_ATTR.to_owned(), AttributeValue::Bool(true)),
+    ]))
 }
 
 fn parse_record(item: &HashMap<String, AttributeValue>) -> Result<SubTenant, StoreError> {

@@ -179,7 +179,79 @@ pub fn desired_state(
         }
         out.insert(target, state);
     }
+    // Two targets never publish one name: where stored grants clash (the API refuses new clashes), the
+    // first target in slug order keeps it and the other reports why it did not publish.
+    let mut owner: BTreeMap<String, TenantSlug> = BTreeMap::new();
+    for (target, state) in out.iter_mut() {
+        let names: Vec<String> = state.skills.keys().cloned().collect();
+        for name in names {
+            match owner.get(&name) {
+                Some(first) => {
+                    if let Some(lost) = state.skills.remove(&name) {
+                        state.problems.push((
+                            lost.skill_id,
+                            format!("its published name {name} is already {first}'s; rename one of the two skills"),
+                        ));
+                    }
+                }
+                None => {
+                    owner.insert(name, target.clone());
+                }
+            }
+        }
+    }
     out
+}
+
+/// Two grants of one Hub that would publish under one name: the tenant `acme`'s skill `eng-standup` and
+/// sub-tenant `acme-eng`'s skill `standup` are both `claresia-acme-eng-standup`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NameClash {
+    pub name: String,
+    /// (target, skill id), the first in slug order.
+    pub first: (TenantSlug, String),
+    pub second: (TenantSlug, String),
+}
+
+impl std::fmt::Display for NameClash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "skill {} of {} and skill {} of {} would both publish as {}",
+            self.first.1, self.first.0, self.second.1, self.second.0, self.name
+        )
+    }
+}
+
+/// Every published name two (target, skill) grants of `hub`'s archetypes would share.
+pub fn name_clashes(
+    hub: &TenantSlug,
+    archetypes: &BTreeMap<String, Archetype>,
+) -> BTreeSet<NameClash> {
+    let mut by_name: BTreeMap<String, BTreeSet<(TenantSlug, String)>> = BTreeMap::new();
+    for a in archetypes.values() {
+        let target = a.sub_tenant.clone().unwrap_or_else(|| hub.clone());
+        for skill in &a.skills {
+            by_name
+                .entry(format!("claresia-{target}-{skill}"))
+                .or_default()
+                .insert((target.clone(), skill.clone()));
+        }
+    }
+    let mut clashes = BTreeSet::new();
+    for (name, grants) in by_name {
+        let mut it = grants.into_iter();
+        if let Some(first) = it.next() {
+            for second in it {
+                clashes.insert(NameClash {
+                    name: name.clone(),
+                    first: first.clone(),
+                    second,
+                });
+            }
+        }
+    }
+    clashes
 }
 
 /// A skill as Anthropic lists it (only what reconciling needs).

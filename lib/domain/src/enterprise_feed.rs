@@ -38,6 +38,10 @@ pub struct DriftNote {
     /// `user_actor user_…`, `api_actor apikey_…`, …
     pub actor: String,
     pub at: String,
+    /// The (sub-)tenant the plugin is published for, so a sub-tenant's own view shows its drift alone
+    /// (absent on notes stored before it was recorded: those show on the parent's status only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TenantSlug>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +133,7 @@ pub fn normalize_activity(
         plugin_name: name.to_owned(),
         actor: format!("{actor_kind} {actor_id}").trim_end().to_owned(),
         at: utc_millis(at),
+        target: Some(target.clone()),
     });
     let detail = match (
         raw["installation_preference"].as_str(),

@@ -20,4 +20,4 @@ pub use connection::{
     TestOutcome, TestVerdict, ZeroRetention, ZeroRetentionEvidence, ROTATION_DUE_DAYS,
 };
 pub use scope::{Scope, ScopeReport};
-pub use tenant::{ParentLink, SubTenant, TenantSlug, TenantSlugError};
+pub use tenant::{Namespace, ParentLink, SubTenant, TenantSlug, TenantSlugError, TopLevelRecord};

@@ -91,14 +91,26 @@ pub fn truncate_marked(text: &str, max: usize) -> String {
     format!("{}…[truncated {} bytes]", &text[..end], text.len() - end)
 }
 
-/// RFC 3339 in UTC with milliseconds, so stored timestamps sort as text.
+/// RFC 3339 in UTC with milliseconds, so stored timestamps sort as text. A time whose UTC falls outside
+/// the calendar's ±9999 years (`9999-12-31T23:59:59-23:59` is valid RFC 3339) is clamped to its end.
 pub fn utc_millis(t: OffsetDateTime) -> String {
+    checked_utc_millis(t).unwrap_or_else(|| {
+        if t.year() > 0 {
+            "9999-12-31T23:59:59.999Z".into()
+        } else {
+            "-9999-01-01T00:00:00.000Z".into()
+        }
+    })
+}
+
+/// [`utc_millis`], or `None` when the time's UTC is outside the calendar.
+pub fn checked_utc_millis(t: OffsetDateTime) -> Option<String> {
     const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.to_offset(time::UtcOffset::UTC)
+    t.checked_to_offset(time::UtcOffset::UTC)?
         .format(FORMAT)
-        .unwrap_or_default()
+        .ok()
 }
 
 fn opt_u64(v: &Value, k: &str) -> Result<Option<u64>, String> {
@@ -234,6 +246,19 @@ fn normalize_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_past_the_calendar_in_utc_is_clamped_not_a_panic() {
+        let rfc = &time::format_description::well_known::Rfc3339;
+        let late = OffsetDateTime::parse("9999-12-31T23:59:59-23:59", rfc).unwrap();
+        assert_eq!(checked_utc_millis(late), None);
+        assert_eq!(utc_millis(late), "9999-12-31T23:59:59.999Z");
+        let early = OffsetDateTime::parse("0000-01-01T00:00:00+23:59", rfc).unwrap();
+        assert_eq!(
+            checked_utc_millis(early).as_deref(),
+            Some("-0001-12-31T00:01:00.000Z")
+        );
+    }
     use serde_json::json;
     use time::macros::datetime;
 

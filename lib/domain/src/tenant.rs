@@ -101,6 +101,59 @@ pub fn sub_tenant_name_problem(parent: &TenantSlug, sub: &TenantSlug) -> Option<
     (!ok).then(|| format!("a sub-tenant of {parent} is named {parent}-{{suffix}}, e.g. {parent}-eng; {sub} is not"))
 }
 
+/// A slug provisioned by an operator as a top-level tenant of its own: the namespace rule's exception for
+/// hyphenated slugs (`acme-eu` as a customer, not a sub-tenant of `acme`), or a slug released from a
+/// parent that held it. Stored on the slug's namespace item, so it and a parent link exclude each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopLevelRecord {
+    pub tenant: TenantSlug,
+    /// The operator's JWT subject.
+    pub provisioned_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub provisioned_at: time::OffsetDateTime,
+    /// Set when the slug was released from a parent that held it as its sub-tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_from: Option<TenantSlug>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Who a slug belongs to, as its namespace item says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Namespace {
+    /// Nothing claims it: a slug without `-` is a top-level tenant by the rule; a hyphenated one is its
+    /// parent's to register.
+    Unclaimed,
+    /// A parent registered it (active or removed).
+    SubTenant(SubTenant),
+    /// An operator provisioned it as a top-level tenant.
+    TopLevel(TopLevelRecord),
+}
+
+impl TenantSlug {
+    /// The namespace rule: a slug with `-` names a sub-tenant (`acme-eu` is in `acme`'s namespace); only an
+    /// operator makes such a slug a top-level tenant.
+    pub fn is_hyphenated(&self) -> bool {
+        self.0.contains('-')
+    }
+
+    /// The slugs strictly between `parent` and `self` on the hyphen path: for `acme` → `acme-eu-eng-x`,
+    /// `acme-eu` and `acme-eu-eng`. A provisioned or connected one owns everything below it, so `parent`
+    /// may not register `self` past it. Empty when `self` is not `{parent}-{suffix}`.
+    pub fn prefixes_below(&self, parent: &TenantSlug) -> Vec<TenantSlug> {
+        let Some(rest) = self
+            .0
+            .strip_prefix(parent.as_str())
+            .and_then(|r| r.strip_prefix('-'))
+        else {
+            return Vec::new();
+        };
+        rest.match_indices('-')
+            .map(|(i, _)| TenantSlug(format!("{parent}-{}", &rest[..i])))
+            .collect()
+    }
+}
+
 impl<'de> Deserialize<'de> for TenantSlug {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
@@ -182,6 +235,26 @@ mod tests {
         assert!(!ok("dainesex"));
         assert!(!ok("acme-eng"));
         assert!(!ok("x-dainese-eng"));
+    }
+
+    #[test]
+    fn the_namespace_rule_reads_hyphens() {
+        let t = |s: &str| TenantSlug::parse(s).unwrap();
+        assert!(!t("acme").is_hyphenated());
+        assert!(t("acme-eu").is_hyphenated());
+        let between = |sub: &str, parent: &str| -> Vec<String> {
+            t(sub)
+                .prefixes_below(&t(parent))
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        assert_eq!(between("acme-eu", "acme"), Vec::<String>::new());
+        assert_eq!(between("acme-eu-eng", "acme"), ["acme-eu"]);
+        assert_eq!(between("acme-eu-eng-x", "acme"), ["acme-eu", "acme-eu-eng"]);
+        assert_eq!(between("acme-eu-eng", "acme-eu"), Vec::<String>::new());
+        assert_eq!(between("acmex-eu", "acme"), Vec::<String>::new());
+        assert_eq!(between("globex-eu", "acme"), Vec::<String>::new());
     }
 
     #[test]

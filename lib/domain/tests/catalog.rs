@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use claresia_domain::catalog::{
-    desired_state, plan, Acl, Action, Archetype, InstallationPreference, RemoteSkill,
-    WorkspaceMapping,
+    desired_state, name_clashes, plan, Acl, Action, Archetype, InstallationPreference, NameClash,
+    RemoteSkill, WorkspaceMapping,
 };
 use claresia_domain::footer::{fill, FOOTER_TEMPLATE};
 use claresia_domain::skill_ir::{validate, SkillIr};
@@ -392,4 +392,55 @@ fn installation_preferences_take_the_most_permissive_grant_per_group() {
         ])
     );
     assert!(acl.workspace_ids.is_empty());
+}
+
+#[test]
+fn two_targets_never_publish_one_name() {
+    let grant = |skills: &[&str], sub: Option<&str>| Archetype {
+        skills: skills.iter().map(|s| s.to_string()).collect(),
+        group_ids: vec![],
+        workspace_ids: vec![],
+        sub_tenant: sub.map(t),
+        installation_preference: None,
+    };
+    let mut arch = BTreeMap::from([
+        ("eng".to_owned(), grant(&["eng-standup"], None)),
+        ("oncall".to_owned(), grant(&["standup"], Some("acme-eng"))),
+    ]);
+    let clashes: Vec<_> = name_clashes(&t("acme"), &arch).into_iter().collect();
+    assert_eq!(
+        clashes,
+        [NameClash {
+            name: "claresia-acme-eng-standup".into(),
+            first: (t("acme"), "eng-standup".into()),
+            second: (t("acme-eng"), "standup".into()),
+        }]
+    );
+    assert_eq!(
+        clashes[0].to_string(),
+        "skill eng-standup of acme and skill standup of acme-eng would both publish as claresia-acme-eng-standup"
+    );
+    // One skill granted twice to one target is one name, not a clash.
+    arch.insert("eng2".into(), grant(&["eng-standup"], None));
+    assert_eq!(name_clashes(&t("acme"), &arch).len(), 1);
+    arch.remove("oncall");
+    assert!(name_clashes(&t("acme"), &arch).is_empty());
+
+    // Stored clashing grants: the first target keeps the name, the other says why it did not publish.
+    let ir = |id: &str| {
+        let mut doc = example("skill-standup-notes.json");
+        doc["id"] = json!(id);
+        (id.to_owned(), validate(&doc, &t("acme"), id).unwrap())
+    };
+    let skills = BTreeMap::from([ir("eng-standup"), ir("standup")]);
+    arch.insert("oncall".into(), grant(&["standup"], Some("acme-eng")));
+    let state = desired_state(&t("acme"), &arch, &skills, &[]);
+    assert!(state[&t("acme")]
+        .skills
+        .contains_key("claresia-acme-eng-standup"));
+    assert!(state[&t("acme-eng")].skills.is_empty());
+    assert_eq!(state[&t("acme-eng")].problems.len(), 1);
+    assert!(state[&t("acme-eng")].problems[0]
+        .1
+        .contains("already acme's"));
 }

@@ -29,6 +29,7 @@ async fn run() -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(claresia_api::logging::filter())
         .with_target(false)
+        .with_writer(claresia_api::logging::Redacting(std::io::stdout))
         .init();
     let api_addr = env_addr("CLARESIA_API_ADDR", "127.0.0.1:3000")?;
     let sim_addr = env_addr("CLARESIA_SIM_ADDR", "127.0.0.1:4010")?;
