@@ -293,69 +293,27 @@ impl HubStore {
             )))
             .build()
             .map_err(build)?;
-        let no_connection = ConditionCheck::builder()
-            .table_name(self.table())
-            .key(PK, AttributeValue::S(sub_pk))
-            .key(SK, AttributeValue::S(CONNECTION_SK.into()))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .build()
-            .map_err(build)?;
-        let parent_is_top_level = ConditionCheck::builder()
-            .table_name(self.table())
-            .key(PK, AttributeValue::S(parent_pk))
-            .key(SK, AttributeValue::S(PARENT_SK.into()))
-            .condition_expression("attribute_not_exists(#p)")
-            .expression_attribute_names("#p", PARENT_ATTR)
-            .build()
-            .map_err(build)?;
+        let table = self.table();
+        // No connection of its own, and the parent is not itself a sub-tenant.
         let mut tx = self
             .client()
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(link).build())
             .transact_items(TransactWriteItem::builder().put(listed).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .condition_check(no_connection)
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .condition_check(parent_is_top_level)
-                    .build(),
-            );
+            .transact_items(unless_present(table, sub_pk, CONNECTION_SK, PK)?)
+            .transact_items(unless_present(table, parent_pk, PARENT_SK, PARENT_ATTR)?);
         // A provisioned or connected slug between the two owns everything below it (`acme-eu` owns
         // `acme-eu-eng`), so `acme` cannot take it. At most 15 prefixes fit in 32 characters: within the
         // transaction's 100 items.
         for owner in record.tenant.prefixes_below(&record.parent) {
-            let pk = tenant_pk(&owner);
-            let not_provisioned = ConditionCheck::builder()
-                .table_name(self.table())
-                .key(PK, AttributeValue::S(pk.clone()))
-                .key(SK, AttributeValue::S(PARENT_SK.into()))
-                .condition_expression("attribute_not_exists(#t)")
-                .expression_attribute_names("#t", TOP_LEVEL_ATTR)
-                .build()
-                .map_err(build)?;
-            let not_connected = ConditionCheck::builder()
-                .table_name(self.table())
-                .key(PK, AttributeValue::S(pk))
-                .key(SK, AttributeValue::S(CONNECTION_SK.into()))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
-                .build()
-                .map_err(build)?;
             tx = tx
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .condition_check(not_provisioned)
-                        .build(),
-                )
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .condition_check(not_connected)
-                        .build(),
-                );
+                .transact_items(unless_present(
+                    table,
+                    tenant_pk(&owner),
+                    PARENT_SK,
+                    TOP_LEVEL_ATTR,
+                )?)
+                .transact_items(unless_present(table, tenant_pk(&owner), CONNECTION_SK, PK)?);
         }
         let res = tx.send().await;
         match res {
@@ -397,6 +355,25 @@ impl TelemetryStore {
         }
         Ok(false)
     }
+}
+
+/// A transaction item that holds while the item at (`pk`, `sk`) lacks `attr` (or does not exist: pass the
+/// key attribute).
+pub(crate) fn unless_present(
+    table: &str,
+    pk: String,
+    sk: &str,
+    attr: &str,
+) -> Result<TransactWriteItem, StoreError> {
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .key(PK, AttributeValue::S(pk))
+        .key(SK, AttributeValue::S(sk.into()))
+        .condition_expression("attribute_not_exists(#a)")
+        .expression_attribute_names("#a", attr)
+        .build()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(TransactWriteItem::builder().condition_check(check).build())
 }
 
 /// The namespace item of a provisioned top-level tenant.
