@@ -47,16 +47,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_dev(binary):
-    """Starts claresia-dev on free ports; answers (process, urls, tokens, keys) once it is ready."""
+def start_dev(binary, tick=86400):
+    """Starts claresia-dev on free ports; answers (process, urls, tokens, good key, banner) once it is
+    ready. The default tick never comes during a fuzz run: the store changes only by its requests."""
     ports = {k: free_port() for k in ("api", "sim", "moto")}
     env = dict(
         os.environ,
         CLARESIA_API_ADDR=f"127.0.0.1:{ports['api']}",
         CLARESIA_SIM_ADDR=f"127.0.0.1:{ports['sim']}",
         CLARESIA_MOTO_PORT=str(ports["moto"]),
-        # No scheduled tick during the run: the store must change only by the requests themselves.
-        CLARESIA_TICK_SECONDS="86400",
+        CLARESIA_TICK_SECONDS=str(tick),
         RUST_LOG="warn",
     )
     proc = subprocess.Popen(
@@ -75,13 +75,22 @@ def start_dev(binary):
     good = re.search(r"good\s+(sk-ant-\S+)", text)
     if proc.poll() is not None or "TOKEN" not in found or not good:
         proc.kill()
-        sys.exit(f"fuzz: claresia-dev did not start:\n{text}")
+        sys.exit(f"claresia-dev did not start:\n{text}")
     urls = {
         "api": f"http://127.0.0.1:{ports['api']}",
         "sim": f"http://127.0.0.1:{ports['sim']}",
         "moto": f"http://127.0.0.1:{ports['moto']}",
     }
-    return proc, urls, found, good.group(1)
+    return proc, urls, found, good.group(1), text
+
+
+def stop_dev(proc):
+    """Stops claresia-dev (and with it its moto and simulator)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 class Footprint:
@@ -165,15 +174,11 @@ def main():
     args = ap.parse_args()
 
     started = time.time()
-    proc, urls, tokens, good_key = start_dev(args.dev_binary)
+    proc, urls, tokens, good_key, _ = start_dev(args.dev_binary)
     try:
         run(args, urls, tokens, good_key, started)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_dev(proc)
 
 
 def run(args, urls, tokens, good_key, started):

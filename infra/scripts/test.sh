@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check and test: formatting, clippy, cfn-lint, the arm64 deploy artefacts, then unit, simulator,
-# integration (moto + simulator) and event tests. CI (.ci/run) runs exactly this.
+# integration (moto + simulator) and event tests, the API's contract coverage and fuzz run, and the README's
+# walkthroughs run as printed. CI (.ci/run) runs exactly this.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -40,6 +41,14 @@ python infra/scripts/contract_coverage.py lib/api/openapi.yaml "$CLARESIA_CONTRA
 step "API fuzz run (schemathesis against the dev gateway; no 5xx, documented answers, refusals write nothing)"
 cargo build --locked --quiet -p claresia-local --bin claresia-dev
 python infra/fuzz/fuzz.py --seed "${FUZZ_SEED:-20261125}" | tee -a "$log.sum"
+
+step "README walkthroughs, every command pasted as printed against the dev stack (2-second tick)"
+# The walkthrough uses curl and jq, as a newcomer's shell would: install jq the Debian way if it is missing.
+if ! command -v jq >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && apt-get install -y -qq jq >/dev/null
+fi
+command -v jq >/dev/null || { echo "jq is needed by the README's walkthrough: install it (apt-get install jq)" >&2; exit 1; }
+python infra/scripts/walkthrough.py --tick 2 | tee -a "$log.sum"
 echo "all checks passed in $(( $(date +%s) - started ))s"
 cat "$log.sum"
 rm -f "$log" "$log.sum"

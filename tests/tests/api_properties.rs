@@ -162,6 +162,7 @@ fn event(tenant: &str, day: u32) -> TelemetryEvent {
         output_tokens: None,
         error_type: None,
         error_message: None,
+        detail: None,
         record_url: None,
     }
 }

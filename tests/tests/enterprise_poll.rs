@@ -136,7 +136,7 @@ async fn usage_of_the_last_three_days_is_upserted_per_skill_day_and_group_and_ro
     assert_eq!(rows[1]["rbac_group_id"], GROUP_PRODUCT);
     assert_eq!(rows[1]["rbac_group_name"], "Product");
     assert_eq!(rows[1]["skill_id"], "prd-review");
-    assert_eq!(rows[1]["estimated_overage_spend"], "20");
+    assert_eq!(rows[1]["estimated_overage_spend"], "20.00");
     assert_eq!(b["totals"][0]["invocation_count"], 7);
     assert_eq!(b["totals"][0]["days_with_use"], 2);
     let (s, sales) = get(&env, &format!("/tenants/dainese-sales/usage?{range}")).await;
@@ -311,9 +311,11 @@ async fn the_feed_stores_our_plugin_lifecycle_once_and_drift_is_shown_and_repair
         "plugin_installation_preference_updated"
     );
     assert_eq!(
-        drift_event["error_message"],
+        drift_event["detail"],
         "organization installation preference auto_install"
     );
+    // The deprecated field still carries it for clients that read it there.
+    assert_eq!(drift_event["error_message"], drift_event["detail"]);
     let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
     let drift = &st["last_poll"]["drift"][0];
     assert_eq!(drift["plugin_name"], "claresia-dainese-prd-review", "{st}");

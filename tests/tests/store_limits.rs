@@ -31,6 +31,7 @@ fn event(i: usize, message: Option<String>) -> TelemetryEvent {
         output_tokens: None,
         error_type: None,
         error_message: message,
+        detail: None,
         record_url: None,
     }
 }

@@ -45,7 +45,7 @@ async fn main() {
             .unwrap()
             .to_owned();
         let (s, b) = env.connect(&slug, &key).await;
-        assert_eq!(s, 200, "{b}");
+        assert_eq!(s, 201, "{b}");
         let tenant = TenantSlug::parse(&slug).unwrap();
         let name = format!("claresia-{slug}-bench");
         env.app
@@ -230,6 +230,7 @@ async fn raw_floor(
                 output_tokens: Some(912),
                 error_type: None,
                 error_message: None,
+                detail: None,
                 record_url: Some("https://hub.x.claresia.com/records/rec_1".into()),
             })
             .collect();

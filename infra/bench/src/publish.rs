@@ -26,7 +26,7 @@ async fn main() {
         c.anthropic_max_rps = RATE_LIMIT;
     })
     .await;
-    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 200, "connect");
+    assert_eq!(env.connect("dainese", GOOD_KEY).await.0, 201, "connect");
     let hub = TenantSlug::parse("dainese").unwrap();
 
     let ids = env.put_bench_skills(&hub, n).await;

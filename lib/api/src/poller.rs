@@ -679,7 +679,13 @@ impl App {
         // An event may carry 16 KB of error message: a full page is cut to stay under 4 MiB.
         let items = events
             .into_iter()
-            .map(|(key, e)| (key, serde_json::json!(e)))
+            .map(|(key, mut e)| {
+                // Activities stored before `detail` existed carry it in `error_message` alone.
+                if e.detail.is_none() && !e.event_type.starts_with("skill.") {
+                    e.detail = e.error_message.clone();
+                }
+                (key, serde_json::json!(e))
+            })
             .collect();
         let (events, next) = crate::paging::fit(items, next, crate::paging::MAX_PAGE_BYTES);
         Ok(serde_json::json!({

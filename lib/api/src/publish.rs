@@ -125,6 +125,9 @@ pub struct PublishReport {
     pub pending: bool,
     /// The Anthropic surface published to.
     pub surface: Surface,
+    /// The write calls this publish made to Anthropic (creates, replacements, access settings, deletes):
+    /// 0 when nothing changed.
+    pub writes: u32,
     /// Where the org's write limit paces the publish (enterprise): how long its writes take at it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta: Option<Eta>,
@@ -474,6 +477,7 @@ impl App {
                     .await?
                     .map(|r| r.surface)
                     .unwrap_or_default(),
+                writes: 0,
                 eta: None,
                 targets: Vec::new(),
             });
@@ -601,6 +605,7 @@ impl App {
         }
 
         let mut reports = Vec::new();
+        let mut writes_made = 0u32;
         let mut missing_workspaces = BTreeSet::new();
         for (target, state, p) in plans {
             let mut report = TargetReport {
@@ -633,12 +638,20 @@ impl App {
                     .collect(),
                 pending: vec![],
             };
-            let outcomes: Vec<Outcome> = stream::iter(p.actions)
-                .map(|a| ctx.run(target, a))
+            let outcomes: Vec<(u32, Outcome)> = stream::iter(p.actions)
+                .map(|a| {
+                    let ctx = &ctx;
+                    let calls = ctx.publisher.writes_of(&a);
+                    async move { (calls, ctx.run(target, a).await) }
+                })
                 .buffer_unordered(self.config.publish_concurrency)
                 .collect()
                 .await;
-            for o in outcomes {
+            for (calls, o) in outcomes {
+                // An action left for the sweep sent nothing; any other was sent (a failure included).
+                if !matches!(o, Outcome::Pending(_)) {
+                    writes_made += calls;
+                }
                 match o {
                     Outcome::Created(n) => report.created.push(n),
                     Outcome::Updated(n) => report.updated.push(n),
@@ -721,6 +734,7 @@ impl App {
             complete,
             pending: !complete,
             surface: record.surface,
+            writes: writes_made,
             eta,
             targets: reports,
         })

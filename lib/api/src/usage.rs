@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use claresia_domain::enterprise_feed::UsageRow;
+use claresia_domain::enterprise_feed::{cents, UsageRow};
 use claresia_domain::TenantSlug;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -143,6 +143,15 @@ impl App {
                 start.as_ref().map(|(k, u)| (k.as_str(), u.as_str())),
             )
             .await?;
+        // Rows stored before amounts were normalized read like new ones.
+        let rows: Vec<UsageRow> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.estimated_overage_spend = r.estimated_overage_spend.as_deref().map(cents);
+                r.attributed_list_price = r.attributed_list_price.as_deref().map(cents);
+                r
+            })
+            .collect();
         Ok(json!({
             "tenant": tenant,
             "from": from,

@@ -29,6 +29,15 @@ pub const LIFECYCLE_TYPES: [&str; 14] = [
     "claude_skill_disabled",
 ];
 
+/// An amount in cents as the API answers it: two decimals, as the totals are (`"48"` → `"48.00"`); text
+/// that is not a number is kept as Anthropic sent it.
+pub fn cents(raw: &str) -> String {
+    match raw.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => format!("{v:.2}"),
+        _ => raw.to_owned(),
+    }
+}
+
 /// A change to one of our plugins made outside the connector, as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftNote {
@@ -167,7 +176,9 @@ pub fn normalize_activity(
             input_tokens: None,
             output_tokens: None,
             error_type: None,
-            error_message: detail,
+            // Kept for clients that read it before `detail` existed (deprecated there).
+            error_message: detail.clone(),
+            detail,
             record_url: None,
         }),
         drift,
@@ -210,8 +221,8 @@ pub fn normalize_usage(
         _ => target.clone(),
     };
     let decimal = |k: &str| match &raw[k] {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(cents(s)),
+        Value::Number(n) => Some(cents(&n.to_string())),
         _ => None,
     };
     Some(UsageRow {

@@ -34,8 +34,13 @@ pub struct TelemetryEvent {
     pub output_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
+    /// On `skill.failed`. Deprecated for enterprise lifecycle activities, where it repeats `detail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// Enterprise lifecycle activities: what changed (e.g. "organization installation preference
+    /// auto_install"), for drift the change made outside the connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_url: Option<String>,
 }
@@ -239,6 +244,7 @@ fn normalize_inner(
         output_tokens: opt_u64(details, "output_tokens")?,
         error_type,
         error_message,
+        detail: None,
         record_url,
     })))
 }

@@ -105,17 +105,20 @@ Claresia connector running locally
   hub table           {table}
 
 Demo keys (simulator only):
-  good              {good}
-  rotated (good)    {rotated}
-  no Audit:read     {noaudit}
-  zero-retention off {nozr}
-  Claude Enterprise {enterprise}   (org Ducati Motor Holding, 3 RBAC groups)
+  good                   {good}
+  rotated (good)         {rotated}
+  no Audit:read          {noaudit}
+  zero-retention off     {nozr}
+  zero-retention unknown {unknownzr}
+  revoked (401)          {revoked}
+  Claude Enterprise      {enterprise}   (org Ducati Motor Holding, 3 RBAC groups)
+  Enterprise, partial    {partial}   (without read:analytics, read:compliance_activities)
 
-Tokens (24 h):
-  export TOKEN={tenant_token}
-  export OPERATOR_TOKEN={operator_token}
-  export SUB_TOKEN={sub_tenant_token}    (sub-tenant dainese-eng, once dainese registers it)
-  export ENT_TOKEN={enterprise_token}    (tenant ducati, for the Claude Enterprise walkthrough)
+The four tokens (24 h): paste these lines into the shell you run the README's curl commands in.
+export TOKEN={tenant_token}    # tenant dainese
+export SUB_TOKEN={sub_tenant_token}    # its sub-tenant dainese-eng, once dainese registers it (step 7b)
+export ENT_TOKEN={enterprise_token}    # tenant ducati, the Claude Enterprise walkthrough
+export OPERATOR_TOKEN={operator_token}    # a Claresia operator: any tenant, and the namespace routes
 
 Try:
   curl -s -X PUT {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN" \
@@ -124,7 +127,7 @@ Try:
 
 The audit poller and the publish sweeper tick every {tick_secs} s (CLARESIA_TICK_SECONDS). Emit skill runs with
   curl -s -X POST {sim}/_sim/orgs/{org}/audit_events -H 'content-type: application/json' \
-       -d '{{"invoke": {{"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "record_id": "rec_abc123"}}}}'
+       -d '{{"invoke": {{"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "record_id": "rec_abc123", "workspace_id": "{ws}"}}}}'
 and read them a tick later:
   curl -s {api}/tenants/dainese/telemetry -H "Authorization: Bearer $TOKEN"
 
@@ -137,8 +140,12 @@ Ctrl-C stops everything.
         rotated = demo::ROTATED_KEY,
         noaudit = demo::NO_AUDIT_KEY,
         nozr = demo::NO_ZR_KEY,
+        unknownzr = demo::UNKNOWN_ZR_KEY,
+        revoked = demo::REVOKED_KEY,
         enterprise = demo::ENTERPRISE_KEY,
+        partial = demo::ENTERPRISE_PARTIAL_KEY,
         org = demo::DAINESE_ORG_ID,
+        ws = demo::WS_CORPORATE,
     );
 
     let shutdown = async {
