@@ -8,7 +8,7 @@ What it takes from the README and the banner, and nothing else:
   - the `export` lines `make dev` prints, pasted as printed (so they must be paste-safe), and their count,
     which must be the number the README states;
   - the README's own addresses (127.0.0.1:3000 for the API, 127.0.0.1:4010 for the simulator) become the
-    free ports this run uses, and its one-tick waits (`sleep 60`) the short tick.
+    free ports this run uses, and its one-tick waits (`sleep 65`) the short tick.
 
 What a `→` comment promises, and so what is checked:
   - a leading status (`→ 403 …`): the HTTP status of the step's (last) curl;
@@ -218,7 +218,7 @@ def main():
         for heading, block in blocks(readme):
             for command, arrow, line in steps(block):
                 typed = command.replace(README_API, api).replace(README_SIM, sim)
-                typed = re.sub(r"\bsleep 60\b", f"sleep {args.tick * 2 + 1}", typed)
+                typed = re.sub(r"\bsleep \d+\b", f"sleep {args.tick * 2 + 1}", typed)
                 code, http, out = shell.run(typed)
                 ran += 1
                 where = f"{heading} (block line {line}): {command.splitlines()[0].strip()}"
