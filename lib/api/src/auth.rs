@@ -84,10 +84,16 @@ impl Caller {
     }
 
     /// Pure and I/O-free: refuses a caller that is neither an operator, the path tenant, nor a possible
-    /// parent of it (sub-tenant slugs are `{parent}-{suffix}`), so such a request reads nothing at all.
-    pub fn precheck(&self, path: &TenantSlug) -> Result<(), ApiError> {
+    /// parent of it (sub-tenant slugs are `{parent}-{suffix}`), and anyone but an operator on the
+    /// namespace routes, so such a request reads nothing at all.
+    pub fn precheck(&self, path: &TenantSlug, access: Access) -> Result<(), ApiError> {
         if self.operator {
             return Ok(());
+        }
+        if access == Access::Operator {
+            return Err(ApiError::Forbidden(format!(
+                "only a Claresia operator may provision or release the slug {path}"
+            )));
         }
         match &self.tenant {
             Some(own) if own == path || is_prefix_parent(own, path) => Ok(()),
@@ -115,20 +121,14 @@ pub fn decide(
     link: Option<&ParentLink>,
     access: Access,
 ) -> Result<Grant, ApiError> {
+    caller.precheck(path, access)?;
     if access == Access::Operator {
-        return if caller.operator {
-            Ok(Grant {
-                tenant: path.clone(),
-                hub: path.clone(),
-                sub_tenant: link.is_some(),
-            })
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "only a Claresia operator may provision or release the slug {path}"
-            )))
-        };
+        return Ok(Grant {
+            tenant: path.clone(),
+            hub: path.clone(),
+            sub_tenant: link.is_some(),
+        });
     }
-    caller.precheck(path)?;
     let own = caller.tenant.as_ref() == Some(path);
     let Some(link) = link else {
         return if caller.operator || own {
@@ -241,13 +241,20 @@ mod tests {
     #[test]
     fn precheck_refuses_without_a_read_unless_the_caller_could_be_allowed() {
         let c = caller(&[(TENANT_CLAIM, "dainese")]);
-        assert!(c.precheck(&t("dainese")).is_ok());
-        assert!(c.precheck(&t("dainese-eng")).is_ok(), "a possible parent");
+        assert!(c.precheck(&t("dainese"), Access::Status).is_ok());
+        assert!(
+            c.precheck(&t("dainese-eng"), Access::Status).is_ok(),
+            "a possible parent"
+        );
         for other in ["acme", "dainesex", "dain", "daineseeng", "x-dainese"] {
-            assert_eq!(c.precheck(&t(other)).unwrap_err().status(), 403, "{other}");
+            assert_eq!(
+                c.precheck(&t(other), Access::Status).unwrap_err().status(),
+                403,
+                "{other}"
+            );
         }
         assert!(caller(&[(ROLE_CLAIM, "operator")])
-            .precheck(&t("acme"))
+            .precheck(&t("acme"), Access::Operator)
             .is_ok());
         for bad in [
             vec![],
@@ -257,9 +264,21 @@ mod tests {
             vec![(ROLE_CLAIM, "admin")],
         ] {
             assert_eq!(
-                caller(&bad).precheck(&t("dainese")).unwrap_err().status(),
+                caller(&bad)
+                    .precheck(&t("dainese"), Access::Status)
+                    .unwrap_err()
+                    .status(),
                 403
             );
+        }
+    }
+
+    #[test]
+    fn the_namespace_routes_are_refused_to_non_operators_without_a_read() {
+        for who in ["acme", "acme-eu"] {
+            let c = caller(&[(TENANT_CLAIM, who)]);
+            let e = c.precheck(&t("acme-eu"), Access::Operator).unwrap_err();
+            assert_eq!(e.status(), 403, "{who}");
         }
     }
 

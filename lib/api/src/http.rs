@@ -199,7 +199,8 @@ impl App {
         let tenant = TenantSlug::parse(raw_tenant)?;
         let item = item.unwrap_or_default();
         let caller = auth::caller(&req)?;
-        caller.precheck(&tenant)?;
+        let access = route.access(&method);
+        caller.precheck(&tenant, access)?;
         let body = body_bytes(&req)?;
         // Reads are never conditional (every answer is `no-store`, so no client holds a copy to revalidate).
         let pre = if method == "GET" {
@@ -219,7 +220,7 @@ impl App {
             .parent_link(&tenant)
             .await
             .map_err(ApiError::StoreUnavailable)?;
-        let grant = auth::decide(&caller, &tenant, link.as_ref(), route.access(&method))?;
+        let grant = auth::decide(&caller, &tenant, link.as_ref(), access)?;
         let hub = &grant.hub;
         let query = req.uri().query().unwrap_or_default();
 
