@@ -1046,9 +1046,20 @@ fn list_of(op: &Operation) -> Option<&'static str> {
 fn deep_tenant(op: &Operation) -> &'static str {
     if op.method == "DELETE" && op.path.ends_with("/connection") {
         OTHER
+    } else if op.path.ends_with("/top-level") {
+        // Unclaimed: the first run provisions it.
+        GHOST
+    } else if op.path.ends_with("/release") {
+        // A removed sub-tenant nothing names and with no telemetry: the first run releases it.
+        REMOVED_SUB
     } else {
         PARENT
     }
+}
+
+/// The namespace routes are an operator's alone.
+fn operator_only(op: &Operation) -> bool {
+    op.path.ends_with("/top-level") || op.path.ends_with("/release")
 }
 
 fn deep_item(param: &str) -> &'static str {
@@ -1195,7 +1206,9 @@ impl<'w> Gen<'w> {
                 self.item(p)
             }
         });
-        let who = if deep {
+        let who = if deep && operator_only(op) {
+            Who::Operator
+        } else if deep {
             Who::Tenant(owner_of(&tenant))
         } else {
             self.caller(&tenant)

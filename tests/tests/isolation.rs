@@ -643,6 +643,9 @@ async fn no_tenant_can_take_an_unrelated_customers_slug() {
     assert_unchanged(&before, &env.footprint().await, "an unprovisioned connect");
     assert_eq!(env.sim_requests().await.len(), sent, "no key was tested");
 
+    // acme registers a slug below it while it is unclaimed (acme's namespace then).
+    env.register_sub_tenant("acme", "acme-eu-ops").await;
+
     // An operator provisions it (audited: who and when); again, nothing changes.
     let (s, b) = operator(
         &env,
@@ -675,6 +678,16 @@ async fn no_tenant_can_take_an_unrelated_customers_slug() {
         &env.footprint().await,
         "claims on a provisioned slug",
     );
+    // A sub-tenant acme registered below it before the provisioning can still be removed by acme.
+    let (s, b) = call(
+        &env,
+        "acme",
+        "DELETE",
+        "/tenants/acme/sub-tenants/acme-eu-ops",
+        None,
+    )
+    .await;
+    assert_eq!((s, &b["removed"]), (200, &json!(true)), "{b}");
     assert_eq!(env.connect("acme-eu", GOOD_KEY).await.0, 201);
     env.register_sub_tenant("acme-eu", "acme-eu-eng").await;
 
@@ -753,6 +766,8 @@ async fn an_operator_releases_a_wrongly_held_slug_and_the_customer_connects() {
     assert!(b.to_string().contains("archetype eu"), "{b}");
     assert_unchanged(&before, &env.footprint().await, "refused claims");
 
+    // A poller tick builds (and caches) acme's routing while the slug is still acme's.
+    env.app.poll_all(deadline()).await.unwrap();
     // The operator removes the grant on acme's Hub, then releases.
     let (s, _) = operator(&env, "DELETE", "/tenants/acme/archetypes/eu", None).await;
     assert_eq!(s, 200);
@@ -792,6 +807,16 @@ async fn an_operator_releases_a_wrongly_held_slug_and_the_customer_connects() {
     let (s, st) = call(&env, "acme-eu", "GET", "/tenants/acme-eu/connection", None).await;
     assert_eq!((s, &st["connected"]), (200, &json!(true)), "{st}");
     assert!(st.get("parent").is_none(), "its own tenant now: {st}");
+
+    // Runs of the name acme published for the slug (still resolvable for a week) are acme's, never the
+    // new owner's, even on a poller that had cached acme's routing.
+    emit(&env, "claresia-acme-eu-standup-notes", 2).await;
+    let tick = env.app.poll_all(deadline()).await.unwrap();
+    assert!(tick.events_ingested >= 2, "{tick:?}");
+    let (_, own) = call(&env, "acme-eu", "GET", "/tenants/acme-eu/telemetry", None).await;
+    assert_eq!(own["events"], json!([]), "nothing of acme's: {own}");
+    let (_, hub) = call(&env, "acme", "GET", "/tenants/acme/telemetry", None).await;
+    assert_eq!(hub["events"].as_array().unwrap().len(), 2, "{hub}");
 
     // A slug that holds its parent's telemetry is not released: whoever connects next would read it.
     env.register_sub_tenant("acme", "acme-lab").await;

@@ -502,11 +502,12 @@ impl App {
                 allowed: false,
                 reason: Some(format!("{hub} is not connected to Anthropic")),
             },
+            // Why not is the parent's connection's business (its key, its org): say only that.
             (Some(r), true) => {
-                let refusal = r.publish_refusal();
+                let refused = r.publish_refusal().is_some();
                 PublishingStatus {
-                    allowed: refusal.is_none(),
-                    reason: refusal,
+                    allowed: !refused,
+                    reason: refused.then(|| format!("the shared connection of {hub} does not allow publishing right now; an admin of {hub} sees why on its status")),
                 }
             }
         };

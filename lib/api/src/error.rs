@@ -425,7 +425,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_that_fails_under_a_request_is_a_503_and_only_a_corrupt_item_is_a_500() {
+    fn a_store_that_fails_under_a_request_is_a_503_and_what_a_retry_cannot_fix_a_500() {
         let throttled = ApiError::Store(StoreError::Dynamo {
             operation: "Query",
             message: "ProvisionedThroughputExceededException".into(),
@@ -445,6 +445,18 @@ mod tests {
         assert_eq!(secrets.status(), 503);
         let corrupt = ApiError::Store(StoreError::Corrupt("x".into()));
         assert_eq!((corrupt.status(), corrupt.code()), (500, "internal_error"));
+        // What a retry cannot fix is an operator's to fix, not "retry shortly".
+        for code in [
+            "ValidationException: The provided starting key is outside query boundaries",
+            "ResourceNotFoundException: Requested resource not found",
+            "AccessDeniedException: not authorized to perform dynamodb:Query",
+        ] {
+            let e = ApiError::Store(StoreError::Dynamo {
+                operation: "Query",
+                message: code.into(),
+            });
+            assert_eq!((e.status(), e.retry_after()), (500, None), "{code}");
+        }
     }
 
     #[test]

@@ -62,7 +62,6 @@ fn claim_reason(body: &[u8]) -> Result<Option<String>, ApiError> {
 
 fn claim_error(e: ClaimError) -> ApiError {
     match e {
-        ClaimError::HeldBy { tenant, parent } => ApiError::NamespaceHeld { tenant, parent },
         ClaimError::Raced(t) => ApiError::Conflict(format!(
             "the slug {t} was claimed while this request ran (a registration or another operator); check it, then retry"
         )),
@@ -163,6 +162,8 @@ impl App {
             .release_sub_tenant(&held, &record)
             .await
             .map_err(claim_error)?;
+        // The parent's pollers drop their cached routing: the slug's names now report to the parent.
+        self.hub.touch_routing(parent).await?;
         tracing::warn!(tenant = %tenant, parent = %parent, by = ?subject, reason = ?record.reason, "slug released from its parent and provisioned as a top-level tenant");
         Ok(ReleaseResult {
             tenant: tenant.clone(),

@@ -586,6 +586,16 @@ impl App {
             .map(|e| (e.remote_id.clone(), e.name.clone()))
             .collect();
         let mappings: Vec<WorkspaceMapping> = self.hub.workspace_mappings(tenant).await?;
+        // A target that is no longer a registered sub-tenant (an operator released its slug to a customer
+        // of its own) is not this Hub's to report to: what its names still bring in is the Hub's own.
+        let registered = self.hub.sub_tenants(tenant).await?;
+        let owner = |target: TenantSlug| {
+            if &target == tenant || registered.contains_key(&target) {
+                target
+            } else {
+                tenant.clone()
+            }
+        };
         let routing = Arc::new(Routing {
             hub: Some(tenant.clone()),
             published: {
@@ -593,7 +603,7 @@ impl App {
                 ledger
                     .into_values()
                     .filter(|e| e.resolves_at(now))
-                    .map(|e| (e.name, (e.target, e.skill_id)))
+                    .map(|e| (e.name, (owner(e.target), e.skill_id)))
                     .collect()
             },
             remote_ids: ledger_ids,

@@ -21,12 +21,21 @@ pub enum StoreError {
 impl StoreError {
     /// The service failed to answer (throttled, timed out, unreachable, a 5xx): the caller may retry. Not
     /// an unreadable item or one refused for its size, which a retry does not change.
-    /// A `ValidationException` is a request we should never have sent (our bug, a 500 to fix), not an
-    /// outage.
+    /// What a retry cannot change is not an outage: a request we should never have sent
+    /// (`ValidationException`), or a deployment fault (a missing table or permission, bad credentials).
+    /// Those are 500s for an operator to fix, not an endless "retry shortly".
     pub fn is_unavailable(&self) -> bool {
+        const NOT_TRANSIENT: [&str; 6] = [
+            "ValidationException",
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+            "UnrecognizedClientException",
+            "InvalidSignatureException",
+            "DecryptionFailure",
+        ];
         match self {
             StoreError::Dynamo { message, .. } | StoreError::Secrets { message, .. } => {
-                !message.contains("ValidationException")
+                !NOT_TRANSIENT.iter().any(|code| message.contains(code))
             }
             StoreError::Corrupt(_) | StoreError::ItemTooLarge { .. } => false,
         }

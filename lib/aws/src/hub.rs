@@ -143,12 +143,7 @@ impl HubStore {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if crate::tenants::condition_cancelled(&e) => Ok(false),
             Err(e) => Err(StoreError::dynamo("TransactWriteItems", e)),
         }
     }

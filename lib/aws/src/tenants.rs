@@ -30,9 +30,6 @@ const TOP_LEVEL_ATTR: &str = "top_level";
 /// Why a provisioning or a release did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    /// The slug is (now) a sub-tenant of this parent.
-    #[error("{tenant} is held as a sub-tenant of {parent}")]
-    HeldBy { tenant: String, parent: String },
     /// The namespace item changed between the read and the write.
     #[error("the tenant {0} changed while it was being provisioned; retry")]
     Raced(String),
@@ -123,8 +120,10 @@ impl HubStore {
             .put_item()
             .table_name(self.table())
             .set_item(Some(top_level_item(record)?))
-            .condition_expression("attribute_not_exists(#p)")
+            // Unclaimed: no parent, and not provisioned by a concurrent operator (its record stays).
+            .condition_expression("attribute_not_exists(#p) AND attribute_not_exists(#t)")
             .expression_attribute_names("#p", PARENT_ATTR)
+            .expression_attribute_names("#t", TOP_LEVEL_ATTR)
             .send()
             .await;
         match res {
@@ -171,12 +170,7 @@ impl HubStore {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
-            {
-                Err(ClaimError::Raced(held.tenant.to_string()))
-            }
+            Err(e) if condition_cancelled(&e) => Err(ClaimError::Raced(held.tenant.to_string())),
             Err(e) => Err(StoreError::dynamo("TransactWriteItems", e).into()),
         }
     }
@@ -294,18 +288,28 @@ impl HubStore {
             .build()
             .map_err(build)?;
         let table = self.table();
-        // No connection of its own, and the parent is not itself a sub-tenant.
         let mut tx = self
             .client()
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(link).build())
-            .transact_items(TransactWriteItem::builder().put(listed).build())
-            .transact_items(unless_present(table, sub_pk, CONNECTION_SK, PK)?)
-            .transact_items(unless_present(table, parent_pk, PARENT_SK, PARENT_ATTR)?);
+            .transact_items(TransactWriteItem::builder().put(listed).build());
+        // A removal gives up a claim: only the link's owner is checked (above), so a slug provisioned in
+        // between never leaves the parent's removed sub-tenant stuck.
+        let claims = if record.active {
+            record.tenant.prefixes_below(&record.parent)
+        } else {
+            Vec::new()
+        };
+        if record.active {
+            // No connection of its own, and the parent is not itself a sub-tenant.
+            tx = tx
+                .transact_items(unless_present(table, sub_pk, CONNECTION_SK, PK)?)
+                .transact_items(unless_present(table, parent_pk, PARENT_SK, PARENT_ATTR)?);
+        }
         // A provisioned or connected slug between the two owns everything below it (`acme-eu` owns
         // `acme-eu-eng`), so `acme` cannot take it. At most 15 prefixes fit in 32 characters: within the
         // transaction's 100 items.
-        for owner in record.tenant.prefixes_below(&record.parent) {
+        for owner in claims {
             tx = tx
                 .transact_items(unless_present(
                     table,
@@ -315,17 +319,32 @@ impl HubStore {
                 )?)
                 .transact_items(unless_present(table, tenant_pk(&owner), CONNECTION_SK, PK)?);
         }
-        let res = tx.send().await;
-        match res {
+        match tx.send().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
-            {
+            Err(e) if condition_cancelled(&e) => {
                 Err(RegisterError::Raced(record.tenant.to_string()))
             }
             Err(e) => Err(StoreError::dynamo("TransactWriteItems", e).into()),
         }
+    }
+}
+
+/// A transaction cancelled because one of its conditions did not hold (someone else's write landed
+/// first): an answer. Cancelled for throttling or a conflicting transaction in flight, it is the store's
+/// failure, retried by the caller.
+pub(crate) fn condition_cancelled(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        aws_sdk_dynamodb::config::http::HttpResponse,
+    >,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
     }
 }
 
