@@ -52,7 +52,7 @@ const REQUESTS_PER_EPISODE: usize = 300;
 /// The k-sweep: routes split over this many worlds; per route the deepest valid request and this many
 /// generated ones, each with a failure at every call it makes, in both modes.
 const LANES: usize = 2;
-const SWEEP_GENERATED_PER_ROUTE: usize = 2;
+const SWEEP_GENERATED_PER_ROUTE: usize = 1;
 /// A request making more store calls than this is not swept past it (none does today).
 const MAX_K: u32 = 150;
 /// Each request's budget, as in the crash sweeps: short enough that a publish never waits for a lease

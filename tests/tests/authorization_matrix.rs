@@ -1,7 +1,8 @@
 //! The authorization matrix: every route in template.yaml × every kind of caller × every kind of target,
 //! through the real handler against moto and the simulator. The expected answer of each cell comes from
 //! the README's permission table, written out here independently of `claresia_api::auth`. Every refusal
-//! (and every read) is proven to have changed nothing: no DynamoDB item, no secret, no Anthropic request.
+//! (and every read) is proven to have changed nothing: no DynamoDB item, no secret, no Anthropic request
+//! (one snapshot per world of such cells; a change replays them one by one to name the cell).
 //! A cell whose request is allowed to write runs in a world of its own, so cells never see each other.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -405,6 +406,26 @@ fn check(
     Ok(())
 }
 
+/// The cells of `route` that changed something, each judged on its own in a fresh world.
+async fn writers(route: &Route, cells: &[(Caller, Target)]) -> Vec<String> {
+    let env = world().await;
+    let mut before = env.footprint().await;
+    let mut found = Vec::new();
+    for (caller, target) in cells {
+        let answer = send(&env, route, *caller, *target).await;
+        let after = env.footprint().await;
+        if let Some(changes) = before.changes(&after) {
+            found.push(format!(
+                "{} as {caller:?} on {target:?} ({}) changed something:\n{changes}",
+                route.key(),
+                answer.0
+            ));
+            before = after;
+        }
+    }
+    found
+}
+
 /// One request that may write, in a world of its own.
 type Solo = (Route, Caller, Target);
 
@@ -433,21 +454,16 @@ async fn every_route_caller_and_target() {
         jobs.spawn(async move {
             let _permit = limit.acquire_owned().await.unwrap();
             let env = world().await;
-            let mut before = env.footprint().await;
+            let before = env.footprint().await;
             let mut failures = Vec::new();
             for (caller, target) in &cells {
                 let answer = send(&env, &route, *caller, *target).await;
                 failures.extend(check(&route, *caller, *target, &answer).err());
-                let after = env.footprint().await;
-                if let Some(changes) = before.changes(&after) {
-                    failures.push(format!(
-                        "{} as {caller:?} on {target:?} ({}) changed something:\n{changes}",
-                        route.key(),
-                        answer.0
-                    ));
-                    // Judge the next cell on its own.
-                    before = after;
-                }
+            }
+            // One snapshot for the whole world (none of these cells may write); only when something
+            // changed are the cells replayed one by one in a fresh world to name which.
+            if before.changes(&env.footprint().await).is_some() {
+                failures.extend(writers(&route, &cells).await);
             }
             (cells.len(), failures)
         });

@@ -180,20 +180,10 @@ impl HubStore {
         &self,
         sub: &TenantSlug,
     ) -> Result<Option<SubTenant>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table())
-            .key(PK, AttributeValue::S(tenant_pk(sub)))
-            .key(SK, AttributeValue::S(PARENT_SK.into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::dynamo("GetItem", e))?;
-        match out.item {
-            Some(item) if item.contains_key(PARENT_ATTR) => parse_record(&item).map(Some),
-            _ => Ok(None),
-        }
+        Ok(match self.namespace(sub).await? {
+            Namespace::SubTenant(record) => Some(record),
+            Namespace::TopLevel(_) | Namespace::Unclaimed => None,
+        })
     }
 
     /// Every sub-tenant `parent` registered (active and removed), by slug.
