@@ -551,6 +551,7 @@ async fn a_crash_between_the_create_and_its_ledger_write_adopts_the_plugin() {
                 removed_at: None,
                 content_hash: None,
                 claimed_at: Some(claimed_at),
+                applied_access: None,
             },
         )
         .await
@@ -793,4 +794,213 @@ async fn an_org_without_the_plugins_api_is_refused_saying_so() {
     );
     assert_eq!(env.secret_value(TENANT).await, None);
     assert_eq!(env.hub_dump().await, "[]");
+}
+
+/// Every plugin of the org is hidden org-wide and reaches no group but `granted` (the simulator's
+/// effective access per group, the most-permissive rule and the marketplace default applied).
+async fn assert_contained(env: &TestEnv, granted: &str, case: &str) {
+    let state = env.enterprise_state().await;
+    for p in state["visibility"].as_array().unwrap() {
+        assert_eq!(
+            p["organization"], "not_available",
+            "{case}: open to the org: {p}"
+        );
+        for (group, effective) in p["groups"].as_object().unwrap() {
+            if group != granted {
+                assert_eq!(effective, "not_available", "{case}: open to {group}: {p}");
+            }
+        }
+    }
+}
+
+/// A world where the marketplace default installs every new plugin for everyone, writes go one every
+/// 50 ms on both sides, and an attempt is cut at 400 ms.
+async fn open_marketplace() -> (TestEnv, claresia_domain::TenantSlug) {
+    let env = TestEnv::enterprise_with(|c| {
+        c.enterprise_limits.writes_per_minute = 1200.0;
+        c.anthropic_attempt_timeout = std::time::Duration::from_millis(400);
+        c.poll_lease_slack = std::time::Duration::ZERO;
+    })
+    .await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"writes_per_minute": 1200, "marketplace_default": "auto_install"}),
+    )
+    .await;
+    let (s, b) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    (env, claresia_domain::TenantSlug::parse(TENANT).unwrap())
+}
+
+/// Adds `n` skills granted to product (as the routes write them, without their publish).
+async fn add_granted_skills(env: &TestEnv, hub: &claresia_domain::TenantSlug, k: u32, n: u32) {
+    env.app.begin_change(hub).await.unwrap();
+    let mut ids = Vec::new();
+    for part in 0..n {
+        let id = format!("cut{k}-{part}");
+        let mut ir = example("skill-standup-notes.json");
+        ir["id"] = json!(id);
+        env.app
+            .hub
+            .put_skill(hub, &id, &ir, &claresia_aws::Expect::Any)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    env.app
+        .hub
+        .put_archetype(
+            hub,
+            &format!("cut{k}"),
+            &json!({"skills": ids, "group_ids": [GROUP_PRODUCT]}),
+            &claresia_aws::Expect::Any,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_publish_cut_by_its_deadline_at_every_point_never_opens_a_plugin_beyond_its_groups() {
+    let (env, hub) = open_marketplace().await;
+    // Each cut finds two new skills to create and whatever the cuts before it left.
+    let mut cut_mid_way = 0;
+    // Every Anthropic call takes 60 ms: six creates do not fit in one cut.
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "*", "latency_ms": 60}),
+    )
+    .await;
+    for k in 0..16u32 {
+        add_granted_skills(&env, &hub, k, 6).await;
+        let budget = std::time::Duration::from_millis(100 * u64::from(k) + 1500);
+        if let Ok(r) = env
+            .app
+            .publish(&hub, None, claresia_anthropic::Deadline::after(budget))
+            .await
+        {
+            let created: usize = r.targets.iter().map(|t| t.created.len()).sum();
+            cut_mid_way += usize::from(!r.complete && created > 0);
+        }
+        assert_contained(&env, GROUP_PRODUCT, &format!("cut at {budget:?}")).await;
+    }
+    assert!(cut_mid_way > 0, "no deadline fell amid the creates");
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    // And the sweep finishes the rest, every plugin reaching product.
+    let report = env
+        .app
+        .publish(
+            &hub,
+            None,
+            claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert!(report.complete, "{report:?}");
+    let state = env.enterprise_state().await;
+    assert_eq!(state["plugins"].as_array().unwrap().len(), 96);
+    for p in state["visibility"].as_array().unwrap() {
+        assert_eq!(p["groups"][GROUP_PRODUCT], "auto_install", "{p}");
+    }
+    assert_contained(&env, GROUP_PRODUCT, "after the sweep").await;
+}
+
+/// One kill: the function dies `cut` into a publish of two new skills (its lease lapses 2 s after it
+/// started), then the next publish runs. Answers whether a plugin was left open by the kill.
+async fn kill_and_recover(cut: std::time::Duration) -> bool {
+    let (env, hub) = open_marketplace().await;
+    add_granted_skills(&env, &hub, 0, 2).await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "*", "latency_ms": 15}),
+    )
+    .await;
+    let app = env.app.clone();
+    let h = hub.clone();
+    let started = std::time::Instant::now();
+    let run = tokio::spawn(async move {
+        let deadline = claresia_anthropic::Deadline::after(std::time::Duration::from_millis(2000));
+        let _ = app.publish(&h, None, deadline).await;
+    });
+    tokio::time::sleep(cut).await;
+    run.abort();
+    let _ = run.await;
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300).saturating_sub(started.elapsed()))
+        .await;
+    let state = env.enterprise_state().await;
+    let exposed: Vec<String> = state["visibility"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["organization"] != "not_available")
+        .map(|p| p["plugin"].as_str().unwrap().to_owned())
+        .collect();
+    let ids: std::collections::BTreeMap<String, String> = state["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let seen = env.sim_requests().await.len();
+    let report = env
+        .app
+        .publish(
+            &hub,
+            None,
+            claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    assert!(report.complete, "cut {cut:?}: {report:?}");
+    assert_contained(&env, GROUP_PRODUCT, &format!("after the cut at {cut:?}")).await;
+    // Before anything else, the next publish hid every exposed plugin.
+    let writes: Vec<Value> = env.sim_requests().await[seen..]
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .cloned()
+        .collect();
+    for name in &exposed {
+        let path = format!(
+            "/v1/organizations/plugins/{}/installation_settings/organization",
+            ids[name]
+        );
+        assert!(
+            writes[..exposed.len()]
+                .iter()
+                .any(|w| w["path"] == path.as_str()),
+            "cut {cut:?}: the recovery's first writes are not the hiding of {name}: {writes:?}"
+        );
+    }
+    !exposed.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_killed_at_every_point_is_contained_first_by_the_next() {
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(6));
+    let mut cases = tokio::task::JoinSet::new();
+    for k in 0..48u64 {
+        let limit = limit.clone();
+        cases.spawn(async move {
+            let _p = limit.acquire_owned().await.unwrap();
+            kill_and_recover(std::time::Duration::from_millis(12 * k)).await
+        });
+    }
+    let mut exposed_cases = 0;
+    while let Some(r) = cases.join_next().await {
+        exposed_cases += usize::from(r.unwrap());
+    }
+    assert!(
+        exposed_cases > 0,
+        "no cut fell between a create and its hiding"
+    );
 }

@@ -358,3 +358,154 @@ async fn the_feed_stores_our_plugin_lifecycle_once_and_drift_is_shown_and_repair
         .await
         .contains_key("claresia-dainese-prd-review"));
 }
+
+/// `GET …/installation_settings` requests the simulator received.
+async fn settings_reads(env: &TestEnv) -> usize {
+    env.sim_requests()
+        .await
+        .iter()
+        .filter(|r| {
+            r["method"] == "GET"
+                && r["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with("/installation_settings")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn recorded_settings_are_trusted_until_the_feed_reports_a_change_or_an_admin_republishes_all()
+{
+    let env = published().await;
+    let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    let full = || {
+        env.app
+            .publish(&hub, None, Deadline::after(Duration::from_secs(20)))
+    };
+    // The ledger holds what was applied: a no-change publish reads the plugin list and nothing else.
+    let (reads, writes) = (settings_reads(&env).await, env.enterprise_writes().await);
+    let r = full().await.unwrap();
+    assert_eq!(r.writes, 0, "{r:?}");
+    assert_eq!(
+        settings_reads(&env).await,
+        reads,
+        "no plugin's settings were read"
+    );
+    assert_eq!(env.enterprise_writes().await, writes);
+    let ledger = env.app.hub.ledger(&hub).await.unwrap();
+    let pm = &ledger["claresia-dainese-prd-review"];
+    assert_eq!(
+        pm.applied_access.as_ref().map(|a| a.acl.group_ids.clone()),
+        Some(vec![GROUP_PRODUCT.to_owned()])
+    );
+    // An admin opens prd-review to Engineering in claude.ai; the feed reports it on the next tick.
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+        json!({"plugin_name": "claresia-dainese-prd-review", "target": GROUP_ENGINEERING,
+               "installation_preference": "auto_install"}),
+    )
+    .await;
+    tick(&env).await;
+    let reads = settings_reads(&env).await;
+    let r = full().await.unwrap();
+    assert_eq!(
+        r.targets[0].updated,
+        vec!["claresia-dainese-prd-review".to_owned()],
+        "{r:?}"
+    );
+    // Its settings were read (once to plan, once before the change), and no other plugin's.
+    assert_eq!(settings_reads(&env).await - reads, 2);
+    let s = env.plugin_settings().await;
+    assert_eq!(
+        s["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    // The repair is recorded: the next publish writes nothing and reads no other plugin's settings (the
+    // repaired one's only while the drift is inside the minute of clock skew allowed for).
+    let reads = settings_reads(&env).await;
+    assert_eq!(full().await.unwrap().writes, 0);
+    assert!(settings_reads(&env).await - reads <= 1);
+    let reads = settings_reads(&env).await;
+    // "Republish all" checks every plugin's settings.
+    let (s, b) = env
+        .call(
+            As::Tenant(TENANT),
+            "POST",
+            &format!("/tenants/{TENANT}/republish"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let plugins = env.enterprise_state().await["plugins"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(settings_reads(&env).await - reads, plugins);
+}
+
+#[tokio::test]
+async fn a_large_org_without_recorded_settings_reads_them_across_runs_saying_how_long_it_takes() {
+    let env = published().await;
+    let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    // As after an upgrade: nothing recorded.
+    for e in env.app.hub.ledger(&hub).await.unwrap().into_values() {
+        env.app
+            .hub
+            .set_applied_access(&hub, &e.name, None)
+            .await
+            .unwrap();
+    }
+    // And someone widened one of them meanwhile.
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+        json!({"plugin_name": "claresia-dainese-prd-review", "target": GROUP_SALES,
+               "installation_preference": "required"}),
+    )
+    .await;
+    // Reads leave 5 s for the writes: a 5.2 s run reads at most one plugin's settings.
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "*", "latency_ms": 150}),
+    )
+    .await;
+    let r = env
+        .app
+        .publish(&hub, None, Deadline::after(Duration::from_millis(5200)))
+        .await
+        .unwrap();
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    assert!(!r.complete, "{r:?}");
+    let eta = r.eta.as_ref().unwrap();
+    assert!(eta.settings_to_read >= 2, "{r:?}");
+    assert!(eta.seconds >= 1, "{r:?}");
+    let pending: usize = r.targets.iter().map(|t| t.pending.len()).sum();
+    assert!(pending >= 1, "{r:?}");
+    // The sweep finishes: everything read once, recorded, the widened one put back.
+    env.app
+        .sweep_pending(Deadline::after(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.plugin_settings().await["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    let ledger = env.app.hub.ledger(&hub).await.unwrap();
+    assert!(ledger
+        .values()
+        .filter(|e| e.removed_at.is_none())
+        .all(|e| e.applied_access.is_some()));
+    let reads = settings_reads(&env).await;
+    assert_eq!(
+        env.app
+            .publish(&hub, None, Deadline::after(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .writes,
+        0
+    );
+    assert_eq!(settings_reads(&env).await, reads);
+}

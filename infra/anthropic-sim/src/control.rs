@@ -180,6 +180,8 @@ struct OrgPatch {
     reads_per_minute: Option<f64>,
     plugin_page_cap: Option<usize>,
     me_answers: Option<bool>,
+    /// The library marketplace's default installation preference.
+    marketplace_default: Option<String>,
 }
 
 mod double_option {
@@ -213,7 +215,8 @@ async fn update_org(
     let enterprise_only = body.writes_per_minute.is_some()
         || body.reads_per_minute.is_some()
         || body.plugin_page_cap.is_some()
-        || body.me_answers.is_some();
+        || body.me_answers.is_some()
+        || body.marketplace_default.is_some();
     match org.enterprise.as_mut() {
         Some(e) => {
             e.set_limits(body.writes_per_minute, body.reads_per_minute);
@@ -222,6 +225,15 @@ async fn update_org(
             }
             if let Some(m) = body.me_answers {
                 e.me_answers = m;
+            }
+            if let Some(d) = body.marketplace_default {
+                if !crate::enterprise::PREFERENCES.contains(&d.as_str()) {
+                    return bad(format!(
+                        "marketplace_default must be one of {:?}",
+                        crate::enterprise::PREFERENCES
+                    ));
+                }
+                e.marketplace_default = d;
             }
         }
         None if enterprise_only => {

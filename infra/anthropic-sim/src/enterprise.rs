@@ -101,6 +101,9 @@ pub struct Enterprise {
     pub plugin_page_cap: Option<usize>,
     /// Whether `/v1/organizations/me` answers this org's Enterprise keys (UNCONFIRMED in the docs: both).
     pub me_answers: bool,
+    /// The library marketplace's `default_installation_preference`: what a plugin without its own
+    /// organization setting gets org-wide (reported `not_available` when never set).
+    pub marketplace_default: String,
 }
 
 impl Enterprise {
@@ -115,6 +118,7 @@ impl Enterprise {
             compliance: per_minute(600.0),
             plugin_page_cap: None,
             me_answers: true,
+            marketplace_default: "not_available".into(),
         }
     }
 
@@ -198,7 +202,7 @@ impl Enterprise {
                 let org = p
                     .settings
                     .get("organization")
-                    .map_or("not_available", |s| s.preference.as_str());
+                    .map_or(self.marketplace_default.as_str(), |s| s.preference.as_str());
                 let by_group: BTreeMap<&str, &str> = self
                     .groups
                     .iter()
@@ -388,7 +392,7 @@ fn plugin_index(e: &Enterprise, id: &str) -> Result<usize, Response> {
         .ok_or_else(|| not_found(format!("plugin {id} not found")))
 }
 
-fn plugin_json(p: &Plugin) -> Value {
+fn plugin_json(p: &Plugin, marketplace_default: &str) -> Value {
     let served = p.versions.last();
     let manifest = served.map(|v| v.manifest.clone()).unwrap_or_default();
     let components: Vec<Value> = served
@@ -410,7 +414,8 @@ fn plugin_json(p: &Plugin) -> Value {
         "owner": {"type": "organization"},
         "marketplace_id": LIBRARY_MARKETPLACE,
         "created_by": p.versions.first().map(|v| v.created_by.clone()),
-        "organization_installation_preference": p.settings.get("organization").map(|s| s.preference.clone()),
+        "organization_installation_preference": p.settings.get("organization")
+            .map_or(marketplace_default, |s| s.preference.as_str()),
         "organization_installation_preference_inherited": !p.settings.contains_key("organization"),
         "content_scan": {"status": "completed", "assessment": "pass", "reason": null},
         "components": components,
@@ -469,7 +474,7 @@ async fn list_plugins(
         .iter()
         .skip(offset)
         .take(take)
-        .map(|p| plugin_json(p))
+        .map(|p| plugin_json(p, &e.marketplace_default))
         .collect();
     let end = offset + take;
     let next = (end < newest_first.len()).then(|| format!("page_{end}"));
@@ -675,7 +680,7 @@ async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipa
         created_at: now.clone(),
         updated_at: now,
     };
-    let out = plugin_json(&plugin);
+    let out = plugin_json(&plugin, &e.marketplace_default);
     e.record(
         "claude_plugin_created",
         api_actor(&key),
@@ -694,7 +699,7 @@ async fn get_plugin(
     let key = authorize(&mut st, &headers, "read:plugins", true, Limit::Read)?;
     let e = ent(&mut st, &key);
     let i = plugin_index(e, &plugin_id)?;
-    Ok(Json(plugin_json(&e.plugins[i])).into_response())
+    Ok(Json(plugin_json(&e.plugins[i], &e.marketplace_default)).into_response())
 }
 
 async fn delete_plugin(

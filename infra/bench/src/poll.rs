@@ -60,6 +60,7 @@ async fn main() {
                     removed_at: None,
                     content_hash: None,
                     claimed_at: None,
+                    applied_access: None,
                 },
             )
             .await

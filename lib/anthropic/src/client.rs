@@ -76,6 +76,9 @@ pub struct Call<'a> {
     /// The `anthropic-beta` header.
     pub beta: Option<&'a str>,
     pub pacer: Option<&'a Pacer>,
+    /// A slot reserved beforehand on `pacer` ([`Pacer::reserve`]): the first attempt goes out then,
+    /// without waiting on `pacer` again; retries wait on it as usual.
+    pub slot: Option<Instant>,
 }
 
 impl<'a> Call<'a> {
@@ -87,6 +90,7 @@ impl<'a> Call<'a> {
             body: Body::None,
             beta: None,
             pacer: None,
+            slot: None,
         }
     }
 
@@ -98,6 +102,7 @@ impl<'a> Call<'a> {
             body,
             beta: None,
             pacer: None,
+            slot: None,
         }
     }
 
@@ -111,6 +116,15 @@ impl<'a> Call<'a> {
     pub fn paced(self, pacer: &'a Pacer) -> Self {
         Call {
             pacer: Some(pacer),
+            ..self
+        }
+    }
+
+    /// Paced by `pacer`, its first attempt in a slot reserved on it.
+    pub fn in_slot(self, pacer: &'a Pacer, slot: Instant) -> Self {
+        Call {
+            pacer: Some(pacer),
+            slot: Some(slot),
             ..self
         }
     }
@@ -192,6 +206,29 @@ impl Pacer {
         }
     }
 
+    /// Reserves `n` consecutive slots, if `fits` accepts their times (else nothing is taken): work that
+    /// must not start unless its follow-up is certain to be sent in time books both at once.
+    pub async fn reserve(
+        &self,
+        n: u32,
+        fits: impl FnOnce(&[Instant]) -> bool,
+    ) -> Option<Vec<Instant>> {
+        let mut tat = self.tat.lock().await;
+        let now = Instant::now();
+        let mut next = *tat;
+        let mut slots = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let t = next.max(now);
+            slots.push(t.checked_sub(self.tolerance).unwrap_or(now).max(now));
+            next = t + self.interval;
+        }
+        if !fits(&slots) {
+            return None;
+        }
+        *tat = next;
+        Some(slots)
+    }
+
     /// Waits for a slot; `false` if the slot comes after the deadline.
     pub async fn wait(&self, deadline: Deadline) -> bool {
         let allowed_at = {
@@ -243,6 +280,11 @@ impl AnthropicClient {
         })
     }
 
+    /// The longest one attempt may take.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -264,6 +306,7 @@ impl AnthropicClient {
             body: body.map_or(Body::None, Body::Json),
             beta: None,
             pacer: None,
+            slot: None,
         };
         self.call(key, call, deadline).await
     }
@@ -283,6 +326,7 @@ impl AnthropicClient {
             body,
             beta,
             pacer,
+            slot,
         } = call;
         let url = format!("{}{}", self.base_url, path);
         let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
@@ -293,7 +337,9 @@ impl AnthropicClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            for p in self.pacer.as_deref().into_iter().chain(pacer) {
+            let reserved = slot.filter(|_| attempt == 1);
+            let own = pacer.filter(|_| reserved.is_none());
+            for p in self.pacer.as_deref().into_iter().chain(own) {
                 if !p.wait(deadline).await {
                     return Err(AnthropicError::Transport {
                         message: format!("deadline reached while pacing {method} {path}"),
@@ -301,6 +347,9 @@ impl AnthropicClient {
                         attempts: attempt - 1,
                     });
                 }
+            }
+            if let Some(at) = reserved {
+                tokio::time::sleep_until(at.into()).await;
             }
             let remaining = deadline.remaining();
             if remaining.is_zero() {
@@ -572,5 +621,23 @@ fn transport(e: reqwest::Error) -> AnthropicError {
         message,
         timeout: e.is_timeout(),
         attempts: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_reservation_books_consecutive_slots_or_nothing() {
+        let pacer = Pacer::per_minute(600.0); // one every 100 ms
+        let start = Instant::now();
+        let slots = pacer.reserve(2, |_| true).await.unwrap();
+        assert_eq!(slots[1] - slots[0], Duration::from_millis(100));
+        assert!(slots[0] - start < Duration::from_millis(5));
+        // Refused: nothing is taken, so the next booking starts where the last one ended.
+        assert!(pacer.reserve(3, |_| false).await.is_none());
+        let next = pacer.reserve(1, |_| true).await.unwrap();
+        assert_eq!(next[0] - slots[1], Duration::from_millis(100));
     }
 }

@@ -104,6 +104,11 @@ impl AnthropicError {
         }
     }
 
+    /// The deadline (or the attempt timeout) ran out before an answer.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, AnthropicError::Transport { timeout: true, .. })
+    }
+
     /// Anthropic (or the way to it) is failing rather than refusing us: 429, 5xx, 529, timeouts and
     /// dropped connections once the retries are spent.
     pub fn is_unavailable(&self) -> bool {

@@ -495,7 +495,16 @@ impl App {
     }
 
     /// `POST /tenants/{tenant}/republish`: a full reconcile, returning the report.
+    /// Everything is checked, recorded settings included: they are read again by this publish and, where
+    /// its time runs out, by the sweep (the mark outlives the request).
     pub async fn republish(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
+        if let Some(reason) = crate::publish::refusal(self.hub.connection(hub).await?.as_ref()) {
+            return Err(ApiError::PublishRefused(reason));
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.hub
+            .mark_drift(hub, claresia_aws::catalog::ALL_PLUGINS, now)
+            .await?;
         let report = self.publish(hub, None, self.request_deadline()).await?;
         Ok(json!(report))
     }

@@ -117,6 +117,14 @@ impl App {
             self.hub
                 .mark_pending(tenant, &crate::publish::new_token())
                 .await?;
+            // The ledger's record of those plugins' settings is no longer trusted: the reconcile reads them.
+            for d in &drift {
+                let at =
+                    OffsetDateTime::parse(&d.at, &time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|_| OffsetDateTime::now_utc())
+                        .unix_timestamp();
+                self.hub.mark_drift(tenant, &d.plugin_name, at).await?;
+            }
             drift.reverse();
             drift.append(&mut status.drift);
             drift.truncate(DRIFT_KEPT);

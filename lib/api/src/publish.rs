@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use claresia_anthropic::{AnthropicError, Deadline, ErrorKind};
-use claresia_aws::{LedgerEntry, StoreError};
+use claresia_aws::catalog::ALL_PLUGINS;
+use claresia_aws::{AppliedAccess, LedgerEntry, StoreError};
 use claresia_domain::catalog::{
     desired_state, plan, Acl, Action, Archetype, DesiredSkill, RemoteSkill, WorkspaceMapping,
 };
@@ -17,11 +18,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use crate::surface::enterprise::{ACCESS_READ_AT, ACCESS_UNKNOWN, EXPOSURE};
 use crate::surface::{Ownership, Publisher};
 use crate::{ApiError, App};
 
 /// Below this much time left, an action is not started (it is left for the sweep).
 const MIN_ACTION_BUDGET: Duration = Duration::from_millis(1500);
+/// Access recorded less than this before an outside change the feed reported is not trusted (clock skew
+/// between Anthropic's `created_at` and ours).
+const DRIFT_SKEW_SECONDS: i64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkillFailure {
@@ -140,6 +145,10 @@ pub struct PublishReport {
 pub struct Eta {
     pub writes_planned: u32,
     pub writes_per_minute: f64,
+    /// Skills whose installation settings are still to be read (a large org's first publish reads them
+    /// across several runs), paced by `reads_per_minute`.
+    pub settings_to_read: u32,
+    pub reads_per_minute: f64,
     pub seconds: u64,
 }
 
@@ -151,6 +160,24 @@ enum Outcome {
     /// Done in Anthropic (or not), but the store failed to record it.
     Unrecorded(SkillFailure, StoreError),
     Pending(String),
+}
+
+impl Outcome {
+    fn name(&self) -> &str {
+        match self {
+            Outcome::Created(n)
+            | Outcome::Updated(n)
+            | Outcome::Deleted(n)
+            | Outcome::Pending(n) => n,
+            Outcome::Failed(f, _) | Outcome::Unrecorded(f, _) => &f.name,
+        }
+    }
+}
+
+/// Why one step of an action failed: Anthropic's answer, or the store's record of it.
+enum StepError {
+    Anthropic(AnthropicError),
+    Store(StoreError),
 }
 
 /// What publishing works with: the surface's publisher for this connection, and where the deadline is.
@@ -169,10 +196,118 @@ impl Ctx<'_> {
         access_of: Option<&BTreeSet<String>>,
     ) -> Result<Result<Vec<RemoteSkill>, AnthropicError>, ApiError> {
         let ledger = match self.publisher.ownership() {
-            Ownership::Ledger => self.app.hub.ledger(self.hub).await?,
+            Ownership::Ledger => {
+                let mut ledger = self.app.hub.ledger(self.hub).await?;
+                let mut marks = self.app.hub.drift_marks(self.hub).await?;
+                // "Check everything" (our own clock) distrusts every record made before it.
+                let all = marks.remove(ALL_PLUGINS);
+                for e in ledger.values_mut() {
+                    let drift_at = marks.get(&e.name).map(|at| at + DRIFT_SKEW_SECONDS);
+                    let since = drift_at.max(all);
+                    // An outside change after what we recorded: the settings are read again.
+                    if e.applied_access
+                        .as_ref()
+                        .zip(since)
+                        .is_some_and(|(a, s)| a.at <= s)
+                    {
+                        e.applied_access = None;
+                    }
+                }
+                ledger
+            }
             Ownership::Metadata => BTreeMap::new(),
         };
         Ok(self.publisher.list(&ledger, access_of).await)
+    }
+
+    /// Narrows every skill of ours that is open beyond its grants (see [`Publisher::contain`]): the
+    /// writes made, and the skills it could not narrow (nothing else is done for them this run).
+    async fn contain(
+        &self,
+        remote: &mut [RemoteSkill],
+        concurrency: usize,
+    ) -> (u32, Vec<(TenantSlug, Outcome)>) {
+        let hub = self.hub;
+        let owned: Vec<(TenantSlug, &mut RemoteSkill)> = remote
+            .iter_mut()
+            .filter_map(|r| owner_target(hub, r).map(|t| (t, r)))
+            .collect();
+        let each: Vec<_> = owned
+            .into_iter()
+            .map(|(target, r)| self.contain_one(target, r))
+            .collect();
+        let results: Vec<(u32, Option<(TenantSlug, Outcome)>)> = stream::iter(each)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let writes = results.iter().map(|(w, _)| w).sum();
+        (writes, results.into_iter().filter_map(|(_, o)| o).collect())
+    }
+
+    async fn contain_one(
+        &self,
+        target: TenantSlug,
+        r: &mut RemoteSkill,
+    ) -> (u32, Option<(TenantSlug, Outcome)>) {
+        let name = r.name.clone();
+        let skill_id = r.metadata.get("skill_id").cloned().unwrap_or_default();
+        let exposure = r.metadata.get(EXPOSURE).cloned();
+        match self.publisher.contain(r).await {
+            Ok(false) => (0, None),
+            Ok(true) => {
+                tracing::warn!(tenant = %self.hub, name = %name, was = exposure.as_deref(), "a skill open beyond its grants was narrowed back to them");
+                (1, Some((target, Outcome::Updated(name))))
+            }
+            Err(e) => (1, Some((target, self.failure(&skill_id, &name, &e)))),
+        }
+    }
+
+    fn records_access(&self) -> bool {
+        self.publisher.ownership() == Ownership::Ledger
+    }
+
+    /// Sets a skill's access, keeping the ledger's record of it true throughout: forgotten before the
+    /// first setting changes (a crash mid-way leaves "unknown", never a stale "as planned"), recorded once
+    /// all of it holds.
+    async fn apply_access(
+        &self,
+        name: &str,
+        remote_id: &str,
+        acl: &Acl,
+        fresh: bool,
+    ) -> Result<Option<AppliedAccess>, StepError> {
+        if self.records_access() && !fresh {
+            self.app
+                .hub
+                .set_applied_access(self.hub, name, None)
+                .await
+                .map_err(StepError::Store)?;
+        }
+        let at = OffsetDateTime::now_utc().unix_timestamp();
+        self.publisher
+            .set_access(remote_id, acl, fresh)
+            .await
+            .map_err(StepError::Anthropic)?;
+        let mut acl = acl.clone();
+        acl.organization = None;
+        Ok(self.records_access().then_some(AppliedAccess { acl, at }))
+    }
+
+    /// [`Ctx::apply_access`], then the record written (where nothing else writes the entry after it).
+    async fn apply_and_record(
+        &self,
+        name: &str,
+        remote_id: &str,
+        acl: &Acl,
+    ) -> Result<(), StepError> {
+        if let Some(applied) = self.apply_access(name, remote_id, acl, false).await? {
+            self.app
+                .hub
+                .set_applied_access(self.hub, name, Some(applied))
+                .await
+                .map_err(StepError::Store)?;
+        }
+        Ok(())
     }
 
     async fn ledger_put(
@@ -180,6 +315,7 @@ impl Ctx<'_> {
         target: &TenantSlug,
         d: &DesiredSkill,
         remote_id: &str,
+        applied_access: Option<AppliedAccess>,
     ) -> Result<(), StoreError> {
         let entry = LedgerEntry {
             name: d.skill.name.clone(),
@@ -189,6 +325,7 @@ impl Ctx<'_> {
             removed_at: None,
             content_hash: Some(d.skill.content_hash().to_owned()),
             claimed_at: None,
+            applied_access,
         };
         self.app.hub.put_ledger(self.hub, &entry).await
     }
@@ -207,6 +344,7 @@ impl Ctx<'_> {
             removed_at: None,
             content_hash: None,
             claimed_at: Some(OffsetDateTime::now_utc().unix_timestamp()),
+            applied_access: None,
         };
         self.app.hub.put_ledger(self.hub, &entry).await
     }
@@ -246,6 +384,13 @@ impl Ctx<'_> {
             },
             e,
         )
+    }
+
+    fn step_failure(&self, skill_id: &str, name: &str, e: StepError) -> Outcome {
+        match e {
+            StepError::Anthropic(e) => self.failure(skill_id, name, &e),
+            StepError::Store(e) => Self::unrecorded(skill_id, name, e),
+        }
     }
 
     fn refused(skill_id: &str, name: &str, reason: String) -> Outcome {
@@ -294,9 +439,9 @@ impl Ctx<'_> {
                 skill_id,
                 name,
                 acl,
-            } => match self.publisher.set_access(&remote_id, &acl, false).await {
+            } => match self.apply_and_record(&name, &remote_id, &acl).await {
                 Ok(()) => Outcome::Updated(name),
-                Err(e) => self.failure(&skill_id, &name, &e),
+                Err(e) => self.step_failure(&skill_id, &name, e),
             },
             Action::Delete {
                 remote_id,
@@ -317,6 +462,7 @@ impl Ctx<'_> {
                     removed_at: None,
                     content_hash: None,
                     claimed_at: None,
+                    applied_access: None,
                 };
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 match self
@@ -344,11 +490,22 @@ impl Ctx<'_> {
             Err(e) => return self.failure(&d.skill_id, &name, &e),
         };
         // The ledger first: a crash between here and the access still leaves the name resolvable.
-        if let Err(e) = self.ledger_put(target, &d, &remote_id).await {
+        if let Err(e) = self.ledger_put(target, &d, &remote_id, None).await {
             return Self::unrecorded(&d.skill_id, &name, e);
         }
-        if let Err(e) = self.publisher.set_access(&remote_id, &d.acl, true).await {
-            return self.failure(&d.skill_id, &name, &e);
+        let applied = match self.apply_access(&name, &remote_id, &d.acl, true).await {
+            Ok(a) => a,
+            Err(e) => return self.step_failure(&d.skill_id, &name, e),
+        };
+        if applied.is_some() {
+            if let Err(e) = self
+                .app
+                .hub
+                .set_applied_access(self.hub, &name, applied)
+                .await
+            {
+                return Self::unrecorded(&d.skill_id, &name, e);
+            }
         }
         Outcome::Created(name)
     }
@@ -374,12 +531,14 @@ impl Ctx<'_> {
         if r.metadata.get("content_hash").map(String::as_str) != Some(d.skill.content_hash()) {
             return self.update(target, &r.id, &d, acl.as_ref()).await;
         }
+        let mut applied = None;
         if let Some(acl) = acl {
-            if let Err(e) = self.publisher.set_access(&r.id, &acl, false).await {
-                return self.failure(&d.skill_id, &name, &e);
+            match self.apply_access(&name, &r.id, &acl, false).await {
+                Ok(a) => applied = a,
+                Err(e) => return self.step_failure(&d.skill_id, &name, e),
             }
         }
-        match self.ledger_put(target, &d, &r.id).await {
+        match self.ledger_put(target, &d, &r.id, applied).await {
             Ok(()) => Outcome::Created(name),
             Err(e) => Self::unrecorded(&d.skill_id, &name, e),
         }
@@ -396,12 +555,15 @@ impl Ctx<'_> {
         if let Err(e) = self.publisher.replace(remote_id, d).await {
             return self.failure(&d.skill_id, &name, &e);
         }
+        // A content-only update leaves the access unrecorded: the next full publish reads it back once.
+        let mut applied = None;
         if let Some(acl) = acl {
-            if let Err(e) = self.publisher.set_access(remote_id, acl, false).await {
-                return self.failure(&d.skill_id, &name, &e);
+            match self.apply_access(&name, remote_id, acl, false).await {
+                Ok(a) => applied = a,
+                Err(e) => return self.step_failure(&d.skill_id, &name, e),
             }
         }
-        match self.ledger_put(target, d, remote_id).await {
+        match self.ledger_put(target, d, remote_id, applied).await {
             Ok(()) => Outcome::Updated(name),
             Err(e) => Self::unrecorded(&d.skill_id, &name, e),
         }
@@ -584,28 +746,67 @@ impl App {
             }
         }
         self.heal_ledger(hub, &remote).await?;
+        let mut remote = remote;
+        // Before anything else: no skill of ours stays open beyond its grants.
+        let (contained, mut held) = ctx
+            .contain(&mut remote, self.config.publish_concurrency)
+            .await;
+        // Skills whose settings this run could not read wait for the run that can.
+        let unknown: BTreeSet<String> = remote
+            .iter()
+            .filter(|r| r.metadata.contains_key(ACCESS_UNKNOWN))
+            .map(|r| r.id.clone())
+            .collect();
 
-        let plans: Vec<_> = targets
+        let mut plans: Vec<_> = targets
             .iter()
             .map(|(target, state)| (target, state, plan(target, state, &remote, scope)))
             .collect();
-        // Where the org's write limit paces the publish, say up front how long it will take.
+        for (target, _, p) in plans.iter_mut() {
+            p.actions.retain(|a| {
+                let waits = match a {
+                    Action::SetAcl { remote_id, .. } => unknown.contains(remote_id),
+                    Action::Update {
+                        remote_id,
+                        acl: Some(_),
+                        ..
+                    } => unknown.contains(remote_id),
+                    _ => false,
+                };
+                let contained_failed = held.iter().any(|(t, o)| {
+                    t == *target && o.name() == a.name() && !matches!(o, Outcome::Updated(_))
+                });
+                if waits && !contained_failed {
+                    held.push(((*target).clone(), Outcome::Pending(a.name().to_owned())));
+                }
+                !waits && !contained_failed
+            });
+        }
+        // Where the org's limits pace the publish, say up front how long it will take.
         let writes: u32 = plans
             .iter()
             .flat_map(|(_, _, p)| p.actions.iter())
             .map(|a| ctx.publisher.writes_of(a))
             .sum();
-        let eta = ctx.publisher.writes_per_minute().map(|per_minute| Eta {
-            writes_planned: writes,
-            writes_per_minute: per_minute,
-            seconds: (f64::from(writes) * 60.0 / per_minute).ceil() as u64,
+        let reads = unknown.len() as u32;
+        let eta = ctx.publisher.writes_per_minute().map(|per_minute| {
+            let reads_per_minute = ctx.publisher.reads_per_minute().unwrap_or(per_minute);
+            let seconds =
+                f64::from(writes) * 60.0 / per_minute + f64::from(reads) * 60.0 / reads_per_minute;
+            Eta {
+                writes_planned: writes,
+                writes_per_minute: per_minute,
+                settings_to_read: reads,
+                reads_per_minute,
+                seconds: seconds.ceil() as u64,
+            }
         });
         if let Some(eta) = &eta {
-            tracing::info!(tenant = %hub, writes = eta.writes_planned, eta_seconds = eta.seconds, "publish planned");
+            tracing::info!(tenant = %hub, writes = eta.writes_planned, settings_to_read = reads, eta_seconds = eta.seconds, "publish planned");
         }
 
         let mut reports = Vec::new();
-        let mut writes_made = 0u32;
+        let mut writes_made = contained;
         let mut missing_workspaces = BTreeSet::new();
         for (target, state, p) in plans {
             let mut report = TargetReport {
@@ -647,7 +848,10 @@ impl App {
                 .buffer_unordered(self.config.publish_concurrency)
                 .collect()
                 .await;
-            for (calls, o) in outcomes {
+            let (here, rest): (Vec<_>, Vec<_>) = held.into_iter().partition(|(t, _)| t == target);
+            held = rest;
+            let held_here = here.into_iter().map(|(_, o)| (0, o));
+            for (calls, o) in outcomes.into_iter().chain(held_here) {
                 // An action left for the sweep sent nothing; any other was sent (a failure included).
                 if !matches!(o, Outcome::Pending(_)) {
                     writes_made += calls;
@@ -671,7 +875,12 @@ impl App {
                 &mut report.pending,
             ] {
                 list.sort();
+                list.dedup();
             }
+            // A skill narrowed before the plan ran is reported updated, whatever else was done to it.
+            let touched: BTreeSet<&String> = report.updated.iter().chain(&report.created).collect();
+            report.unchanged.retain(|n| !touched.contains(n));
+            report.updated.retain(|n| !report.created.contains(n));
             report.failed.sort_by(|a, b| a.name.cmp(&b.name));
             report.complete = report.pending.is_empty();
             reports.push(report);
@@ -948,6 +1157,22 @@ impl App {
                     .filter(|h| !h.is_empty())
                     .cloned(),
                 claimed_at: None,
+                // Settings this listing read are known from then on; others keep their record.
+                applied_access: match r
+                    .metadata
+                    .get(ACCESS_READ_AT)
+                    .and_then(|t| t.parse().ok())
+                    .filter(|_| r.acl.organization.as_ref() == r.metadata.get(EXPOSURE))
+                {
+                    Some(at) => Some(AppliedAccess {
+                        acl: Acl {
+                            organization: None,
+                            ..r.acl.clone()
+                        },
+                        at,
+                    }),
+                    None => ledger.get(&r.name).and_then(|e| e.applied_access.clone()),
+                },
             };
             if ledger.get(&r.name) != Some(&entry) {
                 tracing::info!(tenant = %hub, name = %r.name, "ledger entry restored from Anthropic");

@@ -37,6 +37,29 @@ pub struct LedgerEntry {
     /// between the create and its ledger write cannot turn our plugin into a foreign one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_at: Option<i64>,
+    /// The RBAC-group access we last applied in full (or read back), and when: a full publish plans from
+    /// it instead of re-reading every plugin's settings. Cleared before any change to the settings starts,
+    /// and distrusted once the feed reports a change made after it ([`DriftMark`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_access: Option<AppliedAccess>,
+}
+
+/// Installation settings known to hold on one plugin since `at` (unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedAccess {
+    pub acl: claresia_domain::catalog::Acl,
+    pub at: i64,
+}
+
+/// A [`DriftMark`] name that stands for every plugin of the Hub ("Republish all": check everything).
+pub const ALL_PLUGINS: &str = "*";
+
+/// The newest change to one of our plugins that the feed reported as made outside the connector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftMark {
+    pub name: String,
+    /// The activity's `created_at` (unix seconds).
+    pub at: i64,
 }
 
 /// How long a removed name keeps resolving telemetry: a week covers Anthropic's late visibility and
@@ -521,6 +544,74 @@ impl HubStore {
         hub: &TenantSlug,
     ) -> Result<BTreeMap<String, LedgerEntry>, StoreError> {
         self.query_parsed(hub, "LEDGER#").await
+    }
+
+    /// Records (or, with `None`, forgets) the access known to hold on a live ledger entry; nothing
+    /// happens to an entry that is absent or removed.
+    pub async fn set_applied_access(
+        &self,
+        hub: &TenantSlug,
+        name: &str,
+        applied: Option<AppliedAccess>,
+    ) -> Result<(), StoreError> {
+        let Some(doc) = self
+            .get_doc(tenant_pk(hub), format!("LEDGER#{name}"))
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut entry: LedgerEntry = parse(&doc)?;
+        if entry.removed_at.is_some() || entry.applied_access == applied {
+            return Ok(());
+        }
+        entry.applied_access = applied;
+        // Only over the entry just read: a concurrent tombstone or re-claim wins.
+        self.put_doc_if(
+            tenant_pk(hub),
+            format!("LEDGER#{name}"),
+            to_json(&entry)?,
+            &[],
+            &Expect::Doc(doc),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Notes a change to one of our plugins made outside the connector at `at` (keeps the newest).
+    pub async fn mark_drift(
+        &self,
+        hub: &TenantSlug,
+        name: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let doc = to_json(&DriftMark {
+            name: name.to_owned(),
+            at,
+        })?;
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(hub)))
+            .key(SK, AttributeValue::S(format!("DRIFT#{name}")))
+            .update_expression("SET #doc = :doc, drift_at = :at")
+            .condition_expression("attribute_not_exists(drift_at) OR drift_at < :at")
+            .expression_attribute_names("#doc", DOC)
+            .expression_attribute_values(":doc", AttributeValue::S(doc))
+            .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if crate::error::condition_failed(&e) => Ok(()),
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
+    }
+
+    /// Plugin name → the newest outside change the feed reported.
+    pub async fn drift_marks(&self, hub: &TenantSlug) -> Result<BTreeMap<String, i64>, StoreError> {
+        let marks: BTreeMap<String, DriftMark> = self.query_parsed(hub, "DRIFT#").await?;
+        Ok(marks.into_values().map(|m| (m.name, m.at)).collect())
     }
 
     // Publish reports.

@@ -38,6 +38,22 @@ const WRITE_PROBE_PLUGIN: &str = "plugin_claresiascopeprobe00000000000000";
 const CLAIM_SKEW_SECONDS: i64 = 60;
 /// Concurrent reads of installation settings while listing (the read pacer spaces them anyway).
 const READ_CONCURRENCY: usize = 4;
+/// Longest a create may take (or the client's attempt timeout, if shorter): it starts only if its
+/// organization-level `not_available` write still fits after this, so a plugin is never left open to the
+/// whole org by a deadline.
+const CREATE_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+/// What the `not_available` write after a create is given at least (or the attempt timeout, if shorter).
+const HIDE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+/// Metadata of a listed plugin of ours: its organization-level exposure (from the listing), when wider
+/// than `not_available`.
+pub const EXPOSURE: &str = "organization_exposure";
+/// Metadata of a listed plugin of ours whose settings were read by this listing: when (unix seconds).
+pub const ACCESS_READ_AT: &str = "access_read_at";
+/// Metadata of a listed plugin of ours whose settings are neither known nor read: the time left did not
+/// cover reading them (they are read by the next run, so a large listing resumes across ticks).
+pub const ACCESS_UNKNOWN: &str = "access_unknown";
+/// Settings are not read with less time left than this: what remains is for the writes.
+const READ_FLOOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The documented per-org limits (requests per minute), lowered or raised by configuration.
 #[derive(Debug, Clone, Copy)]
@@ -326,6 +342,7 @@ impl AnthropicSurface for EnterpriseSurface {
             pacers: self.pacers(key),
             deadline,
             groups: OnceCell::new(),
+            hidden: Mutex::new(BTreeSet::new()),
         })
     }
 }
@@ -338,6 +355,28 @@ struct PluginItem {
     manifest_version: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     created_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    organization_installation_preference: Option<String>,
+    #[serde(default)]
+    organization_installation_preference_inherited: Option<bool>,
+}
+
+impl PluginItem {
+    /// What the whole org gets from the plugin, as the listing says: `Some(None)` hidden by its own
+    /// `not_available`, `Some(Some(how))` anything wider (an inherited marketplace default included),
+    /// `None` when the listing does not say.
+    fn exposure(&self) -> Option<Option<String>> {
+        let pref = self.organization_installation_preference.as_deref();
+        match (self.organization_installation_preference_inherited, pref) {
+            (Some(false), Some("not_available")) => Some(None),
+            (Some(true), p) => Some(Some(format!(
+                "inherited ({})",
+                p.unwrap_or("the marketplace default")
+            ))),
+            (Some(false), Some(p)) => Some(Some(p.to_owned())),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -396,6 +435,8 @@ struct EnterprisePublisher<'a> {
     pacers: Arc<OrgPacers>,
     deadline: Deadline,
     groups: OnceCell<Result<BTreeSet<String>, String>>,
+    /// Plugins this publisher created and hid org-wide in the same breath.
+    hidden: Mutex<BTreeSet<String>>,
 }
 
 impl EnterprisePublisher<'_> {
@@ -403,13 +444,14 @@ impl EnterprisePublisher<'_> {
         &self,
         path: &str,
         query: &[(&str, String)],
+        deadline: Deadline,
     ) -> Result<Vec<T>, AnthropicError> {
         let call = Call::get(path, query)
             .beta(PLUGINS_BETA)
             .paced(&self.pacers.reads);
         self.surface
             .client
-            .list_all_pages(self.key, call, self.deadline)
+            .list_all_pages(self.key, call, deadline)
             .await
     }
 
@@ -429,9 +471,11 @@ impl EnterprisePublisher<'_> {
     }
 
     /// The plugin's access as its installation settings say.
-    async fn access(&self, plugin_id: &str) -> Result<Acl, AnthropicError> {
+    async fn access(&self, plugin_id: &str, deadline: Deadline) -> Result<Acl, AnthropicError> {
         let path = format!("{PLUGINS}/{plugin_id}/installation_settings");
-        let settings: Vec<SettingItem> = self.read(&path, &[("limit", "100".into())]).await?;
+        let settings: Vec<SettingItem> = self
+            .read(&path, &[("limit", "100".into())], deadline)
+            .await?;
         let mut acl = Acl {
             organization: Some("inherited".into()),
             ..Acl::default()
@@ -499,6 +543,91 @@ impl EnterprisePublisher<'_> {
     }
 }
 
+impl EnterprisePublisher<'_> {
+    /// One plugin of ours as the plan reads it. Its settings are read when the scope asks for them or
+    /// nothing is known of them, and only while time is left for writes (else `ACCESS_UNKNOWN`).
+    async fn owned(
+        &self,
+        p: PluginItem,
+        entry: &LedgerEntry,
+        access_of: Option<&BTreeSet<String>>,
+    ) -> Result<RemoteSkill, AnthropicError> {
+        let exposure = p.exposure();
+        // Settings known to hold (applied or read back, no outside change since) are not read again: a
+        // no-change publish of a large org costs its plugin list, not a read per plugin.
+        let known = entry.applied_access.as_ref().filter(|_| exposure.is_some());
+        let read = access_of.map_or(known.is_none(), |s| s.contains(&entry.skill_id));
+        let mut metadata = BTreeMap::from([
+            ("managed_by".to_owned(), MANAGED_BY.to_owned()),
+            ("tenant".to_owned(), entry.target.to_string()),
+            ("hub_tenant".to_owned(), self.hub.to_string()),
+            ("skill_id".to_owned(), entry.skill_id.clone()),
+        ]);
+        let unknown = Acl {
+            organization: exposure.clone().flatten(),
+            ..Acl::default()
+        };
+        let acl = if !read {
+            let mut acl = known.map(|k| k.acl.clone()).unwrap_or_default();
+            acl.organization = exposure.clone().flatten();
+            acl
+        } else {
+            let at = OffsetDateTime::now_utc().unix_timestamp();
+            let left = self.deadline.remaining().saturating_sub(READ_FLOOR);
+            let answer = if left.is_zero() {
+                None
+            } else {
+                Some(self.access(&p.id, Deadline::after(left)).await)
+            };
+            match answer {
+                None => {
+                    metadata.insert(ACCESS_UNKNOWN.to_owned(), "true".into());
+                    unknown
+                }
+                Some(Ok(acl)) => {
+                    metadata.insert(ACCESS_READ_AT.to_owned(), at.to_string());
+                    acl
+                }
+                Some(Err(e)) if e.is_timeout() => {
+                    metadata.insert(ACCESS_UNKNOWN.to_owned(), "true".into());
+                    unknown
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        };
+        match &exposure {
+            Some(Some(how)) => {
+                metadata.insert(EXPOSURE.to_owned(), how.clone());
+            }
+            // The listing did not say: what the settings said is the exposure.
+            None => {
+                if let Some(how) = &acl.organization {
+                    metadata.insert(EXPOSURE.to_owned(), how.clone());
+                }
+            }
+            Some(None) => {}
+        }
+        let recorded = entry.content_hash.clone().unwrap_or_default();
+        // A version uploaded by someone else serves other content: compare what is served.
+        let served_matches = p
+            .manifest_version
+            .as_deref()
+            .is_none_or(|v| v == bundle_version(&recorded));
+        let content_hash = if served_matches {
+            recorded
+        } else {
+            format!("served:{}", p.manifest_version.unwrap_or_default())
+        };
+        metadata.insert("content_hash".to_owned(), content_hash);
+        Ok(RemoteSkill {
+            id: p.id,
+            name: p.name,
+            metadata,
+            acl,
+        })
+    }
+}
+
 /// Whether `plugin` is the one `entry` records: the same id, or (a claim) created after the claim.
 fn claimed_by(entry: &LedgerEntry, plugin: &PluginItem) -> bool {
     if entry.removed_at.is_some() {
@@ -525,7 +654,7 @@ impl Publisher for EnterprisePublisher<'_> {
             ("limit", "100".into()),
             ("owner_type", "organization".into()),
         ];
-        let plugins: Vec<PluginItem> = self.read(PLUGINS, &query).await?;
+        let plugins: Vec<PluginItem> = self.read(PLUGINS, &query, self.deadline).await?;
         let relevant = plugins
             .into_iter()
             .filter(|p| p.name.starts_with("claresia-"));
@@ -546,53 +675,75 @@ impl Publisher for EnterprisePublisher<'_> {
                         acl: Acl::default(),
                     });
                 };
-                let wanted = access_of.is_none_or(|s| s.contains(&entry.skill_id));
-                let acl = if wanted {
-                    self.access(&p.id).await?
-                } else {
-                    Acl::default()
-                };
-                let recorded = entry.content_hash.clone().unwrap_or_default();
-                // A version uploaded by someone else serves other content: compare what is served.
-                let served_matches = p
-                    .manifest_version
-                    .as_deref()
-                    .is_none_or(|v| v == bundle_version(&recorded));
-                let content_hash = if served_matches {
-                    recorded
-                } else {
-                    format!("served:{}", p.manifest_version.unwrap_or_default())
-                };
-                Ok(RemoteSkill {
-                    id: p.id,
-                    name: p.name,
-                    metadata: BTreeMap::from([
-                        ("managed_by".to_owned(), MANAGED_BY.to_owned()),
-                        ("tenant".to_owned(), entry.target.to_string()),
-                        ("hub_tenant".to_owned(), self.hub.to_string()),
-                        ("skill_id".to_owned(), entry.skill_id.clone()),
-                        ("content_hash".to_owned(), content_hash),
-                    ]),
-                    acl,
-                })
+                self.owned(p, &entry, access_of).await
             })
             .buffered(READ_CONCURRENCY)
             .try_collect()
             .await
     }
 
+    /// A new plugin inherits the marketplace default, which may install it for everyone: its
+    /// organization-level `not_available` is booked with the create and sent right after it, and the
+    /// create does not start unless both fit before the deadline.
     async fn create(&self, desired: &DesiredSkill) -> Result<String, AnthropicError> {
+        let deadline = self.deadline;
+        let attempt = self.surface.client.attempt_timeout();
+        let create_attempt = CREATE_ATTEMPT.min(attempt);
+        let fits = |slots: &[std::time::Instant]| {
+            let hide_at = slots[1].max(slots[0] + create_attempt);
+            hide_at + HIDE_BUDGET.min(attempt) <= std::time::Instant::now() + deadline.remaining()
+        };
+        let Some(slots) = self.pacers.writes.reserve(2, fits).await else {
+            return Err(AnthropicError::Transport {
+                message:
+                    "deadline too close to create a plugin and hide it org-wide; left for the sweep"
+                        .into(),
+                timeout: true,
+                attempts: 0,
+            });
+        };
         let files = bundle(desired);
-        let created = self
-            .write(Method::POST, PLUGINS, Body::Files(&files))
+        let call = Call::new(Method::POST, PLUGINS, Body::Files(&files))
+            .beta(PLUGINS_BETA)
+            .in_slot(&self.pacers.writes, slots[0]);
+        let create_deadline = Deadline::at(slots[0] + create_attempt);
+        let created: Value = self
+            .surface
+            .client
+            .call(self.key, call, create_deadline)
             .await?;
-        match created["id"].as_str() {
-            Some(id) if id.starts_with("plugin_") => Ok(id.to_owned()),
-            _ => Err(AnthropicError::Decode {
-                message: "POST /v1/organizations/plugins: the created plugin has no id".into(),
-                request_id: None,
-            }),
+        let id = match created["id"].as_str() {
+            Some(id) if id.starts_with("plugin_") => id.to_owned(),
+            _ => {
+                return Err(AnthropicError::Decode {
+                    message: "POST /v1/organizations/plugins: the created plugin has no id".into(),
+                    request_id: None,
+                })
+            }
+        };
+        let path = format!("{PLUGINS}/{id}/installation_settings/organization");
+        let body = json!({"installation_preference": "not_available"});
+        let hide = Call::new(Method::POST, &path, Body::Json(&body))
+            .beta(PLUGINS_BETA)
+            .in_slot(&self.pacers.writes, slots[1]);
+        match self
+            .surface
+            .client
+            .call::<Value>(self.key, hide, deadline)
+            .await
+        {
+            Ok(_) => {
+                self.hidden
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone());
+            }
+            // Reported by `set_access`, which sends it again; every publish contains it first anyway.
+            Err(e) => {
+                tracing::warn!(plugin = %id, error = %e, "a new plugin could not be hidden org-wide yet")
+            }
         }
+        Ok(id)
     }
 
     async fn replace(&self, remote_id: &str, desired: &DesiredSkill) -> Result<(), AnthropicError> {
@@ -612,12 +763,17 @@ impl Publisher for EnterprisePublisher<'_> {
         fresh: bool,
     ) -> Result<(), AnthropicError> {
         let current = if fresh {
+            let hidden = self
+                .hidden
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(remote_id);
             Acl {
-                organization: Some("inherited".into()),
+                organization: (!hidden).then(|| "inherited".into()),
                 ..Acl::default()
             }
         } else {
-            self.access(remote_id).await?
+            self.access(remote_id, self.deadline).await?
         };
         if current.organization.is_some() {
             self.set_setting(
@@ -638,6 +794,22 @@ impl Publisher for EnterprisePublisher<'_> {
             self.set_setting(remote_id, group, None).await?;
         }
         Ok(())
+    }
+
+    async fn contain(&self, remote: &mut RemoteSkill) -> Result<bool, AnthropicError> {
+        let Some(how) = remote.metadata.remove(EXPOSURE) else {
+            return Ok(false);
+        };
+        self.set_setting(
+            &remote.id,
+            "organization",
+            Some(InstallationPreference::NotAvailable),
+        )
+        .await?;
+        if remote.acl.organization.as_deref() == Some(how.as_str()) {
+            remote.acl.organization = None;
+        }
+        Ok(true)
     }
 
     async fn delete(&self, remote_id: &str) -> Result<(), AnthropicError> {
@@ -705,6 +877,10 @@ impl Publisher for EnterprisePublisher<'_> {
 
     fn writes_per_minute(&self) -> Option<f64> {
         Some(self.surface.limits.writes_per_minute)
+    }
+
+    fn reads_per_minute(&self) -> Option<f64> {
+        Some(self.surface.limits.reads_per_minute)
     }
 
     fn writes_of(&self, action: &Action) -> u32 {

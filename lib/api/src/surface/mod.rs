@@ -48,6 +48,11 @@ pub trait Publisher: Send + Sync {
         fresh: bool,
     ) -> Result<(), AnthropicError>;
     async fn delete(&self, remote_id: &str) -> Result<(), AnthropicError>;
+    /// Narrows a skill of ours whose access is wider than its grants (a plugin open to the whole org)
+    /// back to them, before anything else is written; `true` if it wrote.
+    async fn contain(&self, _remote: &mut RemoteSkill) -> Result<bool, AnthropicError> {
+        Ok(false)
+    }
     /// Why `acl` cannot be applied (e.g. a group the org does not have), before anything is written.
     async fn check_access(&self, _acl: &Acl) -> Result<(), String> {
         Ok(())
@@ -57,6 +62,10 @@ pub trait Publisher: Send + Sync {
     fn ownership(&self) -> Ownership;
     /// The org's write limit when the plan must be paced to it (for the publish report's ETA).
     fn writes_per_minute(&self) -> Option<f64>;
+    /// The org's read limit, where reads left for a later run pace it too (for the ETA).
+    fn reads_per_minute(&self) -> Option<f64> {
+        None
+    }
     /// How many writes an action takes at most.
     fn writes_of(&self, action: &Action) -> u32;
 }
