@@ -38,9 +38,9 @@ const WRITE_PROBE_PLUGIN: &str = "plugin_claresiascopeprobe00000000000000";
 const CLAIM_SKEW_SECONDS: i64 = 60;
 /// Concurrent reads of installation settings while listing (the read pacer spaces them anyway).
 const READ_CONCURRENCY: usize = 4;
-/// Longest a create may take (or the client's attempt timeout, if shorter): it starts only if its
-/// organization-level `not_available` write still fits after this, so a plugin is never left open to the
-/// whole org by a deadline.
+/// Longest a create may take (or the client's attempt timeout, or a quarter of the run's time, if
+/// shorter): it starts only if its organization-level `not_available` write still fits after this, so a
+/// plugin is never left open to the whole org by a deadline.
 const CREATE_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
 /// What the `not_available` write after a create is given at least (or the attempt timeout, if shorter).
 const HIDE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
@@ -52,7 +52,8 @@ pub const ACCESS_READ_AT: &str = "access_read_at";
 /// Metadata of a listed plugin of ours whose settings are neither known nor read: the time left did not
 /// cover reading them (they are read by the next run, so a large listing resumes across ticks).
 pub const ACCESS_UNKNOWN: &str = "access_unknown";
-/// Settings are not read with less time left than this: what remains is for the writes.
+/// Settings are not read with less time left than this (or a third of the run's time, if less): what
+/// remains is for the writes.
 const READ_FLOOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The documented per-org limits (requests per minute), lowered or raised by configuration.
@@ -343,6 +344,7 @@ impl AnthropicSurface for EnterpriseSurface {
             deadline,
             groups: OnceCell::new(),
             hidden: Mutex::new(BTreeSet::new()),
+            budget: deadline.remaining(),
         })
     }
 }
@@ -437,6 +439,8 @@ struct EnterprisePublisher<'a> {
     groups: OnceCell<Result<BTreeSet<String>, String>>,
     /// Plugins this publisher created and hid org-wide in the same breath.
     hidden: Mutex<BTreeSet<String>>,
+    /// The run's whole time, which bounds what one step may take (a short sweep still creates and reads).
+    budget: std::time::Duration,
 }
 
 impl EnterprisePublisher<'_> {
@@ -573,7 +577,8 @@ impl EnterprisePublisher<'_> {
             acl
         } else {
             let at = OffsetDateTime::now_utc().unix_timestamp();
-            let left = self.deadline.remaining().saturating_sub(READ_FLOOR);
+            let floor = READ_FLOOR.min(self.budget / 3);
+            let left = self.deadline.remaining().saturating_sub(floor);
             let answer = if left.is_zero() {
                 None
             } else {
@@ -687,11 +692,12 @@ impl Publisher for EnterprisePublisher<'_> {
     /// create does not start unless both fit before the deadline.
     async fn create(&self, desired: &DesiredSkill) -> Result<String, AnthropicError> {
         let deadline = self.deadline;
-        let attempt = self.surface.client.attempt_timeout();
+        let attempt = self.surface.client.attempt_timeout().min(self.budget / 4);
         let create_attempt = CREATE_ATTEMPT.min(attempt);
+        let hide_budget = HIDE_BUDGET.min(attempt);
         let fits = |slots: &[std::time::Instant]| {
             let hide_at = slots[1].max(slots[0] + create_attempt);
-            hide_at + HIDE_BUDGET.min(attempt) <= std::time::Instant::now() + deadline.remaining()
+            hide_at + hide_budget <= std::time::Instant::now() + deadline.remaining()
         };
         let Some(slots) = self.pacers.writes.reserve(2, fits).await else {
             return Err(AnthropicError::Transport {
