@@ -128,4 +128,50 @@ impl TestEnv {
         self.put_doc(tenant, &format!("/archetypes/{name}"), &doc)
             .await
     }
+
+    /// `GET …/installation_settings` requests the simulator received.
+    pub async fn settings_reads(&self) -> usize {
+        self.sim_requests()
+            .await
+            .iter()
+            .filter(|r| {
+                r["method"] == "GET"
+                    && r["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with("/installation_settings")
+            })
+            .count()
+    }
+
+    /// Requests the simulator received on one route (`"POST /v1/organizations/plugins"`).
+    pub async fn route_requests(&self, route: &str) -> u64 {
+        self.sim_get("/_sim/state").await["routes"][route]["requests"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// `POST /tenants/{tenant}/republish` as the tenant.
+    pub async fn republish(&self, tenant: &str) -> (u16, Value) {
+        self.call(
+            As::Tenant(tenant),
+            "POST",
+            &format!("/tenants/{tenant}/republish"),
+            None,
+        )
+        .await
+    }
+
+    /// A full publish of `hub` as the sweep runs it (20 s).
+    pub async fn full_publish(&self, hub: &str) -> claresia_api::publish::PublishReport {
+        let hub = claresia_domain::TenantSlug::parse(hub).unwrap();
+        self.app
+            .publish(
+                &hub,
+                None,
+                claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20)),
+            )
+            .await
+            .unwrap()
+    }
 }

@@ -175,14 +175,7 @@ async fn enterprise_flow_connect_attest_publish_per_group_rerun_change_revoke_of
 
     // Rerun: nothing written to Anthropic.
     let before = env.enterprise_writes().await;
-    let (s, b) = env
-        .call(
-            As::Tenant(TENANT),
-            "POST",
-            &format!("/tenants/{TENANT}/republish"),
-            None,
-        )
-        .await;
+    let (s, b) = env.republish(TENANT).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
         b["targets"][0]["unchanged"].as_array().unwrap().len(),
@@ -687,14 +680,7 @@ async fn a_setting_changed_in_the_ui_is_put_back_by_the_next_reconcile() {
         )
         .await;
     }
-    let (s, b) = env
-        .call(
-            As::Tenant(TENANT),
-            "POST",
-            &format!("/tenants/{TENANT}/republish"),
-            None,
-        )
-        .await;
+    let (s, b) = env.republish(TENANT).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
         b["targets"][0]["updated"],
@@ -890,15 +876,7 @@ async fn a_publish_cut_by_its_deadline_at_every_point_never_opens_a_plugin_beyon
     assert!(cut_mid_way > 0, "no deadline fell amid the creates");
     env.sim_send("DELETE", "/_sim/faults", json!({})).await;
     // And the sweep finishes the rest, every plugin reaching product.
-    let report = env
-        .app
-        .publish(
-            &hub,
-            None,
-            claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20)),
-        )
-        .await
-        .unwrap();
+    let report = env.full_publish(TENANT).await;
     assert!(report.complete, "{report:?}");
     let state = env.enterprise_state().await;
     assert_eq!(state["plugins"].as_array().unwrap().len(), 96);
@@ -952,15 +930,7 @@ async fn kill_and_recover(cut: std::time::Duration) -> bool {
         })
         .collect();
     let seen = env.sim_requests().await.len();
-    let report = env
-        .app
-        .publish(
-            &hub,
-            None,
-            claresia_anthropic::Deadline::after(std::time::Duration::from_secs(20)),
-        )
-        .await
-        .unwrap();
+    let report = env.full_publish(TENANT).await;
     assert!(report.complete, "cut {cut:?}: {report:?}");
     assert_contained(&env, GROUP_PRODUCT, &format!("after the cut at {cut:?}")).await;
     // Before anything else, the next publish hid every exposed plugin.
@@ -1003,4 +973,283 @@ async fn a_publish_killed_at_every_point_is_contained_first_by_the_next() {
         exposed_cases > 0,
         "no cut fell between a create and its hiding"
     );
+}
+
+#[tokio::test]
+async fn an_unnamed_orgs_key_rotates_in_only_if_it_reaches_the_org_of_the_tenants_plugins() {
+    let env = TestEnv::enterprise().await;
+    let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    // Neither org is named to its keys by /organizations/me.
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"me_answers": false}),
+    )
+    .await;
+    let other = env
+        .sim_send(
+            "POST",
+            "/_sim/orgs",
+            json!({"name": "Other Motors", "kind": "enterprise"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{other}"),
+        json!({"me_answers": false}),
+    )
+    .await;
+    let (s, b) = env
+        .connect_enterprise(TENANT, ENTERPRISE_KEY, Some("DPA-1"))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    env.put_example_skills(TENANT).await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    // A key of the other org: its plugin list is not this tenant's, so it is refused, nothing stored.
+    let foreign = env
+        .sim_send("POST", &format!("/_sim/orgs/{other}/keys"), json!({}))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = env.connect_enterprise(TENANT, &foreign, None).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("organization_mismatch")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disconnect the tenant first"),
+        "{b}"
+    );
+    let record = env.app.hub.connection(&hub).await.unwrap().unwrap();
+    let original = claresia_domain::AdminKey::parse(ENTERPRISE_KEY).unwrap();
+    assert_eq!(record.key_fingerprint, original.fingerprint().to_string());
+    assert_eq!(env.app.keys.get(&hub).await.unwrap(), Some(original));
+    // Another key of the same org rotates in.
+    let same = env
+        .sim_send(
+            "POST",
+            &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/keys"),
+            json!({}),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = env.connect_enterprise(TENANT, &same, None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["rotated"], true, "{b}");
+}
+
+/// The record names its key, and the secret version it names holds that key.
+async fn assert_record_and_secret_agree(
+    env: &TestEnv,
+    hub: &claresia_domain::TenantSlug,
+    round: u32,
+) {
+    let record = env.app.hub.connection(hub).await.unwrap().unwrap();
+    if record.state == claresia_domain::ConnectionState::Disconnected {
+        return;
+    }
+    let key = env
+        .app
+        .keys
+        .get_version(hub, record.secret_version_id.as_deref())
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("round {round}: the record's secret version is gone"));
+    assert_eq!(
+        key.fingerprint().to_string(),
+        record.key_fingerprint,
+        "round {round}: the record and the secret name different keys"
+    );
+    let secret = env
+        .secrets()
+        .describe_secret()
+        .secret_id(env.secret_name(hub.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        secret.deleted_date().is_none(),
+        "round {round}: a connected record over a secret scheduled for deletion"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_rotations_and_disconnects_leave_the_record_and_the_secret_consistent() {
+    let env = TestEnv::start().await;
+    let hub = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    assert_eq!(env.connect(TENANT, GOOD_KEY).await.0, 201);
+    for round in 0..20u32 {
+        // Two admins rotate at once.
+        let (a, b) = tokio::join!(
+            env.connect(TENANT, GOOD_KEY),
+            env.connect(TENANT, ROTATED_KEY)
+        );
+        assert!(a.0 < 500 && b.0 < 500, "round {round}: {a:?} {b:?}");
+        assert_record_and_secret_agree(&env, &hub, round).await;
+        // A rotation races an offboarding.
+        let path = format!("/tenants/{TENANT}/connection");
+        let key = if round % 2 == 0 {
+            ROTATED_KEY
+        } else {
+            GOOD_KEY
+        };
+        let (c, d) = tokio::join!(
+            env.connect(TENANT, key),
+            env.call(As::Tenant(TENANT), "DELETE", &path, None)
+        );
+        assert!(c.0 < 500 && d.0 < 500, "round {round}: {c:?} {d:?}");
+        assert_record_and_secret_agree(&env, &hub, round).await;
+        let (s, b) = env.connect(TENANT, GOOD_KEY).await;
+        assert!(s == 200 || s == 201, "round {round}: {b}");
+    }
+}
+
+#[tokio::test]
+async fn answers_anthropic_says_not_to_repeat_are_refusals_and_a_pending_registration_becomes_a_version(
+) {
+    let env = TestEnv::enterprise_connected(TENANT).await;
+    const CREATE: &str = "POST /v1/organizations/plugins";
+    const VERSION: &str = "POST /v1/organizations/plugins/{plugin_id}/versions";
+    // A 500 with x-should-retry: false is deterministic: sent once, reported with its reason.
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": CREATE, "fail": {"status": 500, "count": 1, "should_retry": false}}),
+    )
+    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let t = &b["publish"]["targets"][0];
+    assert_eq!(t["pending"], json!([]), "not an outage: {b}");
+    assert!(
+        t["failed"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retrying will not help"),
+        "{b}"
+    );
+    assert_eq!(env.route_requests(CREATE).await, 1, "never repeated");
+    // A 429 without retry-after is a spend cap: a refusal naming it.
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": CREATE, "spend_cap": 1}),
+    )
+    .await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "engineer",
+            json!({"skills": ["standup-notes"], "group_ids": [GROUP_ENGINEERING]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let failed = &b["publish"]["targets"][0]["failed"];
+    assert!(
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["reason"].as_str().unwrap().contains("spend cap")),
+        "{b}"
+    );
+    assert_eq!(b["publish"]["pending"], false, "{b}");
+    // A create stored but not registered: the same files go up as a version, the create is never resent.
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"registration_pending": 1}),
+    )
+    .await;
+    let creates = env.route_requests(CREATE).await;
+    let (s, b) = env.republish(TENANT).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["complete"], true, "{b}");
+    assert_eq!(
+        env.route_requests(CREATE).await - creates,
+        2,
+        "one create per skill"
+    );
+    assert_eq!(env.route_requests(VERSION).await, 1);
+    let plugins = env.enterprise_state().await["plugins"].clone();
+    assert_eq!(plugins.as_array().unwrap().len(), 2, "{plugins}");
+    let s = env.plugin_settings().await;
+    assert_eq!(
+        s["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    assert_eq!(
+        s["claresia-dainese-standup-notes"],
+        json!({"organization": "not_available", GROUP_ENGINEERING: "auto_install"})
+    );
+}
+
+#[tokio::test]
+async fn a_version_pinned_in_the_ui_is_reported_per_skill_and_new_content_is_uploaded_once() {
+    let env = TestEnv::enterprise_connected(TENANT).await;
+    const VERSION: &str = "POST /v1/organizations/plugins/{plugin_id}/versions";
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    // An admin pins the version served now.
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+        json!({"plugin_name": "claresia-dainese-prd-review", "pin_served_version": true}),
+    )
+    .await;
+    // The skill changes: its new content is uploaded once, and the report says members keep the pinned one.
+    let mut ir = example("skill-prd-review.json");
+    ir["title"] = json!("PRD review v2");
+    let (s, b) = env.put_doc(TENANT, "/skills/prd-review", &ir).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(env.route_requests(VERSION).await, 1, "{b}");
+    for run in 0..2 {
+        let (s, b) = env.republish(TENANT).await;
+        assert_eq!(s, 200, "{b}");
+        let t = &b["targets"][0];
+        assert_eq!(
+            t["updated"],
+            json!([]),
+            "run {run}: never uploaded again: {b}"
+        );
+        assert!(
+            t["failed"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("pinned the served version"),
+            "run {run}: {b}"
+        );
+        assert_eq!(t["failed"][0]["skill_id"], "prd-review");
+    }
+    assert_eq!(env.route_requests(VERSION).await, 1);
 }

@@ -359,21 +359,6 @@ async fn the_feed_stores_our_plugin_lifecycle_once_and_drift_is_shown_and_repair
         .contains_key("claresia-dainese-prd-review"));
 }
 
-/// `GET …/installation_settings` requests the simulator received.
-async fn settings_reads(env: &TestEnv) -> usize {
-    env.sim_requests()
-        .await
-        .iter()
-        .filter(|r| {
-            r["method"] == "GET"
-                && r["path"]
-                    .as_str()
-                    .unwrap_or("")
-                    .ends_with("/installation_settings")
-        })
-        .count()
-}
-
 #[tokio::test]
 async fn recorded_settings_are_trusted_until_the_feed_reports_a_change_or_an_admin_republishes_all()
 {
@@ -384,11 +369,11 @@ async fn recorded_settings_are_trusted_until_the_feed_reports_a_change_or_an_adm
             .publish(&hub, None, Deadline::after(Duration::from_secs(20)))
     };
     // The ledger holds what was applied: a no-change publish reads the plugin list and nothing else.
-    let (reads, writes) = (settings_reads(&env).await, env.enterprise_writes().await);
+    let (reads, writes) = (env.settings_reads().await, env.enterprise_writes().await);
     let r = full().await.unwrap();
     assert_eq!(r.writes, 0, "{r:?}");
     assert_eq!(
-        settings_reads(&env).await,
+        env.settings_reads().await,
         reads,
         "no plugin's settings were read"
     );
@@ -408,7 +393,7 @@ async fn recorded_settings_are_trusted_until_the_feed_reports_a_change_or_an_adm
     )
     .await;
     tick(&env).await;
-    let reads = settings_reads(&env).await;
+    let reads = env.settings_reads().await;
     let r = full().await.unwrap();
     assert_eq!(
         r.targets[0].updated,
@@ -416,7 +401,7 @@ async fn recorded_settings_are_trusted_until_the_feed_reports_a_change_or_an_adm
         "{r:?}"
     );
     // Its settings were read (once to plan, once before the change), and no other plugin's.
-    assert_eq!(settings_reads(&env).await - reads, 2);
+    assert_eq!(env.settings_reads().await - reads, 2);
     let s = env.plugin_settings().await;
     assert_eq!(
         s["claresia-dainese-prd-review"],
@@ -424,25 +409,18 @@ async fn recorded_settings_are_trusted_until_the_feed_reports_a_change_or_an_adm
     );
     // The repair is recorded: the next publish writes nothing and reads no other plugin's settings (the
     // repaired one's only while the drift is inside the minute of clock skew allowed for).
-    let reads = settings_reads(&env).await;
+    let reads = env.settings_reads().await;
     assert_eq!(full().await.unwrap().writes, 0);
-    assert!(settings_reads(&env).await - reads <= 1);
-    let reads = settings_reads(&env).await;
+    assert!(env.settings_reads().await - reads <= 1);
+    let reads = env.settings_reads().await;
     // "Republish all" checks every plugin's settings.
-    let (s, b) = env
-        .call(
-            As::Tenant(TENANT),
-            "POST",
-            &format!("/tenants/{TENANT}/republish"),
-            None,
-        )
-        .await;
+    let (s, b) = env.republish(TENANT).await;
     assert_eq!(s, 200, "{b}");
     let plugins = env.enterprise_state().await["plugins"]
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(settings_reads(&env).await - reads, plugins);
+    assert_eq!(env.settings_reads().await - reads, plugins);
 }
 
 #[tokio::test]
@@ -500,7 +478,7 @@ async fn a_large_org_without_recorded_settings_reads_them_across_runs_saying_how
         .values()
         .filter(|e| e.removed_at.is_none())
         .all(|e| e.applied_access.is_some()));
-    let reads = settings_reads(&env).await;
+    let reads = env.settings_reads().await;
     assert_eq!(
         env.app
             .publish(&hub, None, Deadline::after(Duration::from_secs(20)))
@@ -509,5 +487,303 @@ async fn a_large_org_without_recorded_settings_reads_them_across_runs_saying_how
             .writes,
         0
     );
-    assert_eq!(settings_reads(&env).await, reads);
+    assert_eq!(env.settings_reads().await, reads);
+}
+
+/// Feed requests the simulator received.
+async fn asked(env: &TestEnv) -> usize {
+    env.sim_requests()
+        .await
+        .iter()
+        .filter(|r| r["path"] == "/v1/compliance/activities")
+        .count()
+}
+
+/// The cursor as the tenant's status shows it.
+async fn cursor(env: &TestEnv) -> Value {
+    let (_, st) = get(env, &format!("/tenants/{TENANT}/connection")).await;
+    st["last_poll"]["cursor"].clone()
+}
+
+/// Twelve installation changes of standup-notes by the connector's own key (audit events, not drift).
+async fn backlog(env: &TestEnv) {
+    for i in 0..6 {
+        for pref in ["available", "auto_install"] {
+            let (s, b) = env
+                .put_archetype(
+                    TENANT,
+                    "eng",
+                    json!({"skills": ["standup-notes"], "group_ids": [GROUP_ENGINEERING],
+                           "installation_preference": pref}),
+                )
+                .await;
+            assert!(s == 200 || s == 201, "{i}: {b}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_feed_backlog_longer_than_a_tick_converges_the_cursor_saved_after_every_page() {
+    let env = published().await;
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    backlog(&env).await;
+    // Two activities a page, each page 700 ms: a tick with 3.5 s reads two pages, then stops with 2 s left.
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"feed_page_cap": 2}),
+    )
+    .await;
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/compliance/activities", "latency_ms": 700}),
+    )
+    .await;
+    let before = audit(&env).await.len();
+    let mut cursors = vec![cursor(&env).await];
+    let mut ticks = 0;
+    loop {
+        ticks += 1;
+        assert!(ticks <= 10, "the backlog never converged: {cursors:?}");
+        let r = env
+            .app
+            .poll_all(Deadline::after(Duration::from_millis(3500)))
+            .await
+            .unwrap();
+        let outcome = serde_json::to_value(&r.results).unwrap()[0]["outcome"].clone();
+        eprintln!("DEBUG {}", serde_json::to_value(&r.results).unwrap());
+        let now = cursor(&env).await;
+        assert_ne!(
+            Some(&now),
+            cursors.last(),
+            "tick {ticks} saved no page: {outcome}"
+        );
+        cursors.push(now);
+        if outcome == "ok" {
+            break;
+        }
+        assert_eq!(outcome, "behind");
+        assert_eq!(r.deferred, 1, "a bounded catch-up is not a success");
+        let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+        assert!(
+            st["last_poll"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("cut short"),
+            "{st}"
+        );
+    }
+    assert!(ticks >= 2, "the backlog fit in one tick: {cursors:?}");
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    // Every activity of the backlog stored once.
+    let after = audit(&env).await;
+    let ids: std::collections::BTreeSet<&str> = after
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), after.len());
+    assert!(after.len() >= before + 12, "{} → {}", before, after.len());
+}
+
+#[tokio::test]
+async fn an_activity_indexed_late_is_read_by_the_overlap_once_and_repaired() {
+    let env = published().await;
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    // prd-review's settings were last applied at t0; an admin changes them a second later, but the feed
+    // indexes that change only after the connector's later writes (to standup-notes) moved the cursor.
+    let t0 = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    backlog(&env).await;
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    let late = (t0.elapsed() - Duration::from_secs(1)).as_secs();
+    env.sim_send(
+        "POST",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}/ui_change"),
+        json!({"plugin_name": "claresia-dainese-prd-review", "target": GROUP_SALES,
+               "installation_preference": "required", "indexed_late_seconds": late}),
+    )
+    .await;
+    let before = audit(&env).await.len();
+    let results = tick(&env).await;
+    assert_eq!(results[0]["outcome"], "ok", "{results}");
+    assert_eq!(results[0]["events_ingested"], 1, "{results}");
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert_eq!(st["publish_pending"], true, "{st}");
+    assert_eq!(
+        st["last_poll"]["drift"][0]["activity_type"],
+        "plugin_installation_preference_updated"
+    );
+    assert_eq!(audit(&env).await.len(), before + 1);
+    // The sweep puts it back; later ticks re-read the window and store, count and flag nothing again.
+    env.app
+        .sweep_pending(Deadline::after(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.plugin_settings().await["claresia-dainese-prd-review"],
+        json!({"organization": "not_available", GROUP_PRODUCT: "auto_install"})
+    );
+    let results = tick(&env).await;
+    assert_eq!(
+        results[0]["events_ingested"], 1,
+        "only the sweep's own write: {results}"
+    );
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert_eq!(st["publish_pending"], false, "{st}");
+    let results = tick(&env).await;
+    assert_eq!(results[0]["events_ingested"], 0, "{results}");
+    // Only documented activity types are asked for.
+    let documented = [
+        "claude_plugin_created",
+        "claude_plugin_deleted",
+        "claude_plugin_replaced",
+        "claude_plugin_updated",
+        "claude_plugin_enabled",
+        "claude_plugin_disabled",
+        "plugin_installation_preference_updated",
+        "claude_skill_created",
+        "claude_skill_deleted",
+        "claude_skill_replaced",
+        "claude_skill_enabled",
+        "claude_skill_disabled",
+    ];
+    for r in env.sim_requests().await {
+        if r["path"] != "/v1/compliance/activities" {
+            continue;
+        }
+        for pair in r["query"].as_str().unwrap().split('&') {
+            if let Some(t) = pair
+                .strip_prefix("activity_types%5B%5D=")
+                .or(pair.strip_prefix("activity_types[]="))
+            {
+                assert!(documented.contains(&t), "undocumented type asked for: {t}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_feed_page_without_a_position_ends_the_run_instead_of_repeating_it() {
+    let env = published().await;
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    let saved = cursor(&env).await;
+    env.sim_send(
+        "PATCH",
+        &format!("/_sim/orgs/{ENTERPRISE_ORG_ID}"),
+        json!({"feed_no_position": true}),
+    )
+    .await;
+    let n = asked(&env).await;
+    let results = tick(&env).await;
+    assert_eq!(results[0]["outcome"], "behind", "{results}");
+    assert_eq!(
+        asked(&env).await - n,
+        1,
+        "asked once, not until the deadline"
+    );
+    assert_eq!(cursor(&env).await, saved);
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert!(
+        st["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("has_more without a first_id"),
+        "{st}"
+    );
+}
+
+#[tokio::test]
+async fn usage_is_pulled_for_our_skills_only_a_page_at_a_time_and_a_cut_pull_resumes() {
+    let env = published().await;
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    usage(
+        &env,
+        "claresia-dainese-prd-review",
+        GROUP_PRODUCT,
+        &day(1),
+        5,
+    )
+    .await;
+    usage(&env, "someone-elses-skill", GROUP_PRODUCT, &day(1), 50).await;
+    // Usage is due again; each Analytics request takes 1.5 s: a 3.2 s tick stores one day, then stops.
+    env.app
+        .hub
+        .record_poll_status(&claresia_domain::TenantSlug::parse(TENANT).unwrap(), &{
+            let mut st = env
+                .app
+                .hub
+                .poll_status(&claresia_domain::TenantSlug::parse(TENANT).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            st.usage_polled_at = None;
+            st
+        })
+        .await
+        .unwrap();
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/organizations/analytics/skills", "latency_ms": 1500}),
+    )
+    .await;
+    env.app
+        .poll_all(Deadline::after(Duration::from_millis(3200)))
+        .await
+        .unwrap();
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    let done = st["last_poll"]["usage_days_done"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!done.is_empty(), "the cut pull kept its progress: {st}");
+    assert!(st["last_poll"]["usage_polled_at"].is_null(), "{st}");
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    let seen = env
+        .sim_requests()
+        .await
+        .iter()
+        .filter(|r| r["path"] == "/v1/organizations/analytics/skills")
+        .count();
+    tick(&env).await;
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert!(st["last_poll"]["usage_polled_at"].is_string(), "{st}");
+    assert!(st["last_poll"].get("usage_days_done").is_none(), "{st}");
+    let requests = env.sim_requests().await;
+    let resumed: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["path"] == "/v1/organizations/analytics/skills")
+        .skip(seen)
+        .collect();
+    // Fewer than 100 names: a day is one request, so progress is whole days.
+    assert!(
+        done.iter().all(|d| !d.as_str().unwrap().contains('@')),
+        "{done:?}"
+    );
+    assert_eq!(
+        resumed.len(),
+        3 - done.len(),
+        "only the days not yet stored"
+    );
+    // Every request names our skills, never the org's others.
+    for r in &resumed {
+        let q = r["query"].as_str().unwrap();
+        assert!(
+            q.contains("skill_name%3Aclaresia-dainese-prd-review")
+                || q.contains("skill_name:claresia-dainese-prd-review"),
+            "{q}"
+        );
+        assert!(!q.contains("someone-elses-skill"));
+    }
+    let (_, b) = get(
+        &env,
+        &format!("/tenants/{TENANT}/usage?from={}&to={}", day(3), day(1)),
+    )
+    .await;
+    let rows = b["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["skill_id"] != Value::Null));
+    assert!(rows
+        .iter()
+        .any(|r| r["skill_id"] == "prd-review" && r["invocation_count"] == 5));
 }

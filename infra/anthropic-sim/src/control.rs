@@ -182,6 +182,12 @@ struct OrgPatch {
     me_answers: Option<bool>,
     /// The library marketplace's default installation preference.
     marketplace_default: Option<String>,
+    /// Feed pages hold at most this many (0: no cap).
+    feed_page_cap: Option<usize>,
+    /// The feed answers `has_more: true` without a position.
+    feed_no_position: Option<bool>,
+    /// The next this many plugin creates are stored but answer 503 `registration_pending`.
+    registration_pending: Option<u32>,
 }
 
 mod double_option {
@@ -216,7 +222,10 @@ async fn update_org(
         || body.reads_per_minute.is_some()
         || body.plugin_page_cap.is_some()
         || body.me_answers.is_some()
-        || body.marketplace_default.is_some();
+        || body.marketplace_default.is_some()
+        || body.feed_page_cap.is_some()
+        || body.feed_no_position.is_some()
+        || body.registration_pending.is_some();
     match org.enterprise.as_mut() {
         Some(e) => {
             e.set_limits(body.writes_per_minute, body.reads_per_minute);
@@ -225,6 +234,15 @@ async fn update_org(
             }
             if let Some(m) = body.me_answers {
                 e.me_answers = m;
+            }
+            if let Some(cap) = body.feed_page_cap {
+                e.feed_page_cap = (cap > 0).then_some(cap);
+            }
+            if let Some(n) = body.feed_no_position {
+                e.feed_no_position = n;
+            }
+            if let Some(n) = body.registration_pending {
+                e.registration_pending = n;
             }
             if let Some(d) = body.marketplace_default {
                 if !crate::enterprise::PREFERENCES.contains(&d.as_str()) {
@@ -533,6 +551,8 @@ struct FaultSpec {
 struct FailSpec {
     status: u16,
     count: u32,
+    /// The `x-should-retry` header the failures carry (absent: none).
+    should_retry: Option<bool>,
 }
 
 async fn set_faults(State(sim): State<Sim>, Json(spec): Json<FaultSpec>) -> Response {
@@ -551,8 +571,10 @@ async fn set_faults(State(sim): State<Sim>, Json(spec): Json<FaultSpec>) -> Resp
         if !(400..=599).contains(&fail.status) {
             return bad("fail.status must be an HTTP error status");
         }
-        f.fail
-            .extend(std::iter::repeat_n(fail.status, fail.count as usize));
+        f.fail.extend(std::iter::repeat_n(
+            (fail.status, fail.should_retry),
+            fail.count as usize,
+        ));
     }
     if let Some(n) = spec.drop_connections {
         f.drop_connections += n;
@@ -676,6 +698,13 @@ struct UiChange {
     #[serde(default)]
     delete_plugin: bool,
     user_email: Option<String>,
+    /// The feed indexes the change late: its activity says it happened this many seconds ago, behind
+    /// activities already listed after it.
+    #[serde(default)]
+    indexed_late_seconds: Option<i64>,
+    /// Pins the version the plugin serves now (irreversible), as an admin can in claude.ai.
+    #[serde(default)]
+    pin_served_version: bool,
 }
 
 async fn ui_change(
@@ -703,6 +732,17 @@ async fn ui_change(
         );
         return Json(json!({"activity_id": id})).into_response();
     }
+    if body.pin_served_version {
+        let served = e.plugins[i].served().map(|v| v.id.clone());
+        e.plugins[i].pinned = served.clone();
+        let (pid, pname) = (e.plugins[i].id.clone(), e.plugins[i].name.clone());
+        let id = e.record(
+            "claude_plugin_served_version_updated",
+            actor,
+            json!({"plugin_id": pid, "plugin_name": pname, "plugin_version_id": served}),
+        );
+        return Json(json!({"activity_id": id, "pinned": served})).into_response();
+    }
     let target = body.target.unwrap_or_else(|| "organization".into());
     if target != "organization" && !e.groups.iter().any(|g| g.id == target) {
         return bad(format!(
@@ -717,6 +757,12 @@ async fn ui_change(
         return Json(json!({"changed": false})).into_response();
     }
     e.preference_activity(i, &target, pref, actor);
+    if let (Some(late), Some(a)) = (body.indexed_late_seconds, e.activities.last_mut()) {
+        let at = time::OffsetDateTime::now_utc() - time::Duration::seconds(late);
+        a["created_at"] = json!(at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default());
+    }
     Json(json!({"changed": true, "activity_id": e.activities.last().map(|a| a["id"].clone())}))
         .into_response()
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
 
 use crate::api::error_response;
 use crate::faults::{rate_limited, TokenBucket};
@@ -69,8 +70,10 @@ pub struct Setting {
 pub struct Plugin {
     pub id: String,
     pub name: String,
-    /// Oldest first; the last one is served (the simulator never pins).
+    /// Oldest first; the last one is served unless one is pinned.
     pub versions: Vec<PluginVersion>,
+    /// The version an admin pinned as served (irreversible: no endpoint unpins).
+    pub pinned: Option<String>,
     /// By target: `organization` or an `rbac_group_…` id.
     pub settings: BTreeMap<String, Setting>,
     pub created_at: String,
@@ -101,6 +104,12 @@ pub struct Enterprise {
     pub plugin_page_cap: Option<usize>,
     /// Whether `/v1/organizations/me` answers this org's Enterprise keys (UNCONFIRMED in the docs: both).
     pub me_answers: bool,
+    /// The next this many plugin creates are stored but answer 503 `registration_pending`.
+    pub registration_pending: u32,
+    /// Feed pages hold at most this many, whatever `limit` asks (to make backlogs of many pages).
+    pub feed_page_cap: Option<usize>,
+    /// The feed answers `has_more: true` with null `first_id`/`last_id` (a page with no position).
+    pub feed_no_position: bool,
     /// The library marketplace's `default_installation_preference`: what a plugin without its own
     /// organization setting gets org-wide (reported `not_available` when never set).
     pub marketplace_default: String,
@@ -119,6 +128,9 @@ impl Enterprise {
             plugin_page_cap: None,
             me_answers: true,
             marketplace_default: "not_available".into(),
+            feed_page_cap: None,
+            feed_no_position: false,
+            registration_pending: 0,
         }
     }
 
@@ -235,7 +247,11 @@ pub fn routes() -> Router<Sim> {
         )
         .route(
             "/v1/organizations/plugins/{plugin_id}",
-            get(get_plugin).delete(delete_plugin),
+            get(get_plugin).post(serve_version).delete(delete_plugin),
+        )
+        .route(
+            "/v1/organizations/plugins/{plugin_id}/versions/{version}",
+            get(get_version),
         )
         .route(
             "/v1/organizations/plugins/{plugin_id}/versions",
@@ -392,8 +408,18 @@ fn plugin_index(e: &Enterprise, id: &str) -> Result<usize, Response> {
         .ok_or_else(|| not_found(format!("plugin {id} not found")))
 }
 
+impl Plugin {
+    /// The version members get: the pinned one, else the newest.
+    pub fn served(&self) -> Option<&PluginVersion> {
+        match &self.pinned {
+            Some(id) => self.versions.iter().find(|v| &v.id == id),
+            None => self.versions.last(),
+        }
+    }
+}
+
 fn plugin_json(p: &Plugin, marketplace_default: &str) -> Value {
-    let served = p.versions.last();
+    let served = p.served();
     let manifest = served.map(|v| v.manifest.clone()).unwrap_or_default();
     let components: Vec<Value> = served
         .map(|v| skill_names(&v.files))
@@ -409,8 +435,8 @@ fn plugin_json(p: &Plugin, marketplace_default: &str) -> Value {
         "description": manifest.get("description").cloned().unwrap_or(Value::Null),
         "manifest_version": manifest.get("version").and_then(Value::as_str).map(|v| v.trim_start_matches('v')),
         "served_version_id": served.map(|v| v.id.clone()),
-        "latest_version_id": served.map(|v| v.id.clone()),
-        "served_version_pinned": false,
+        "latest_version_id": p.versions.last().map(|v| v.id.clone()),
+        "served_version_pinned": p.pinned.is_some(),
         "owner": {"type": "organization"},
         "marketplace_id": LIBRARY_MARKETPLACE,
         "created_by": p.versions.first().map(|v| v.created_by.clone()),
@@ -676,6 +702,7 @@ async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipa
         id: ids::plugin_id(),
         name: name.clone(),
         versions: vec![version],
+        pinned: None,
         settings: BTreeMap::new(),
         created_at: now.clone(),
         updated_at: now,
@@ -686,7 +713,27 @@ async fn create_plugin(State(sim): State<Sim>, headers: HeaderMap, form: Multipa
         api_actor(&key),
         json!({"plugin_id": plugin.id, "plugin_name": name}),
     );
+    let id = plugin.id.clone();
     e.plugins.push(plugin);
+    if e.registration_pending > 0 {
+        // Stored, not registered: the documented answer says not to resend the create.
+        e.registration_pending -= 1;
+        let message = "The plugin was stored but its registration has not completed; upload the same files as a new version.";
+        let mut resp = error_response(503, "api_error", message);
+        if let Ok(body) = serde_json::to_vec(&json!({
+            "type": "error",
+            "error": {"type": "api_error", "message": message,
+                      "details": {"error_code": "registration_pending", "plugin_id": id}},
+            "request_id": ids::request_id(),
+        })) {
+            *resp.body_mut() = axum::body::Body::from(body);
+        }
+        resp.headers_mut().insert(
+            "x-should-retry",
+            axum::http::HeaderValue::from_static("false"),
+        );
+        return Err(resp);
+    }
     Ok((axum::http::StatusCode::OK, Json(out)).into_response())
 }
 
@@ -718,6 +765,65 @@ async fn delete_plugin(
         json!({"plugin_id": p.id, "plugin_name": p.name}),
     );
     Ok(Json(json!({"type": "plugin_deleted", "id": p.id})).into_response())
+}
+
+/// `{"served_version_id": "pluginver_…"}` exactly: serves that version and pins it (irreversible).
+async fn serve_version(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    Path(plugin_id): Path<String>,
+    Json(body): Json<Value>,
+) -> Handled {
+    let mut st = sim.lock();
+    let key = authorize(&mut st, &headers, "write:plugins", true, Limit::Write)?;
+    let e = ent(&mut st, &key);
+    let i = plugin_index(e, &plugin_id)?;
+    let obj = body.as_object().filter(|o| o.len() == 1);
+    let Some(version) = obj
+        .and_then(|o| o.get("served_version_id"))
+        .and_then(Value::as_str)
+        .filter(|v| v.starts_with("pluginver_"))
+    else {
+        return Err(invalid(
+            "the body must be exactly {\"served_version_id\": \"pluginver_…\"}",
+        ));
+    };
+    if !e.plugins[i].versions.iter().any(|v| v.id == version) {
+        return Err(not_found(format!("plugin version {version} not found")));
+    }
+    e.plugins[i].pinned = Some(version.to_owned());
+    e.plugins[i].updated_at = now_rfc3339();
+    let (pid, pname) = (e.plugins[i].id.clone(), e.plugins[i].name.clone());
+    e.record(
+        "claude_plugin_served_version_updated",
+        api_actor(&key),
+        json!({"plugin_id": pid, "plugin_name": pname, "plugin_version_id": version}),
+    );
+    Ok(Json(plugin_json(&e.plugins[i], &e.marketplace_default)).into_response())
+}
+
+/// One version, by id or `latest`.
+async fn get_version(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    Path((plugin_id, version)): Path<(String, String)>,
+) -> Handled {
+    let mut st = sim.lock();
+    let key = authorize(&mut st, &headers, "read:plugins", true, Limit::Read)?;
+    let e = ent(&mut st, &key);
+    let i = plugin_index(e, &plugin_id)?;
+    let p = &e.plugins[i];
+    let found = if version == "latest" {
+        p.versions.last()
+    } else if version.starts_with("pluginver_") {
+        p.versions.iter().find(|v| v.id == version)
+    } else {
+        return Err(invalid("version: a pluginver_ id or latest"));
+    };
+    match found {
+        Some(v) => Ok(Json(version_json(p, v)).into_response()),
+        None => Err(not_found(format!("plugin version {version} not found"))),
+    }
 }
 
 async fn list_versions(
@@ -921,8 +1027,12 @@ async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http:
     let mut types = BTreeSet::new();
     let mut excluded = BTreeSet::new();
     let (mut after, mut before, mut limit) = (None, None, 100usize);
+    let mut bounds: Vec<(String, String)> = Vec::new();
     for (k, v) in url_pairs(uri.query().unwrap_or_default()) {
         match k.as_str() {
+            "created_at.gte" | "created_at.gt" | "created_at.lte" | "created_at.lt" => {
+                bounds.push((k["created_at.".len()..].to_owned(), v));
+            }
             "activity_types[]" => {
                 types.insert(v);
             }
@@ -954,25 +1064,68 @@ async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http:
     let cursor = match after.as_deref().or(before.as_deref()) {
         None => None,
         Some(c) => match seq(c) {
-            Some(n) => Some(n),
+            Some(n) => Some((c.to_owned(), n)),
             None => return Err(invalid(format!("{c:?} is not a valid activity id"))),
         },
     };
+    let mut window: Vec<(&str, time::OffsetDateTime)> = Vec::new();
+    for (bound, raw) in &bounds {
+        match time::OffsetDateTime::parse(raw, &Rfc3339) {
+            Ok(t) => window.push((bound.as_str(), t)),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "created_at.{bound}: {raw:?} is not an RFC 3339 timestamp with a time zone"
+                )))
+            }
+        }
+    }
     let e = ent(&mut st, &key);
+    let limit = e.feed_page_cap.map_or(limit, |cap| cap.min(limit));
+    let at = |a: &Value| {
+        a["created_at"]
+            .as_str()
+            .and_then(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
+    let n_of = |a: &Value| a["id"].as_str().and_then(seq).unwrap_or(0);
+    // The feed's order: `created_at`, ties broken by id (a late-indexed activity sorts by when it happened).
+    let order = |a: &Value| (at(a), n_of(a));
+    let in_window = |a: &Value| {
+        let t = at(a);
+        window.iter().all(|(bound, w)| match *bound {
+            "gte" => t >= *w,
+            "gt" => t > *w,
+            "lte" => t <= *w,
+            _ => t < *w,
+        })
+    };
     // Oldest first, filtered.
-    let chosen: Vec<&Value> = e
+    let mut chosen: Vec<&Value> = e
         .activities
         .iter()
         .filter(|a| {
             let t = a["type"].as_str().unwrap_or_default();
-            (types.is_empty() || types.contains(t)) && !excluded.contains(t)
+            (types.is_empty() || types.contains(t)) && !excluded.contains(t) && in_window(a)
         })
         .collect();
-    let n_of = |a: &Value| a["id"].as_str().and_then(seq).unwrap_or(0);
-    let (page, has_more): (Vec<&Value>, bool) = match (before.is_some(), cursor) {
+    chosen.sort_by_key(|a| order(a));
+    // Where the cursor sits in that order (an id not recorded sits where the one before it does).
+    let cursor_key = cursor.map(|(id, n)| {
+        let exact = e.activities.iter().find(|a| a["id"] == id.as_str());
+        let before = || {
+            e.activities
+                .iter()
+                .filter(|a| n_of(a) <= n)
+                .max_by_key(|a| n_of(a))
+        };
+        exact
+            .or_else(before)
+            .map_or((time::OffsetDateTime::UNIX_EPOCH, n), |a| (at(a), n))
+    });
+    let (page, has_more): (Vec<&Value>, bool) = match (before.is_some(), cursor_key) {
         // Newer than the cursor: the `limit` just after it, walking toward the newest.
         (true, Some(c)) => {
-            let newer: Vec<&Value> = chosen.iter().copied().filter(|a| n_of(a) > c).collect();
+            let newer: Vec<&Value> = chosen.iter().copied().filter(|a| order(a) > c).collect();
             let page: Vec<&Value> = newer.iter().take(limit).copied().collect();
             (page, newer.len() > limit)
         }
@@ -981,13 +1134,19 @@ async fn activities(State(sim): State<Sim>, headers: HeaderMap, uri: axum::http:
             let older: Vec<&Value> = chosen
                 .iter()
                 .copied()
-                .filter(|a| c.is_none_or(|c| n_of(a) < c))
+                .filter(|a| c.is_none_or(|c| order(a) < c))
                 .collect();
             let start = older.len().saturating_sub(limit);
             (older[start..].to_vec(), start > 0)
         }
     };
     let data: Vec<Value> = page.into_iter().rev().cloned().collect();
+    if e.feed_no_position {
+        return Ok(
+            Json(json!({"data": [], "has_more": true, "first_id": null, "last_id": null}))
+                .into_response(),
+        );
+    }
     Ok(Json(json!({
         "data": data,
         "has_more": has_more,
@@ -1069,6 +1228,9 @@ async fn analytics_skills(
             },
             other => return Err(invalid(format!("{other}: unsupported query parameter"))),
         }
+    }
+    if names.len() + groups.len() > 100 {
+        return Err(invalid("filter[]: at most 100 values"));
     }
     let today = time::OffsetDateTime::now_utc().date();
     let latest = (today - time::Duration::days(1)).to_string();

@@ -54,8 +54,8 @@ impl TokenBucket {
 pub struct RouteFaults {
     pub latency: Duration,
     pub rate_limit: Option<TokenBucket>,
-    /// Statuses to answer with, in order, before serving normally again.
-    pub fail: VecDeque<u16>,
+    /// Statuses to answer with (and their `x-should-retry`, if any), in order, before serving normally.
+    pub fail: VecDeque<(u16, Option<bool>)>,
     /// Whether failures carry `retry-after` (a 429 without it is a spend cap).
     pub drop_connections: u32,
     /// 429 answers without `retry-after` still to give (a spend cap).
@@ -64,7 +64,7 @@ pub struct RouteFaults {
 
 enum Verdict {
     Serve,
-    Fail(u16),
+    Fail(u16, Option<bool>),
     RateLimited { retry_after: Duration, limit: f64 },
     SpendCap,
     Drop,
@@ -124,8 +124,8 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
             if f.drop_connections > 0 {
                 f.drop_connections -= 1;
                 verdict = Verdict::Drop;
-            } else if let Some(status) = f.fail.pop_front() {
-                verdict = Verdict::Fail(status);
+            } else if let Some((status, should_retry)) = f.fail.pop_front() {
+                verdict = Verdict::Fail(status, should_retry);
             } else if f.spend_cap > 0 {
                 f.spend_cap -= 1;
                 verdict = Verdict::SpendCap;
@@ -168,7 +168,7 @@ async fn answer(verdict: Verdict, req: Request, next: Next) -> Response {
             }
             error_response(500, "api_error", "connection dropped")
         }
-        Verdict::Fail(status) => {
+        Verdict::Fail(status, should_retry) => {
             let kind = match status {
                 529 => "overloaded_error",
                 504 => "timeout_error",
@@ -182,7 +182,15 @@ async fn answer(verdict: Verdict, req: Request, next: Next) -> Response {
                 400 => "invalid_request_error",
                 _ => "api_error",
             };
-            error_response(status, kind, "Injected fault")
+            let mut resp = error_response(status, kind, "Injected fault");
+            if let Some(retry) = should_retry {
+                let value = if retry { "true" } else { "false" };
+                resp.headers_mut().insert(
+                    "x-should-retry",
+                    axum::http::HeaderValue::from_static(value),
+                );
+            }
+            resp
         }
         Verdict::SpendCap => error_response(
             429,

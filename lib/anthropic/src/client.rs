@@ -162,6 +162,8 @@ struct ErrorBody {
     kind: String,
     #[serde(default)]
     message: String,
+    #[serde(default)]
+    details: Option<crate::error::ErrorDetails>,
 }
 
 /// A client for one Anthropic base URL. Cheap to clone; build it once per Lambda sandbox.
@@ -404,7 +406,7 @@ impl AnthropicClient {
             };
 
             let wait = match decision {
-                Decision::Stop => return Err(err.with_attempts(attempt)),
+                Decision::Stop => return Err(err.with_attempts(attempt).stopped()),
                 Decision::After(d) if d > self.retry.max_retry_after => {
                     return Err(err.with_attempts(attempt))
                 }
@@ -449,12 +451,18 @@ impl AnthropicClient {
             _ => None,
         };
         let err = match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-            Ok(env) => AnthropicError::api(
-                status,
-                env.error.kind,
-                env.error.message,
-                request_id.or(env.request_id),
-            ),
+            Ok(env) => {
+                let mut err = AnthropicError::api(
+                    status,
+                    env.error.kind,
+                    env.error.message,
+                    request_id.or(env.request_id),
+                );
+                if let AnthropicError::Api { details, .. } = &mut err {
+                    *details = env.error.details.map(Box::new);
+                }
+                err
+            }
             // Proxies and load balancers answer without the envelope: classify by status.
             Err(_) => AnthropicError::api(
                 status,

@@ -10,6 +10,6 @@ mod retry;
 pub mod types;
 
 pub use client::{AnthropicClient, Body, Call, ClientConfig, Deadline, Pacer, Page, TokenPage};
-pub use error::{AnthropicError, ErrorKind};
+pub use error::{AnthropicError, ErrorDetails, ErrorKind};
 pub use retry::RetryPolicy;
 pub use types::{Organization, Workspace};

@@ -162,7 +162,7 @@ impl App {
             .get(surface)
             .test(key, attestation, deadline)
             .await
-            .map_err(ApiError::AnthropicRejected)
+            .map_err(|e| ApiError::AnthropicRejected(Box::new(e)))
     }
 
     /// `PUT /tenants/{tenant}/connection`: test the candidate key, and only if Anthropic accepts it store it
@@ -252,6 +252,14 @@ impl App {
         let same_key = existing
             .as_ref()
             .is_some_and(|r| r.key_fingerprint == fingerprint);
+        if let Some(current) = existing.as_ref().filter(|_| !same_key) {
+            if current.surface == Surface::Enterprise
+                && (current.org_id.is_empty() || org.id.is_empty())
+            {
+                self.same_enterprise_org(tenant, current, &key, deadline)
+                    .await?;
+            }
+        }
         if had_record {
             // The secret may be in its recovery window: offboarded, or an offboarding cut short between
             // scheduling the deletion and recording it. Bring it back before using it or writing a new
@@ -304,10 +312,15 @@ impl App {
                 // A first connect loses only to a registration of the slug that landed meanwhile.
                 self.check_may_connect(tenant).await?;
             }
+            // A disconnect that landed meanwhile has scheduled the secret's deletion: this connect must not
+            // bring the record back on top of it.
+            let disconnected = current
+                .as_ref()
+                .is_some_and(|r| r.state == ConnectionState::Disconnected);
             let live = current
                 .as_ref()
                 .filter(|r| r.state != ConnectionState::Disconnected);
-            if attempts >= 5 || live.is_some_and(|r| r.org_id != org.id) {
+            if attempts >= 5 || disconnected || live.is_some_and(|r| r.org_id != org.id) {
                 return Err(ApiError::Conflict(format!(
                     "the connection of {tenant} changed while this request ran (another admin connected, rotated or disconnected it); check the status, then retry"
                 )));
@@ -324,9 +337,15 @@ impl App {
             zero_retention = ?record.zero_retention,
             "tenant connected"
         );
-        let publish = self
-            .publish_after_change(tenant, None, deadline, None)
-            .await?;
+        let publish = match self.publish_after_change(tenant, None, deadline, None).await {
+            // A disconnect landed between the save and the publish: it wins, and says so.
+            Err(ApiError::NotConnected(_)) => {
+                return Err(ApiError::Conflict(format!(
+                    "{tenant} was disconnected while this request ran; check the status, then connect again"
+                )))
+            }
+            other => other?,
+        };
         Ok(ConnectResult {
             tenant: tenant.clone(),
             connected: true,
@@ -336,6 +355,52 @@ impl App {
             test: outcome,
             publish,
         })
+    }
+
+    /// An Enterprise key that cannot name its org rotates in only if it reaches the org the tenant's
+    /// plugins live in: a plugin of the ledger read with it (404: another org). The ledger and the feed
+    /// cursor belong to one org; moving to another is a disconnect, then a connect.
+    async fn same_enterprise_org(
+        &self,
+        tenant: &TenantSlug,
+        current: &ConnectionRecord,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<(), ApiError> {
+        let ledger = self.hub.ledger(tenant).await?;
+        let probes: Vec<&str> = ledger
+            .values()
+            .filter(|e| e.removed_at.is_none() && !e.remote_id.is_empty())
+            .map(|e| e.remote_id.as_str())
+            .take(3)
+            .collect();
+        let mut missing = None;
+        for id in &probes {
+            match self
+                .surfaces
+                .enterprise
+                .reaches_plugin(key, id, deadline)
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => missing = Some(*id),
+                Err(e) => return Err(crate::publish::anthropic_error(e)),
+            }
+        }
+        match missing {
+            None => Ok(()),
+            Some(id) => Err(ApiError::OrganizationMismatch {
+                tenant: tenant.to_string(),
+                current_org: if current.org_name.is_empty() {
+                    format!("the Claude Enterprise organization holding plugin {id}")
+                } else {
+                    format!("{} ({})", current.org_name, current.org_id)
+                },
+                new_org: format!(
+                    "\"unknown\" (plugin {id}, published for this tenant, does not exist for it)"
+                ),
+            }),
+        }
     }
 
     /// `POST /tenants/{tenant}/connection/test`: a candidate key (nothing stored) or the stored key (the
@@ -362,7 +427,11 @@ impl App {
             .connection(tenant)
             .await?
             .filter(|r| r.state != ConnectionState::Disconnected);
-        let (Some(record), Some(key)) = (record, self.keys.get(tenant).await?) else {
+        let Some(record) = record else {
+            return Err(ApiError::NotConnected(tenant.to_string()));
+        };
+        let version = record.secret_version_id.as_deref();
+        let Some(key) = self.keys.get_version(tenant, version).await? else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
         let outcome = self
@@ -561,7 +630,8 @@ impl App {
             // Remove what we published while the key still works. If Anthropic is unavailable nothing is
             // disconnected (retry); if it refuses the key (revoked first, a common offboarding order),
             // blocking offboarding forever helps no one: disconnect and say what is left to remove.
-            if let Some(key) = self.keys.get(tenant).await? {
+            let version = record.secret_version_id.as_deref();
+            if let Some(key) = self.keys.get_version(tenant, version).await? {
                 match self.unpublish_all(tenant, &record, &key, deadline).await {
                     Ok(n) => {
                         skills_removed = n;

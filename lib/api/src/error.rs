@@ -48,7 +48,7 @@ pub enum ApiError {
     #[error("{}", .0.message)]
     AnthropicUnavailable(Box<TestOutcome>),
     #[error("Anthropic refused the request: {0}")]
-    AnthropicRejected(AnthropicError),
+    AnthropicRejected(Box<AnthropicError>),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
     /// The store could not be reached where nothing had been written yet: the caller may retry.
@@ -328,7 +328,7 @@ mod tests {
                 new_org: "b".into(),
             },
             ApiError::AnthropicUnavailable(outcome(V::AnthropicUnavailable)),
-            ApiError::AnthropicRejected(AnthropicError::Config("x".into())),
+            ApiError::AnthropicRejected(Box::new(AnthropicError::Config("x".into()))),
             ApiError::Store(store()),
             ApiError::StoreUnavailable(store()),
             ApiError::SubTenantSharesConnection {

@@ -132,18 +132,28 @@ pub struct PollSummary {
 }
 
 impl App {
+    /// The key `record` names: cached (or batch-read) when it is that key, else read from the secret
+    /// version the record names (a concurrent rotation may have made another version current).
     pub(crate) async fn cached_key(
         &self,
-        tenant: &TenantSlug,
+        record: &LiveConnection,
         fresh: bool,
     ) -> Result<Option<AdminKey>, ApiError> {
+        let tenant = &record.tenant;
         let ttl = self.config.key_cache_ttl;
+        let named = |k: &AdminKey| {
+            record.key_fingerprint.is_empty()
+                || k.fingerprint().to_string() == record.key_fingerprint
+        };
         if !fresh {
-            if let Some(k) = self.key_cache.get(tenant, ttl) {
+            if let Some(k) = self.key_cache.get(tenant, ttl).filter(named) {
                 return Ok(Some(k));
             }
         }
-        let key = self.keys.get(tenant).await?;
+        let key = self
+            .keys
+            .get_version(tenant, record.secret_version_id.as_deref())
+            .await?;
         match &key {
             Some(k) => self.key_cache.put(tenant, k.clone()),
             None => self.key_cache.forget(tenant),
@@ -167,7 +177,8 @@ impl App {
             match r.outcome.as_str() {
                 "ok" => s.ok += 1,
                 "busy" | "skipped" => s.busy += 1,
-                "deferred" => s.deferred += 1,
+                // Behind: the enterprise feed's catch-up ran out of time, its cursor saved per page.
+                "deferred" | "behind" => s.deferred += 1,
                 _ => s.failed += 1,
             }
             s.events_ingested += r.events_ingested;
@@ -392,7 +403,7 @@ impl App {
         let query = [("event_types", "skill.invoked,skill.failed".to_owned())];
         let limit = self.config.poll_page_limit;
         let mut key = self
-            .cached_key(tenant, false)
+            .cached_key(record, false)
             .await?
             .ok_or_else(|| ApiError::NotConnected(tenant.to_string()))?;
         let mut refreshed = false;
@@ -427,7 +438,7 @@ impl App {
                 Err(e) if e.kind() == ErrorKind::Authentication && !refreshed => {
                     // Maybe rotated since we cached it: try the stored key once before giving up.
                     refreshed = true;
-                    match self.cached_key(tenant, true).await? {
+                    match self.cached_key(record, true).await? {
                         Some(k) if k != key => {
                             key = k;
                             continue;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::surface::enterprise::{ACCESS_READ_AT, ACCESS_UNKNOWN, EXPOSURE};
+use crate::surface::enterprise::{ACCESS_READ_AT, ACCESS_UNKNOWN, EXPOSURE, PINNED};
 use crate::surface::{Ownership, Publisher};
 use crate::{ApiError, App};
 
@@ -350,7 +350,8 @@ impl Ctx<'_> {
     }
 
     fn failure(&self, skill_id: &str, name: &str, e: &AnthropicError) -> Outcome {
-        if e.is_unavailable() {
+        let refusal = e.is_deterministic() && !self.publisher.pends_on_final_answers();
+        if e.is_unavailable() && !refusal {
             return Outcome::Pending(name.to_owned());
         }
         let workspace = (e.kind() == ErrorKind::Permission)
@@ -695,7 +696,11 @@ impl App {
         let Some(record) = record else {
             return Err(ApiError::NotConnected(hub.to_string()));
         };
-        let Some(key) = self.keys.get(hub).await? else {
+        let Some(key) = self
+            .keys
+            .get_version(hub, record.secret_version_id.as_deref())
+            .await?
+        else {
             return Err(ApiError::NotConnected(hub.to_string()));
         };
         let pending_token = self.hub.pending_token(hub).await?;
@@ -726,7 +731,8 @@ impl App {
         let remote = match ctx.list_remote(scope).await? {
             Ok(r) => r,
             Err(e) => {
-                if e.is_unavailable() {
+                let refusal = e.is_deterministic() && !ctx.publisher.pends_on_final_answers();
+                if e.is_unavailable() && !refusal {
                     self.hub.mark_pending(hub, &new_token()).await?;
                 } else if matches!(e.kind(), ErrorKind::Authentication | ErrorKind::Permission) {
                     let reason = format!(
@@ -781,6 +787,21 @@ impl App {
                 }
                 !waits && !contained_failed
             });
+        }
+        // A version an admin pinned keeps being served: reported on every publish (no API unpins it),
+        // after the plan is trimmed, as it blocks none of its actions.
+        for r in remote.iter().filter(|r| {
+            scope.is_none_or(|s| r.metadata.get("skill_id").is_some_and(|id| s.contains(id)))
+        }) {
+            let (Some(served), Some(target)) = (r.metadata.get(PINNED), owner_target(hub, r))
+            else {
+                continue;
+            };
+            let skill_id = r.metadata.get("skill_id").cloned().unwrap_or_default();
+            let reason = format!(
+                "an org admin pinned the served version in claude.ai (irreversible through the API): members get version {served}; Claresia's version is uploaded as the plugin's latest and is served only once an admin serves it there"
+            );
+            held.push((target, Ctx::refused(&skill_id, &r.name, reason)));
         }
         // Where the org's limits pace the publish, say up front how long it will take.
         let writes: u32 = plans
@@ -878,7 +899,12 @@ impl App {
                 list.dedup();
             }
             // A skill narrowed before the plan ran is reported updated, whatever else was done to it.
-            let touched: BTreeSet<&String> = report.updated.iter().chain(&report.created).collect();
+            let touched: BTreeSet<&String> = report
+                .updated
+                .iter()
+                .chain(&report.created)
+                .chain(report.failed.iter().map(|f| &f.name))
+                .collect();
             report.unchanged.retain(|n| !touched.contains(n));
             report.updated.retain(|n| !report.created.contains(n));
             report.failed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1198,7 +1224,7 @@ pub(crate) fn anthropic_error(e: AnthropicError) -> ApiError {
             e.request_id().map(str::to_owned),
         )))
     } else {
-        ApiError::AnthropicRejected(e)
+        ApiError::AnthropicRejected(Box::new(e))
     }
 }
 

@@ -127,10 +127,21 @@ impl KeyStore {
 
     /// The tenant's current key, or `None` when there is none (never stored, or scheduled for deletion).
     pub async fn get(&self, tenant: &TenantSlug) -> Result<Option<AdminKey>, StoreError> {
+        self.get_version(tenant, None).await
+    }
+
+    /// The key in one version of the tenant's secret (`None`: the current one): a connection record names
+    /// its version, so a rotation racing another never pairs the record with the other key.
+    pub async fn get_version(
+        &self,
+        tenant: &TenantSlug,
+        version_id: Option<&str>,
+    ) -> Result<Option<AdminKey>, StoreError> {
         let out = match self
             .client
             .get_secret_value()
             .secret_id(self.secret_name(tenant))
+            .set_version_id(version_id.filter(|v| !v.is_empty()).map(str::to_owned))
             .send()
             .await
         {

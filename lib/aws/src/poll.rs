@@ -43,6 +43,10 @@ pub struct PollStatus {
     pub usage_polled_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage_rows: Option<u64>,
+    /// Enterprise: the days of the usage pull under way already stored (a pull cut short by a tick's
+    /// time continues with the others).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage_days_done: Vec<String>,
     /// Enterprise: the latest changes to our plugins made outside the connector (newest first, at most
     /// 20); each is repaired by the reconcile the poller schedules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -4,9 +4,9 @@
 //! Unparsable events are kept raw under `quarantine:{tenant}`; enterprise usage rows (one per hub, skill,
 //! day and RBAC group) under `usage:{tenant}`, by date.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use claresia_domain::enterprise_feed::UsageRow;
 use claresia_domain::telemetry::TelemetryEvent;
@@ -89,6 +89,68 @@ impl TelemetryStore {
             items.insert(uid, item);
         }
         self.batch_put(items.into_values().collect()).await
+    }
+
+    /// Which of organization `org_id`'s event ids are already stored (a re-read overlap stores only the
+    /// rest, so nothing is counted, re-timestamped or flagged twice).
+    pub async fn stored_event_ids(
+        &self,
+        org_id: &str,
+        ids: &[String],
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        let by_uid: HashMap<String, &String> = unique
+            .iter()
+            .map(|id| (event_uid(org_id, id), *id))
+            .collect();
+        let uids: Vec<&String> = by_uid.keys().collect();
+        let mut found = BTreeSet::new();
+        for chunk in uids.chunks(100) {
+            let keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|u| HashMap::from([(EVENT_UID.to_owned(), AttributeValue::S((*u).clone()))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("#u")
+                    .expression_attribute_names("#u", EVENT_UID)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+            let mut attempt = 0u32;
+            while let Some(request) = pending.take() {
+                attempt += 1;
+                let res = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+                for item in res
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if let Some(AttributeValue::S(u)) = item.get(EVENT_UID) {
+                        if let Some(id) = by_uid.get(u) {
+                            found.insert((*id).clone());
+                        }
+                    }
+                }
+                pending = res
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .filter(|k| !k.keys.is_empty());
+                if let Some(left) = &pending {
+                    back_off("BatchGetItem", attempt, left.keys.len(), "keys").await?;
+                }
+            }
+        }
+        Ok(found)
     }
 
     pub async fn write_quarantined(

@@ -481,11 +481,25 @@ pub struct LiveConnection {
     pub connected_at: OffsetDateTime,
     #[serde(default)]
     pub surface: Surface,
+    /// The key the record names, and the secret version holding it: the poller uses that key, whatever
+    /// version a concurrent rotation made current.
+    #[serde(default)]
+    pub key_fingerprint: String,
+    #[serde(default)]
+    pub secret_version_id: Option<String>,
 }
 
 impl LiveConnection {
     /// The stored attributes a `LiveConnection` is read from.
-    pub const FIELDS: [&'static str; 5] = ["tenant", "state", "org_id", "connected_at", "surface"];
+    pub const FIELDS: [&'static str; 7] = [
+        "tenant",
+        "state",
+        "org_id",
+        "connected_at",
+        "surface",
+        "key_fingerprint",
+        "secret_version_id",
+    ];
 }
 
 impl From<&ConnectionRecord> for LiveConnection {
@@ -496,6 +510,8 @@ impl From<&ConnectionRecord> for LiveConnection {
             org_id: r.org_id.clone(),
             connected_at: r.connected_at,
             surface: r.surface,
+            key_fingerprint: r.key_fingerprint.clone(),
+            secret_version_id: r.secret_version_id.clone(),
         }
     }
 }

@@ -11,14 +11,16 @@ use time::OffsetDateTime;
 use crate::telemetry::{utc_millis, Routing, TelemetryEvent, MAX_ID_BYTES};
 use crate::tenant::TenantSlug;
 
-/// The plugin and skill lifecycle activity types the connector reads from the feed.
-pub const LIFECYCLE_TYPES: [&str; 14] = [
+/// The plugin and skill lifecycle activity types the connector reads from the feed: the ones the feed's
+/// reference documents (2026-08-14), so the filter is never refused. Version uploads are reported as
+/// `claude_plugin_updated`; the newer, undocumented types (`claude_plugin_version_created`,
+/// `claude_plugin_served_version_updated`, …) are not asked for, and a served version pinned in the UI is
+/// read from the plugin list instead.
+pub const LIFECYCLE_TYPES: [&str; 12] = [
     "claude_plugin_created",
-    "claude_plugin_version_created",
-    "claude_plugin_updated",
-    "claude_plugin_replaced",
-    "claude_plugin_served_version_updated",
     "claude_plugin_deleted",
+    "claude_plugin_replaced",
+    "claude_plugin_updated",
     "claude_plugin_enabled",
     "claude_plugin_disabled",
     "plugin_installation_preference_updated",

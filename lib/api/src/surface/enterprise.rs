@@ -31,6 +31,8 @@ const PLUGINS: &str = "/v1/organizations/plugins";
 const GROUPS: &str = "/v1/organizations/rbac_groups";
 pub const ANALYTICS_SKILLS: &str = "/v1/organizations/analytics/skills";
 pub const ACTIVITIES: &str = "/v1/compliance/activities";
+/// `filter[]` values one Analytics request may carry (the documented maximum).
+pub const USAGE_NAMES_PER_REQUEST: usize = 100;
 /// A plugin id that cannot exist: setting its organization preference proves `write:plugins` (404)
 /// without changing anything.
 const WRITE_PROBE_PLUGIN: &str = "plugin_claresiascopeprobe00000000000000";
@@ -49,6 +51,9 @@ const HIDE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 pub const EXPOSURE: &str = "organization_exposure";
 /// Metadata of a listed plugin of ours whose settings were read by this listing: when (unix seconds).
 pub const ACCESS_READ_AT: &str = "access_read_at";
+/// Metadata of a listed plugin of ours whose served version an admin pinned (irreversible): the version
+/// members get, by its manifest version.
+pub const PINNED: &str = "pinned_served_version";
 /// Metadata of a listed plugin of ours whose settings are neither known nor read: the time left did not
 /// cover reading them (they are read by the next run, so a large listing resumes across ticks).
 pub const ACCESS_UNKNOWN: &str = "access_unknown";
@@ -74,6 +79,20 @@ impl Default for EnterpriseLimits {
             analytics_per_minute: 60.0,
         }
     }
+}
+
+/// Where a feed page is read from (the feed lists newest first).
+#[derive(Debug, Clone, Copy)]
+pub enum FeedPosition<'a> {
+    /// The newest activities.
+    Newest,
+    /// The activities just newer than this id (the catch-up direction).
+    NewerThan(&'a str),
+    /// Activities created at or after `since`, newest first; with `older_than`, the page after it.
+    Since {
+        since: OffsetDateTime,
+        older_than: Option<&'a str>,
+    },
 }
 
 /// One org's pacers. Keyed by the key's fingerprint: an Enterprise key acts on exactly one org.
@@ -114,12 +133,11 @@ impl EnterpriseSurface {
             .clone()
     }
 
-    /// One page of the Compliance Activity Feed's lifecycle types, newest first: with `before_id`, the
-    /// activities just newer than it (the catch-up direction); without, the newest.
+    /// One page of the Compliance Activity Feed's lifecycle types, newest first, at `at`.
     pub async fn activities(
         &self,
         key: &AdminKey,
-        before_id: Option<&str>,
+        at: FeedPosition<'_>,
         limit: u32,
         deadline: Deadline,
     ) -> Result<Page<Value>, AnthropicError> {
@@ -129,8 +147,18 @@ impl EnterpriseSurface {
             .map(|t| ("activity_types[]", (*t).to_owned()))
             .collect();
         query.push(("limit", limit.to_string()));
-        if let Some(b) = before_id {
-            query.push(("before_id", b.to_owned()));
+        match at {
+            FeedPosition::Newest => {}
+            FeedPosition::NewerThan(id) => query.push(("before_id", id.to_owned())),
+            FeedPosition::Since { since, older_than } => {
+                let since = since
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .map_err(|e| AnthropicError::Config(e.to_string()))?;
+                query.push(("created_at.gte", since));
+                if let Some(id) = older_than {
+                    query.push(("after_id", id.to_owned()));
+                }
+            }
         }
         self.client
             .call(
@@ -141,21 +169,52 @@ impl EnterpriseSurface {
             .await
     }
 
-    /// Every Analytics skills row of one day, grouped by RBAC group.
-    pub async fn skill_usage(
+    /// Whether `key` reaches the plugin (`false`: 404, it belongs to another org or is gone).
+    pub async fn reaches_plugin(
+        &self,
+        key: &AdminKey,
+        plugin_id: &str,
+        deadline: Deadline,
+    ) -> Result<bool, AnthropicError> {
+        let pacers = self.pacers(key);
+        let path = format!("{PLUGINS}/{plugin_id}");
+        let call = Call::get(&path, &[])
+            .beta(PLUGINS_BETA)
+            .paced(&pacers.reads);
+        match self.client.call::<Value>(key, call, deadline).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of a day's Analytics skills rows for `skill_names` (at most [`USAGE_NAMES_PER_REQUEST`]),
+    /// grouped by RBAC group: an org's other skills are never read.
+    pub async fn skill_usage_page(
         &self,
         key: &AdminKey,
         date: &str,
+        skill_names: &[&str],
+        page: Option<&str>,
         deadline: Deadline,
-    ) -> Result<Vec<Value>, AnthropicError> {
+    ) -> Result<claresia_anthropic::TokenPage<Value>, AnthropicError> {
         let pacers = self.pacers(key);
-        let query = [
+        let mut query = vec![
             ("date", date.to_owned()),
             ("group_by[]", "rbac_group_id".to_owned()),
             ("limit", "1000".to_owned()),
         ];
+        query.extend(
+            skill_names
+                .iter()
+                .take(USAGE_NAMES_PER_REQUEST)
+                .map(|n| ("filter[]", format!("skill_name:{n}"))),
+        );
+        if let Some(p) = page {
+            query.push(("page", p.to_owned()));
+        }
         self.client
-            .list_all_pages(
+            .call(
                 key,
                 Call::get(ANALYTICS_SKILLS, &query).paced(&pacers.analytics),
                 deadline,
@@ -242,23 +301,18 @@ impl AnthropicSurface for EnterpriseSurface {
             self.groups(key, deadline),
         );
         // The Plugins API reads as nonexistent (404) where the beta is not enabled for the org.
-        if let Err(AnthropicError::Api {
-            status: 404,
-            error_type,
-            message,
-            request_id,
-            attempts,
-        }) = &plugins_read
-        {
-            return Err(AnthropicError::Api {
+        if let Err(mut refused) = plugins_read.clone() {
+            if let AnthropicError::Api {
                 status: 404,
-                error_type: error_type.clone(),
-                message: format!(
+                message,
+                ..
+            } = &mut refused
+            {
+                *message = format!(
                     "the Plugins API (beta {PLUGINS_BETA}) is not enabled for this Claude Enterprise organization; ask Anthropic to enable it ({message})"
-                ),
-                request_id: request_id.clone(),
-                attempts: *attempts,
-            });
+                );
+                return Err(refused);
+            }
         }
         let mut scopes = ScopeReport::default();
         let mut group_count = None;
@@ -361,6 +415,12 @@ struct PluginItem {
     organization_installation_preference: Option<String>,
     #[serde(default)]
     organization_installation_preference_inherited: Option<bool>,
+    #[serde(default)]
+    served_version_pinned: Option<bool>,
+    #[serde(default)]
+    served_version_id: Option<String>,
+    #[serde(default)]
+    latest_version_id: Option<String>,
 }
 
 impl PluginItem {
@@ -618,11 +678,20 @@ impl EnterprisePublisher<'_> {
             .manifest_version
             .as_deref()
             .is_none_or(|v| v == bundle_version(&recorded));
-        let content_hash = if served_matches {
+        let pinned = p.served_version_pinned == Some(true) && !served_matches;
+        let content_hash = if served_matches || (pinned && self.latest_is(&p, &recorded).await?) {
+            // Pinned to another version, ours uploaded as the latest: nothing to upload again.
             recorded
         } else {
-            format!("served:{}", p.manifest_version.unwrap_or_default())
+            format!("served:{}", p.manifest_version.clone().unwrap_or_default())
         };
+        if pinned {
+            let served = p
+                .manifest_version
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
+            metadata.insert(PINNED.to_owned(), served);
+        }
         metadata.insert("content_hash".to_owned(), content_hash);
         Ok(RemoteSkill {
             id: p.id,
@@ -630,6 +699,25 @@ impl EnterprisePublisher<'_> {
             metadata,
             acl,
         })
+    }
+}
+
+impl EnterprisePublisher<'_> {
+    /// Whether the plugin's latest version carries `content_hash` (one read, for pinned plugins only).
+    async fn latest_is(&self, p: &PluginItem, content_hash: &str) -> Result<bool, AnthropicError> {
+        if p.latest_version_id.is_none() || p.latest_version_id == p.served_version_id {
+            return Ok(false);
+        }
+        let path = format!("{PLUGINS}/{}/versions/latest", p.id);
+        let call = Call::get(&path, &[])
+            .beta(PLUGINS_BETA)
+            .paced(&self.pacers.reads);
+        let latest: Value = self
+            .surface
+            .client
+            .call(self.key, call, self.deadline)
+            .await?;
+        Ok(latest["manifest_version"].as_str() == Some(bundle_version(content_hash).as_str()))
     }
 }
 
@@ -713,11 +801,32 @@ impl Publisher for EnterprisePublisher<'_> {
             .beta(PLUGINS_BETA)
             .in_slot(&self.pacers.writes, slots[0]);
         let create_deadline = Deadline::at(slots[0] + create_attempt);
-        let created: Value = self
+        let mut hide_slot = Some(slots[1]);
+        let created: Value = match self
             .surface
             .client
             .call(self.key, call, create_deadline)
-            .await?;
+            .await
+        {
+            Ok(created) => created,
+            // Stored but not registered: never resend the create; the same files go up as a version.
+            Err(e) if e.error_code() == Some("registration_pending") => {
+                let Some(id) = e.plugin_id().map(str::to_owned) else {
+                    return Err(e);
+                };
+                let path = format!("{PLUGINS}/{id}/versions");
+                let upload = Call::new(Method::POST, &path, Body::Files(&files))
+                    .beta(PLUGINS_BETA)
+                    .in_slot(&self.pacers.writes, slots[1]);
+                hide_slot = None;
+                self.surface
+                    .client
+                    .call::<Value>(self.key, upload, deadline)
+                    .await?;
+                json!({ "id": id })
+            }
+            Err(e) => return Err(e),
+        };
         let id = match created["id"].as_str() {
             Some(id) if id.starts_with("plugin_") => id.to_owned(),
             _ => {
@@ -729,9 +838,11 @@ impl Publisher for EnterprisePublisher<'_> {
         };
         let path = format!("{PLUGINS}/{id}/installation_settings/organization");
         let body = json!({"installation_preference": "not_available"});
-        let hide = Call::new(Method::POST, &path, Body::Json(&body))
-            .beta(PLUGINS_BETA)
-            .in_slot(&self.pacers.writes, slots[1]);
+        let hide = Call::new(Method::POST, &path, Body::Json(&body)).beta(PLUGINS_BETA);
+        let hide = match hide_slot {
+            Some(at) => hide.in_slot(&self.pacers.writes, at),
+            None => hide.paced(&self.pacers.writes),
+        };
         match self
             .surface
             .client
@@ -887,6 +998,12 @@ impl Publisher for EnterprisePublisher<'_> {
 
     fn reads_per_minute(&self) -> Option<f64> {
         Some(self.surface.limits.reads_per_minute)
+    }
+
+    /// The Plugins API documents `x-should-retry: false` as deterministic: retrying every minute would
+    /// spend the org's shared write budget on the same refusal.
+    fn pends_on_final_answers(&self) -> bool {
+        false
     }
 
     fn writes_of(&self, action: &Action) -> u32 {

@@ -62,6 +62,11 @@ pub trait Publisher: Send + Sync {
     fn ownership(&self) -> Ownership;
     /// The org's write limit when the plan must be paced to it (for the publish report's ETA).
     fn writes_per_minute(&self) -> Option<f64>;
+    /// Whether an answer Anthropic says not to repeat (a spend cap, `x-should-retry: false`) still leaves
+    /// the skill pending for the sweep (`false`: it is a refusal, reported with its reason).
+    fn pends_on_final_answers(&self) -> bool {
+        true
+    }
     /// The org's read limit, where reads left for a later run pace it too (for the ETA).
     fn reads_per_minute(&self) -> Option<f64> {
         None
