@@ -1253,3 +1253,75 @@ async fn a_version_pinned_in_the_ui_is_reported_per_skill_and_new_content_is_upl
     }
     assert_eq!(env.route_requests(VERSION).await, 1);
 }
+
+/// `GET /tenants/{TENANT}/connection`.
+async fn connection_status(env: &TestEnv) -> Value {
+    let path = format!("/tenants/{TENANT}/connection");
+    env.call(As::Tenant(TENANT), "GET", &path, None).await.1
+}
+
+#[tokio::test]
+async fn a_hub_whose_sweep_keeps_failing_backs_off_and_its_status_says_why() {
+    let env = TestEnv::enterprise_connected(TENANT).await;
+    const LIST: &str = "GET /v1/organizations/plugins";
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": LIST, "fail": {"status": 503, "count": 1000}}),
+    )
+    .await;
+    // The change is saved; its publish waits for the sweep.
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(connection_status(&env).await["publish_retry"], Value::Null);
+    let sweep = || {
+        env.app.sweep_pending(claresia_anthropic::Deadline::after(
+            std::time::Duration::from_secs(20),
+        ))
+    };
+    sweep().await.unwrap();
+    let st = connection_status(&env).await;
+    assert_eq!(st["publish_pending"], true, "{st}");
+    assert_eq!(st["publish_retry"]["attempts"], 1, "{st}");
+    assert!(
+        st["publish_retry"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{st}"
+    );
+    let next = time::OffsetDateTime::parse(
+        st["publish_retry"]["next_attempt_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        next > time::OffsetDateTime::now_utc() + time::Duration::seconds(30),
+        "{st}"
+    );
+    // The next sweeps leave it alone until then: the org's budget is not spent every minute.
+    let listed = env.route_requests(LIST).await;
+    sweep().await.unwrap();
+    assert_eq!(env.route_requests(LIST).await, listed);
+    // A new change is tried at once.
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    let (s, b) = env
+        .put_archetype(
+            TENANT,
+            "product-manager",
+            json!({"skills": ["prd-review", "standup-notes"], "group_ids": [GROUP_PRODUCT]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let st = connection_status(&env).await;
+    assert_eq!(st["publish_retry"], Value::Null, "{st}");
+    // And the very next sweep finishes what the failed ones left.
+    sweep().await.unwrap();
+    assert_eq!(connection_status(&env).await["publish_pending"], false);
+}

@@ -757,3 +757,34 @@ async fn lists_page_with_next_page_and_may_be_short() {
         (1, json!(true))
     );
 }
+
+#[tokio::test]
+async fn concurrent_writes_to_one_plugin_get_503_to_retry_and_serial_ones_do_not() {
+    let e = Ent::start().await;
+    let id = e.plugin("claresia-acme-postmortem").await;
+    let other = e.plugin("claresia-acme-standup").await;
+    e.control(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "*", "latency_ms": 200}),
+    )
+    .await;
+    let path =
+        |id: &str| format!("/v1/organizations/plugins/{id}/installation_settings/organization");
+    let body = json!({"installation_preference": "not_available"});
+    let (mine, theirs) = (path(&id), path(&other));
+    let (a, b, c) = tokio::join!(
+        e.json("POST", &mine, body.clone()),
+        e.json("POST", &mine, body.clone()),
+        e.json("POST", &theirs, body.clone()),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 503], "{} {}", a.body, b.body);
+    let refused = if a.status == 503 { &a } else { &b };
+    assert_eq!(refused.headers["x-should-retry"], "true");
+    assert_eq!(c.status, 200, "another plugin is not held up: {}", c.body);
+    // Once the first write is answered, the next one to the same plugin goes through.
+    let again = e.json("POST", &mine, body).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+}

@@ -65,9 +65,26 @@ pub struct RouteFaults {
 enum Verdict {
     Serve,
     Fail(u16, Option<bool>),
-    RateLimited { retry_after: Duration, limit: f64 },
+    RateLimited {
+        retry_after: Duration,
+        limit: f64,
+    },
     SpendCap,
     Drop,
+    /// Another write to the same plugin is in flight (the Plugins API asks for serial writes per plugin).
+    ConcurrentWrite,
+}
+
+/// The plugin a Plugins API write addresses (`/v1/organizations/plugins/plugin_…/…`), if any.
+fn written_plugin(method: &Method, path: &str) -> Option<String> {
+    if method == Method::GET {
+        return None;
+    }
+    let id = path
+        .strip_prefix("/v1/organizations/plugins/")?
+        .split('/')
+        .next()?;
+    id.starts_with("plugin_").then(|| id.to_owned())
 }
 
 /// Records the request, applies faults (`*` first, then the route's own), and stamps `request-id`.
@@ -81,6 +98,7 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
             .unwrap_or_else(|| req.uri().path().to_owned())
     );
     let request_id = ids::request_id();
+    let plugin = written_plugin(req.method(), req.uri().path());
     let (latency, verdict) = {
         let mut st = sim.lock();
         let counter = st.counters.entry(route.clone()).or_default();
@@ -113,6 +131,11 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
             .and_then(|org| st.orgs.get(org))
             .map_or(Duration::ZERO, |o| o.latency);
         let mut verdict = Verdict::Serve;
+        if let Some(p) = &plugin {
+            if !st.writing_plugins.insert(p.clone()) {
+                verdict = Verdict::ConcurrentWrite;
+            }
+        }
         for key in ["*", route.as_str()] {
             let Some(f) = st.faults.get_mut(key) else {
                 continue;
@@ -142,6 +165,11 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
     };
 
     let write = req.method() != Method::GET;
+    // Only the write that marked its plugin busy clears the mark, even if the request is dropped midway.
+    let _busy = PluginBusy {
+        sim: sim.clone(),
+        plugin: plugin.filter(|_| !matches!(verdict, Verdict::ConcurrentWrite)),
+    };
     let rid = request_id.clone();
     let mut resp = crate::api::REQUEST_ID_TL
         .scope(rid, async move {
@@ -156,6 +184,20 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         sim.lock().counters.entry(route).or_default().applied += 1;
     }
     resp
+}
+
+/// A plugin's in-flight write mark, cleared when the request ends however it ends.
+struct PluginBusy {
+    sim: Sim,
+    plugin: Option<String>,
+}
+
+impl Drop for PluginBusy {
+    fn drop(&mut self) {
+        if let Some(p) = self.plugin.take() {
+            self.sim.lock().writing_plugins.remove(&p);
+        }
+    }
 }
 
 async fn answer(verdict: Verdict, req: Request, next: Next) -> Response {
@@ -190,6 +232,18 @@ async fn answer(verdict: Verdict, req: Request, next: Next) -> Response {
                     axum::http::HeaderValue::from_static(value),
                 );
             }
+            resp
+        }
+        Verdict::ConcurrentWrite => {
+            let mut resp = error_response(
+                503,
+                "api_error",
+                "Another write to this plugin is in progress; send writes for one plugin serially.",
+            );
+            resp.headers_mut().insert(
+                "x-should-retry",
+                axum::http::HeaderValue::from_static("true"),
+            );
             resp
         }
         Verdict::SpendCap => error_response(

@@ -140,6 +140,8 @@ pub struct State {
     pub received: VecDeque<ReceivedRequest>,
     /// Per-org native audit-log rate limit (600 requests per minute).
     pub audit_buckets: HashMap<String, crate::faults::TokenBucket>,
+    /// Plugins with a write in flight: another write to one of them gets 503 + `x-should-retry: true`.
+    pub writing_plugins: std::collections::HashSet<String>,
 }
 
 /// Shared handle to the simulator's state.

@@ -29,6 +29,17 @@ const STATUS_REASON_BYTES: usize = 300;
 
 /// A stored report as the tenant's status shows it: at most [`STATUS_NAMES`] names of each kind, reasons
 /// of at most [`STATUS_REASON_BYTES`] (`counts` stay whole; `names_truncated` says names were left out).
+/// Unix seconds as the status shows times (RFC 3339, UTC).
+fn utc_seconds(at: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 fn trim_report(report: &mut serde_json::Value) {
     let mut cut = false;
     for kind in ["created", "updated", "deleted", "failed", "pending"] {
@@ -517,6 +528,14 @@ impl App {
         let mut out =
             serde_json::to_value(&status).map_err(|e| ApiError::Internal(e.to_string()))?;
         out["publish_pending"] = serde_json::json!(self.hub.pending_token(hub).await?.is_some());
+        out["publish_retry"] = match self.hub.pending_retry(hub).await? {
+            Some(r) => serde_json::json!({
+                "attempts": r.attempts,
+                "next_attempt_at": utc_seconds(r.next_attempt_at),
+                "last_error": r.last_error,
+            }),
+            None => serde_json::Value::Null,
+        };
         out["last_poll"] = serde_json::json!(self.hub.poll_status(hub).await?);
         let (subs, next) = self
             .sub_tenant_views_page(hub, STATUS_SUB_TENANTS, None, STATUS_VIEW_BYTES)

@@ -1129,7 +1129,24 @@ impl App {
             if deadline.remaining() < MIN_ACTION_BUDGET * 2 {
                 break;
             }
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let retry = self.hub.pending_retry(&hub).await?;
+            // A Hub that keeps failing waits its turn (1, 2, 4 … minutes, at most an hour).
+            if retry.as_ref().is_some_and(|r| r.next_attempt_at > now) {
+                continue;
+            }
             match self.publish(&hub, None, deadline).await {
+                // Nothing moved (and no other publish held the lease): retried later, not every minute.
+                Ok(r) if !r.complete && r.writes == 0 && !r.targets.is_empty() => {
+                    let why = r
+                        .targets
+                        .iter()
+                        .flat_map(|t| t.failed.iter().map(|f| f.reason.clone()))
+                        .next()
+                        .unwrap_or_else(|| "the sweep made no progress".into());
+                    self.back_off(&hub, retry.as_ref(), now, why).await?;
+                    done.push(r);
+                }
                 Ok(r) => done.push(r),
                 Err(ApiError::PublishRefused(reason)) => {
                     // Nothing can be published until an admin acts; the status says why.
@@ -1147,11 +1164,29 @@ impl App {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(tenant = %hub, error = %e, "pending publish failed; the next sweep retries")
+                    tracing::warn!(tenant = %hub, error = %e, "pending publish failed; retried after a back-off");
+                    self.back_off(&hub, retry.as_ref(), now, e.to_string())
+                        .await?;
                 }
             }
         }
         Ok(done)
+    }
+
+    /// Records a failed sweep on the Hub's marker, so the next one waits (shown as `publish_retry`).
+    async fn back_off(
+        &self,
+        hub: &TenantSlug,
+        previous: Option<&claresia_aws::PendingRetry>,
+        now: i64,
+        error: String,
+    ) -> Result<(), ApiError> {
+        let Some(token) = self.hub.pending_token(hub).await? else {
+            return Ok(());
+        };
+        let retry = claresia_aws::PendingRetry::after(previous, now, error);
+        self.hub.back_off_pending(hub, &token, &retry).await?;
+        Ok(())
     }
 
     /// The ledger is derived from what Anthropic holds: every skill we own there gets its entry, so a

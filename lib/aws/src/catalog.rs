@@ -51,6 +51,29 @@ pub struct AppliedAccess {
     pub at: i64,
 }
 
+/// How a Hub's pending publish is being retried after sweeps that failed or made no progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingRetry {
+    /// Sweeps in a row that failed on it.
+    pub attempts: u32,
+    /// Unix seconds before which no sweep tries it again.
+    pub next_attempt_at: i64,
+    pub last_error: String,
+}
+
+impl PendingRetry {
+    /// The retry after `previous`: 1, 2, 4 … minutes, capped at an hour.
+    pub fn after(previous: Option<&PendingRetry>, now: i64, error: String) -> PendingRetry {
+        let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
+        let delay = (60i64 << attempts.saturating_sub(1).min(6)).min(3600);
+        PendingRetry {
+            attempts,
+            next_attempt_at: now + delay,
+            last_error: error,
+        }
+    }
+}
+
 /// A [`DriftMark`] name that stands for every plugin of the Hub ("Republish all": check everything).
 pub const ALL_PLUGINS: &str = "*";
 
@@ -706,6 +729,78 @@ impl HubStore {
         )
         .await
         .map(|_| ())
+    }
+
+    /// The pending marker's retry state, once a sweep failed on it (a new marker starts afresh).
+    pub async fn pending_retry(
+        &self,
+        hub: &TenantSlug,
+    ) -> Result<Option<PendingRetry>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(hub)))
+            .key(SK, AttributeValue::S(PENDING_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::dynamo("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let number = |k: &str| match item.get(k) {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+            _ => None,
+        };
+        let (Some(attempts), Some(next_attempt_at)) =
+            (number("attempts"), number("next_attempt_at"))
+        else {
+            return Ok(None);
+        };
+        let last_error = match item.get("last_error") {
+            Some(AttributeValue::S(e)) => e.clone(),
+            _ => String::new(),
+        };
+        Ok(Some(PendingRetry {
+            attempts: attempts.max(0) as u32,
+            next_attempt_at,
+            last_error,
+        }))
+    }
+
+    /// Records a failed sweep of the marker holding `token` (nothing if the marker changed since: a new
+    /// change is tried at once).
+    pub async fn back_off_pending(
+        &self,
+        hub: &TenantSlug,
+        token: &str,
+        retry: &PendingRetry,
+    ) -> Result<(), StoreError> {
+        use claresia_domain::telemetry::{truncate_marked, MAX_REASON_BYTES};
+        let res = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(tenant_pk(hub)))
+            .key(SK, AttributeValue::S(PENDING_SK.into()))
+            .update_expression("SET attempts = :a, next_attempt_at = :n, last_error = :e")
+            .condition_expression("#d = :d")
+            .expression_attribute_names("#d", DOC)
+            .expression_attribute_values(":d", AttributeValue::S(to_json(&token)?))
+            .expression_attribute_values(":a", AttributeValue::N(retry.attempts.to_string()))
+            .expression_attribute_values(":n", AttributeValue::N(retry.next_attempt_at.to_string()))
+            .expression_attribute_values(
+                ":e",
+                AttributeValue::S(truncate_marked(&retry.last_error, MAX_REASON_BYTES)),
+            )
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if crate::error::condition_failed(&e) => Ok(()),
+            Err(e) => Err(StoreError::dynamo("UpdateItem", e)),
+        }
     }
 
     pub async fn pending_token(&self, hub: &TenantSlug) -> Result<Option<String>, StoreError> {

@@ -10,7 +10,7 @@ pub mod poll;
 pub mod telemetry;
 pub mod tenants;
 
-pub use catalog::{AppliedAccess, CatalogDoc, DriftMark, Expect, LedgerEntry};
+pub use catalog::{AppliedAccess, CatalogDoc, DriftMark, Expect, LedgerEntry, PendingRetry};
 pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;
