@@ -6,13 +6,15 @@
 #  2b. publishing 1,000 skills × 2 RBAC groups to the simulator's Claude Enterprise org (40 ms/call, the
 #      documented 60 writes / 300 reads a minute × ENTERPRISE_BENCH_SPEED, default 10) vs the write-limit
 #      floor, with the ETA the report gave, and the no-change publish inside one request;
+#  2c. the enterprise usage pull of a 5,000-skill org used by 20 RBAC groups (100,000 rows): time, ticks and
+#      peak RSS growth;
 #  3. one poller tick over 100 tenants × 100 events vs raw BatchWriteItem on the same moto, and the lag p99;
 #  4. normalization throughput per core (criterion).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 source infra/scripts/venv.sh
-bins=(--bin hello-lambda --bin lambda-bench --bin publish-bench --bin enterprise-publish-bench --bin poll-bench)
+bins=(--bin hello-lambda --bin lambda-bench --bin publish-bench --bin enterprise-publish-bench --bin usage-bench --bin poll-bench)
 for f in $(ls functions); do bins+=(--bin "$f"); done
 cargo build --release --quiet "${bins[@]}"
 target/release/lambda-bench "${LAMBDA_BENCH_RUNS:-10}"
@@ -20,6 +22,8 @@ echo
 target/release/publish-bench "${PUBLISH_BENCH_SKILLS:-1000}"
 echo
 target/release/enterprise-publish-bench "${ENTERPRISE_BENCH_SKILLS:-1000}" "${ENTERPRISE_BENCH_SPEED:-10}"
+echo
+target/release/usage-bench "${USAGE_BENCH_SKILLS:-5000}" "${USAGE_BENCH_GROUPS:-20}" | grep -v '^{'
 echo
 # The EMF metric lines the poller prints are for CloudWatch; the bench shows only its summary.
 target/release/poll-bench "${POLL_BENCH_TENANTS:-100}" "${POLL_BENCH_EVENTS:-100}" | grep -v '^{'
