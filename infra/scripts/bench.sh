@@ -9,12 +9,16 @@
 #  2c. the enterprise usage pull of a 5,000-skill org used by 20 RBAC groups (100,000 rows): time, ticks and
 #      peak RSS growth;
 #  3. one poller tick over 100 tenants × 100 events vs raw BatchWriteItem on the same moto, and the lag p99;
+#  3b. the fan-out on moto's SQS: 1,000 tenants at 150 ms per Anthropic call through the dispatcher and the
+#      queue workers (time until all polled, item cost, items/s per worker), one org at 10 s per call (the
+#      noisy neighbour), and the dispatcher alone at 10,000 tenants;
+#  3c. the sweep fan-out: 100 pending Hubs, one failing for good, one with 1,000 skills;
 #  4. normalization throughput per core (criterion).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 source infra/scripts/venv.sh
-bins=(--bin hello-lambda --bin lambda-bench --bin publish-bench --bin enterprise-publish-bench --bin usage-bench --bin poll-bench)
+bins=(--bin hello-lambda --bin lambda-bench --bin publish-bench --bin enterprise-publish-bench --bin usage-bench --bin poll-bench --bin fleet-bench --bin sweep-bench)
 for f in $(ls functions); do bins+=(--bin "$f"); done
 cargo build --release --quiet "${bins[@]}"
 target/release/lambda-bench "${LAMBDA_BENCH_RUNS:-10}"
@@ -27,5 +31,9 @@ target/release/usage-bench "${USAGE_BENCH_SKILLS:-5000}" "${USAGE_BENCH_GROUPS:-
 echo
 # The EMF metric lines the poller prints are for CloudWatch; the bench shows only its summary.
 target/release/poll-bench "${POLL_BENCH_TENANTS:-100}" "${POLL_BENCH_EVENTS:-100}" | grep -v '^{'
+echo
+target/release/fleet-bench "${FLEET_BENCH_TENANTS:-1000}" "${FLEET_BENCH_LATENCY_MS:-150}" "${FLEET_BENCH_DISPATCH_TENANTS:-10000}" | grep -v '^{'
+echo
+target/release/sweep-bench "${SWEEP_BENCH_HUBS:-100}" "${SWEEP_BENCH_BIG_HUB_SKILLS:-1000}" | grep -v '^{'
 echo
 cargo bench --quiet -p claresia-domain --bench normalize

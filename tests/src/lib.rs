@@ -16,6 +16,7 @@ pub use anthropic_sim::demo::*;
 
 pub mod contract;
 pub mod enterprise;
+pub mod fanout;
 
 /// A response as the client sees it.
 #[derive(Debug)]
@@ -167,6 +168,8 @@ pub struct TestEnv {
     pub sdk: SdkConfig,
     pub stage: String,
     pub http: reqwest::Client,
+    /// What the app (and a fan-out's dispatcher) emitted as CloudWatch metrics.
+    pub metrics: fanout::CollectedMetrics,
 }
 
 /// Who the request claims to be (the JWT claims API Gateway verified).
@@ -212,14 +215,48 @@ impl TestEnv {
                 .build(),
         );
         let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-        let app = Arc::new(App::with_clients(config, dynamo, secrets).expect("app"));
+        let mut app = App::with_clients(config, dynamo, secrets).expect("app");
+        let metrics = fanout::CollectedMetrics::default();
+        app.metrics = claresia_api::metrics::Metrics::new(stage.clone(), Arc::new(metrics.clone()));
         TestEnv {
             sim,
-            app,
+            app: Arc::new(app),
             cutoff,
             sdk,
             stage,
             http: reqwest::Client::new(),
+            metrics,
+        }
+    }
+
+    /// Lets a crashed run's publish lease on `hub` lapse, as time would (a sweep skips a held lease and
+    /// tries again the next minute; tests do not wait that minute).
+    pub async fn lapse_publish_lease(&self, hub: &str) {
+        let res = self
+            .dynamo()
+            .update_item()
+            .table_name(&self.app.config.hub_table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#{hub}")),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S("PUBLISH_LEASE".into()),
+            )
+            .update_expression("SET lease_until = :zero")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(
+                ":zero",
+                aws_sdk_dynamodb::types::AttributeValue::N("0".into()),
+            )
+            .send()
+            .await;
+        if let Err(e) = res {
+            let lapsed = e
+                .as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception());
+            assert!(lapsed, "lapse the publish lease: {e:?}");
         }
     }
 

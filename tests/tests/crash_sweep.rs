@@ -188,8 +188,9 @@ async fn a_publish_crashed_anywhere_converges() {
             )
             .await;
             env.sim_send("DELETE", "/_sim/faults", json!({})).await;
-            // Recovery as the schedule runs it: the sweep (if a marker was left), then the check's reconcile,
-            // which waits for the crashed run's lease to lapse.
+            // Recovery as the schedule runs it: the crashed run's lease lapses, the sweep (if a marker was
+            // left) finishes the change, then the check's reconcile.
+            env.lapse_publish_lease("dainese").await;
             env.app
                 .sweep_pending(Deadline::after(Duration::from_secs(20)))
                 .await
@@ -400,6 +401,8 @@ async fn sweep_until_done(env: &TestEnv) {
         {
             return;
         }
+        // A minute later, as the schedule's next item: the crashed run's lease has lapsed.
+        env.lapse_publish_lease("dainese").await;
         env.app
             .sweep_pending(Deadline::after(Duration::from_secs(20)))
             .await

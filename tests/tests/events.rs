@@ -102,9 +102,17 @@ const CASES: &[(&str, u16, &str, &str)] = &[
 ];
 
 /// Events of scheduled functions: (file, JSON pointer, value) of the function's answer.
+/// The schedule's delivery to the dispatcher, and a queue batch to each worker (after the cases above, so
+/// dainese is disconnected: its poll item is skipped, its Hub has nothing pending).
 const SCHEDULED: &[(&str, &str, &str)] = &[
-    ("publish-sweeper-scheduled.json", "/complete", "true"),
-    ("audit-poller-scheduled.json", "/failed", "0"),
+    // The scheduled time names the minute (2026-11-23T10:16:00Z).
+    ("poll-dispatcher-scheduled.json", "/minute", "1795428960"),
+    ("audit-poller-sqs.json", "/items/0/outcome", "\"skipped\""),
+    (
+        "publish-sweeper-sqs.json",
+        "/items/0/outcome",
+        "\"nothing_pending\"",
+    ),
 ];
 
 #[tokio::test]
@@ -160,17 +168,21 @@ async fn every_sample_event_is_answered_by_its_handler() {
             "{file}: {body}"
         );
     }
+    let fanout = env.fanout().await;
     for (file, pointer, expected) in SCHEDULED {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{file} is not an EventBridge event: {e}"));
         let deadline_ms = (time::OffsetDateTime::now_utc().unix_timestamp() as u64 + 55) * 1000;
-        let answer = match *file {
-            "audit-poller-scheduled.json" => {
-                env.app.handle_poll_tick(&event, deadline_ms).await.unwrap()
-            }
-            _ => env.app.handle_sweep(&event, deadline_ms).await.unwrap(),
+        let answer = if file.ends_with("-scheduled.json") {
+            let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
+                serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{file} is not an EventBridge event: {e}"));
+            serde_json::json!(fanout.dispatcher.handle(&event).await.unwrap())
+        } else {
+            let event: aws_lambda_events::sqs::SqsEvent = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{file} is not an SQS event: {e}"));
+            let batch = env.app.handle_work(event, deadline_ms).await;
+            assert!(batch.response.batch_item_failures.is_empty(), "{file}");
+            serde_json::json!({"response": batch.response, "items": batch.items})
         };
         assert_eq!(
             answer.pointer(pointer).map(Value::to_string).as_deref(),

@@ -2,7 +2,6 @@
 //! redelivery, concurrent runs and storms; and the telemetry API.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -61,13 +60,13 @@ fn assert_exactly(stored: &BTreeMap<String, usize>, expected: &[String]) {
     );
 }
 
-/// Lets a run's tick lease lapse, as time would.
+/// Lets a run's poll lease on dainese lapse, as time would.
 async fn expire_lease(env: &TestEnv) {
     env.dynamo()
         .update_item()
         .table_name(&env.app.config.hub_table)
-        .key("pk", AttributeValue::S("POLLER".into()))
-        .key("sk", AttributeValue::S("TICK".into()))
+        .key("pk", AttributeValue::S("TENANT#dainese".into()))
+        .key("sk", AttributeValue::S("POLL_LEASE".into()))
         .update_expression("REMOVE lease_owner, lease_until")
         .send()
         .await
@@ -353,7 +352,7 @@ async fn two_runs_at_once_store_each_event_once_and_end_on_the_last_event() {
     .await;
     let (a, (b, c)) = tokio::join!(env.app.poll_all(deadline()), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        // A duplicated delivery finds the tick lease held and does nothing.
+        // A duplicated item finds the tenant's poll lease held and does nothing.
         let b = env.app.poll_all(deadline()).await.unwrap();
         // A third run once the first's lease has lapsed (the first is paused, say): both now poll the
         // same tenant, and only the conditional cursor moves keep them apart.
@@ -362,9 +361,8 @@ async fn two_runs_at_once_store_each_event_once_and_end_on_the_last_event() {
         (b, c)
     });
     let a = a.unwrap();
-    assert!(b.overlapped && b.tenants == 0, "{b:?}");
+    assert_eq!((b.tenants, b.busy), (1, 1), "{b:?}");
     assert_eq!(b.events_ingested, 0);
-    assert!(!a.overlapped && !c.overlapped, "{a:?} {c:?}");
     assert_eq!(
         a.busy + c.busy,
         1,
@@ -929,7 +927,7 @@ async fn late_runs_of_an_unpublished_skill_and_of_an_offboarded_tenant_are_kept(
 
 /// Issue 11: with one slow org, the tenants behind it used to start with under 2 s left, read nothing and
 /// be recorded as a success every tick, so the stale-tenant alarm never fired. Now such a tenant is
-/// `deferred` (not a success: the alarm's value grows), and the start order rotates so it goes first next.
+/// `deferred` (not a success: the alarm's value grows), and, the longest without a success, goes first next.
 #[tokio::test]
 async fn a_slow_org_cannot_starve_the_others_unnoticed() {
     let env = TestEnv::start_with(|c| c.poll_concurrency = 1).await;
@@ -955,31 +953,28 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
         json!({"latency_ms": 1500}),
     )
     .await;
-    // dainese has not been polled successfully since it connected ten minutes ago.
-    let ten_minutes_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
-    env.dynamo()
-        .update_item()
-        .table_name(&env.app.config.hub_table)
-        .key("pk", AttributeValue::S("TENANT#dainese".into()))
-        .key("sk", AttributeValue::S("CONNECTION".into()))
-        .update_expression("SET connected_at = :t")
-        .expression_attribute_values(
-            ":t",
-            AttributeValue::S(
-                ten_minutes_ago
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap(),
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
+    // Neither has been polled successfully since connecting: dainese ten minutes ago, slowco twenty, so
+    // slowco is the longest-waiting and goes first.
+    for (tenant, minutes) in [("dainese", 10), ("slowco", 20)] {
+        let at = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes);
+        env.dynamo()
+            .update_item()
+            .table_name(&env.app.config.hub_table)
+            .key("pk", AttributeValue::S(format!("TENANT#{tenant}")))
+            .key("sk", AttributeValue::S("CONNECTION".into()))
+            .update_expression("SET connected_at = :t")
+            .expression_attribute_values(
+                ":t",
+                AttributeValue::S(
+                    at.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap(),
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
 
-    // The first tick's turn puts slowco first (the order is sorted, then rotated by minute + turn).
-    let minute = (time::OffsetDateTime::now_utc().unix_timestamp() / 60) as u64;
-    env.app
-        .tick_turn
-        .store((3 - minute % 2) % 2, Ordering::Relaxed);
     let mut outcomes = Vec::new();
     for _ in 0..2 {
         let tick = env
@@ -1011,7 +1006,7 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
         "{outcomes:?}"
     );
     assert!(starved.3 > 300.0, "{outcomes:?}");
-    // Next tick: the order turned, dainese went first, and both were polled.
+    // Next tick: dainese, now the longest without a success, went first, and both were polled.
     assert_eq!(
         (outcomes[1].0.as_str(), outcomes[1].1.as_str()),
         ("ok", "ok"),
@@ -1121,4 +1116,289 @@ async fn short_pages_that_say_more_are_followed() {
         cursor_of(&env).await.as_deref(),
         ids.last().map(String::as_str)
     );
+}
+
+// ---- Issue 18: the fan-out on SQS (dispatcher → FIFO queues → workers), on moto's SQS ----
+
+use claresia_tests::fanout::now_unix;
+
+/// Makes the stage's poll queue hand an unfinished item back after 1 s instead of 6 minutes, as time would.
+async fn short_visibility(queue: &claresia_aws::WorkQueue) {
+    queue
+        .client()
+        .set_queue_attributes()
+        .queue_url(queue.url())
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn each_connected_tenant_is_polled_once_a_minute_whatever_the_duplicates() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 3}),
+    )
+    .await;
+    let fanout = env.fanout().await;
+    let t = now_unix();
+    // A duplicated schedule delivery before the workers ran: the queue drops the copies.
+    let first = fanout.dispatcher.dispatch(t).await.unwrap();
+    let again = fanout.dispatcher.dispatch(t).await.unwrap();
+    assert_eq!((first.polls_enqueued, again.polls_enqueued), (2, 2));
+    let m = fanout.minute(&env, t).await;
+    for tenant in ["dainese", "retention"] {
+        assert_eq!(m.outcomes(tenant), ["ok"], "{tenant}");
+    }
+    assert_exactly(&stored(&env).await, &ids);
+    // The same minute delivered once more after its items were done: each is a no-op.
+    let m = fanout.minute(&env, t).await;
+    for tenant in ["dainese", "retention"] {
+        assert_eq!(m.outcomes(tenant), ["superseded"], "{tenant}");
+    }
+    assert!(m
+        .polls
+        .iter()
+        .all(|d| d.batch.response.batch_item_failures.is_empty()));
+    // The next minute polls again.
+    let more = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 2}),
+    )
+    .await;
+    let m = fanout.minute(&env, t + 60).await;
+    assert_eq!(m.outcomes("dainese"), ["ok"]);
+    let all: Vec<String> = ids.into_iter().chain(more).collect();
+    assert_exactly(&stored(&env).await, &all);
+    // The stale-tenant alarm's value comes from the stored successes: just polled, so small.
+    let age = env.metrics.values("OldestSuccessfulPollAgeSeconds");
+    assert!(age.last().is_some_and(|a| *a < 120.0), "{age:?}");
+}
+
+#[tokio::test]
+async fn the_longest_waiting_tenant_is_enqueued_first() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
+    let fanout = env.fanout().await;
+    let t = now_unix();
+    fanout.minute(&env, t).await;
+    // dainese's last success was ten minutes ago (its polls failed since, say); retention's is fresh.
+    let slug = TenantSlug::parse("dainese").unwrap();
+    let mut status = env.app.hub.poll_status(&slug).await.unwrap().unwrap();
+    let ten_minutes_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    status.last_success_at = Some(
+        ten_minutes_ago
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+    );
+    env.app
+        .hub
+        .record_poll_status(&slug, &status)
+        .await
+        .unwrap();
+    // Received in the order sent: dainese, its success the oldest, first; the alarm's age says so.
+    let m = fanout.minute(&env, t + 60).await;
+    assert!(
+        m.dispatch.oldest_success_age_seconds >= 600,
+        "{}",
+        m.dispatch.oldest_success_age_seconds
+    );
+    let order: Vec<&str> = m
+        .polls
+        .iter()
+        .flat_map(|d| d.batch.items.iter())
+        .filter_map(|i| i.tenant.as_deref())
+        .collect();
+    assert_eq!(order.first(), Some(&"dainese"), "{order:?}");
+}
+
+#[tokio::test]
+async fn an_item_the_store_refused_comes_back_with_every_item_after_it_and_then_runs() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 3}),
+    )
+    .await;
+    let fanout = env.fanout().await;
+    short_visibility(&fanout.polls.queue).await;
+    let t = now_unix();
+    fanout.dispatcher.dispatch(t).await.unwrap();
+    let app = env.app.clone();
+    let handler = move |event, deadline_ms| {
+        let app = app.clone();
+        async move { app.handle_work(event, deadline_ms).await }
+    };
+    // The store refuses every write: no lease can be taken, nothing runs.
+    env.cutoff.arm(0);
+    let d = fanout.polls.deliver_once(&handler).await.unwrap().unwrap();
+    assert!(env.cutoff.disarm());
+    assert_eq!(d.received, 2);
+    let failed: Vec<&str> = d
+        .batch
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let all: Vec<&str> = d
+        .batch
+        .items
+        .iter()
+        .map(|i| i.message_id.as_str())
+        .collect();
+    assert_eq!(
+        failed, all,
+        "from the first failure on, every item is named"
+    );
+    assert!(stored(&env).await.is_empty());
+    // Delivered again once their visibility lapses, they run.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (polls, _) = fanout.drain(&env).await;
+    let outcomes: Vec<&str> = polls
+        .iter()
+        .flat_map(|d| d.batch.items.iter())
+        .map(|i| i.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok"]);
+    assert_exactly(&stored(&env).await, &ids);
+}
+
+#[tokio::test]
+async fn an_unreadable_item_is_dead_lettered_after_five_deliveries() {
+    let env = TestEnv::start().await;
+    let fanout = env.fanout().await;
+    short_visibility(&fanout.polls.queue).await;
+    let q = &fanout.polls.queue;
+    q.client()
+        .send_message()
+        .queue_url(q.url())
+        .message_body("{\"kind\":\"reboot\"}")
+        .message_group_id("nobody")
+        .message_deduplication_id("junk")
+        .send()
+        .await
+        .unwrap();
+    let app = env.app.clone();
+    let handler = move |event, deadline_ms| {
+        let app = app.clone();
+        async move { app.handle_work(event, deadline_ms).await }
+    };
+    for delivery in 1..=5 {
+        let d = fanout.polls.deliver_once(&handler).await.unwrap();
+        let d = d.unwrap_or_else(|| panic!("delivery {delivery}"));
+        assert_eq!(d.batch.items[0].outcome, "malformed");
+        assert!(d.batch.items[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not a work item"));
+        assert_eq!(d.batch.response.batch_item_failures.len(), 1);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(fanout.polls.deliver_once(&handler).await.unwrap().is_none());
+    let dlq = fanout
+        .poll_dlq
+        .client()
+        .receive_message()
+        .queue_url(fanout.poll_dlq.url())
+        .send()
+        .await
+        .unwrap();
+    let bodies: Vec<String> = dlq
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, ["{\"kind\":\"reboot\"}"]);
+}
+
+#[tokio::test]
+async fn a_sweep_skips_a_hub_whose_publish_is_running_without_holding_up_the_others() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
+    let (dainese, retention) = (
+        TenantSlug::parse("dainese").unwrap(),
+        TenantSlug::parse("retention").unwrap(),
+    );
+    for hub in [&dainese, &retention] {
+        env.app.hub.mark_pending(hub, "change-1").await.unwrap();
+    }
+    // Another publish of dainese holds its lease for a minute.
+    let now_ms = (now_unix() as i128) * 1000;
+    assert!(env
+        .app
+        .hub
+        .acquire_publish_lease(&dainese, "a-request", now_ms, now_ms + 60_000)
+        .await
+        .unwrap());
+    let fanout = env.fanout().await;
+    let t = now_unix();
+    let m = fanout.minute(&env, t).await;
+    assert_eq!(m.dispatch.sweeps_enqueued, 2);
+    assert_eq!(
+        m.outcomes("dainese"),
+        ["ok", "busy"],
+        "polled, and its sweep not waited on"
+    );
+    // retention's org keeps data: its sweep is refused at once and its marker cleared (the status says why).
+    assert_eq!(m.outcomes("retention"), ["ok", "refused"]);
+    assert!(env.app.hub.pending_token(&dainese).await.unwrap().is_some());
+    assert!(env
+        .app
+        .hub
+        .pending_token(&retention)
+        .await
+        .unwrap()
+        .is_none());
+    env.app
+        .hub
+        .release_publish_lease(&dainese, "a-request")
+        .await
+        .unwrap();
+    let m = fanout.minute(&env, t + 60).await;
+    assert_eq!(m.dispatch.sweeps_enqueued, 1);
+    assert_eq!(m.outcomes("dainese"), ["ok", "complete"]);
+    assert!(env.app.hub.pending_token(&dainese).await.unwrap().is_none());
+}
+
+/// Issue 18: `AuditPollerErrorsAlarm` watched `PollErrors`, which nothing emitted. Every alarm on a metric of
+/// ours must watch one a real run emits: a minute with one tenant failing, through the queue path.
+#[tokio::test]
+async fn every_alarm_on_a_custom_metric_watches_a_metric_the_code_emits() {
+    let env = env_with_catalog(1000).await;
+    assert_eq!(env.connect("retention", NO_ZR_KEY).await.0, 201);
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": NO_ZR_KEY}))
+        .await;
+    let fanout = env.fanout().await;
+    let m = fanout.minute(&env, now_unix()).await;
+    assert_eq!(m.outcomes("retention"), ["unauthorized"]);
+    assert_eq!(env.metrics.values("PollErrors").iter().sum::<f64>(), 1.0);
+    let template: serde_norway::Value =
+        serde_norway::from_str(claresia_local::tables::TEMPLATE).unwrap();
+    let emitted = env.metrics.names();
+    let mut watched = Vec::new();
+    for (id, r) in template["Resources"].as_mapping().unwrap() {
+        let p = &r["Properties"];
+        if r["Type"].as_str() == Some("AWS::CloudWatch::Alarm")
+            && p["Namespace"].as_str() == Some(claresia_api::metrics::NAMESPACE)
+        {
+            let metric = p["MetricName"].as_str().unwrap();
+            assert!(
+                emitted.contains(metric),
+                "{id:?} watches {metric}, which the code never emitted: {emitted:?}"
+            );
+            watched.push(metric.to_owned());
+        }
+    }
+    watched.sort();
+    assert_eq!(watched, ["OldestSuccessfulPollAgeSeconds", "PollErrors"]);
 }

@@ -180,7 +180,7 @@ fn the_catch_all_is_the_apis_default_route_behind_the_jwt_authorizer() {
 }
 
 #[test]
-fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
+fn catalog_routes_are_in_the_template() {
     let d = doc();
     assert_eq!(
         routes_of(&d, "CatalogApiFunction"),
@@ -204,34 +204,106 @@ fn catalog_routes_are_in_the_template_and_the_sweep_is_scheduled() {
             "PUT /tenants/{tenant}/workspaces",
         ]
     );
-    let sweep = &d["Resources"]["PublishSweeperFunction"]["Properties"];
-    assert_eq!(
-        sweep["Events"]["EveryMinute"]["Properties"]["Schedule"].as_str(),
-        Some("rate(1 minute)")
-    );
-    assert!(
-        sweep["Timeout"].as_u64().unwrap() < 60,
-        "a sweep ends before the next tick"
-    );
+}
+
+/// Issue 18: each worker consumes its FIFO queue through an event source mapping: batches of at most 10,
+/// partial failures reported, concurrency capped (and reserved to match), a visibility timeout of at least
+/// 6 times its timeout, and a dead-letter queue with an alarm; each queue's age is alarmed.
+#[test]
+fn the_workers_consume_fifo_queues_with_dead_letters_and_alarms() {
+    let d = doc();
+    let r = &d["Resources"];
+    for (function, event, queue, dlq) in [
+        (
+            "AuditPollerFunction",
+            "PollItems",
+            "PollQueue",
+            "PollDeadLetterQueue",
+        ),
+        (
+            "PublishSweeperFunction",
+            "SweepItems",
+            "SweepQueue",
+            "SweepDeadLetterQueue",
+        ),
+    ] {
+        let f = &r[function]["Properties"];
+        let e = &f["Events"][event];
+        assert_eq!(e["Type"].as_str(), Some("SQS"), "{function}");
+        let p = &e["Properties"];
+        assert_eq!(
+            p["Queue"].as_str(),
+            Some(format!("{queue}.Arn").as_str()),
+            "{function}"
+        );
+        assert!(p["BatchSize"].as_u64().unwrap() <= 10, "{function}");
+        assert_eq!(
+            p["FunctionResponseTypes"][0].as_str(),
+            Some("ReportBatchItemFailures")
+        );
+        assert_eq!(
+            p["ScalingConfig"]["MaximumConcurrency"].as_str(),
+            Some("WorkerMaxConcurrency")
+        );
+        assert_eq!(
+            f["ReservedConcurrentExecutions"].as_str(),
+            Some("WorkerMaxConcurrency")
+        );
+        let q = &r[queue]["Properties"];
+        assert_eq!(q["FifoQueue"].as_bool(), Some(true), "{queue}");
+        assert!(
+            q["VisibilityTimeout"].as_u64().unwrap() >= 6 * f["Timeout"].as_u64().unwrap(),
+            "{queue}: visibility timeout under 6 x {function}'s timeout"
+        );
+        assert_eq!(
+            q["RedrivePolicy"]["deadLetterTargetArn"].as_str(),
+            Some(format!("{dlq}.Arn").as_str())
+        );
+        assert_eq!(r[dlq]["Properties"]["FifoQueue"].as_bool(), Some(true));
+        let watches = |metric: &str, name: &str| {
+            r.as_mapping().unwrap().values().any(|a| {
+                let p = &a["Properties"];
+                a["Type"].as_str() == Some("AWS::CloudWatch::Alarm")
+                    && p["MetricName"].as_str() == Some(metric)
+                    && p["Dimensions"][0]["Value"].as_str() == Some(name)
+            })
+        };
+        assert!(
+            watches(
+                "ApproximateAgeOfOldestMessage",
+                &format!("{queue}.QueueName")
+            ),
+            "{queue} age"
+        );
+        assert!(
+            watches(
+                "ApproximateNumberOfMessagesVisible",
+                &format!("{dlq}.QueueName")
+            ),
+            "{dlq} depth"
+        );
+    }
 }
 
 #[test]
-fn the_poller_runs_every_minute_without_retries_and_is_alarmed() {
+fn the_dispatcher_runs_every_minute_without_retries_and_the_polls_are_alarmed() {
     let d = doc();
-    let poller = &d["Resources"]["AuditPollerFunction"]["Properties"];
-    let schedule = &poller["Events"]["EveryMinute"];
+    let dispatcher = &d["Resources"]["PollDispatcherFunction"]["Properties"];
+    let schedule = &dispatcher["Events"]["EveryMinute"];
     assert_eq!(schedule["Type"].as_str(), Some("ScheduleV2"));
     let p = &schedule["Properties"];
     assert_eq!(p["ScheduleExpression"].as_str(), Some("rate(1 minute)"));
     assert_eq!(p["FlexibleTimeWindow"]["Mode"].as_str(), Some("OFF"));
     assert_eq!(p["RetryPolicy"]["MaximumRetryAttempts"].as_u64(), Some(0));
-    assert!(poller["Timeout"].as_u64().unwrap() < 60);
-    // The Input is the event shape the handler takes.
+    assert!(dispatcher["Timeout"].as_u64().unwrap() < 60);
+    // The Input is the event shape the handler takes, its scheduled time naming the minute.
     let input: serde_json::Value = serde_json::from_str(p["Input"].as_str().unwrap()).unwrap();
     assert_eq!(input["detail-type"], "Scheduled Event");
+    assert_eq!(input["time"], "<aws.scheduler.scheduled-time>");
     for alarm in [
         "AuditPollerErrorsAlarm",
         "AuditPollerCrashAlarm",
+        "DispatcherCrashAlarm",
         "TenantNotPolledAlarm",
     ] {
         assert_eq!(

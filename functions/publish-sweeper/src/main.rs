@@ -1,24 +1,21 @@
-//! The publish sweeper Lambda: on each scheduled tick, finishes the pending publishes.
+//! The publish sweeper Lambda: a queue worker. Each SQS batch (up to 10 sweep items, one tenant each) runs
+//! side by side; the answer names the items to deliver again.
 
 use std::sync::Arc;
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     claresia_api::logging::init();
     let app = Arc::new(claresia_api::App::from_env().await?);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<EventBridgeEvent<Value>>| {
-            let app = Arc::clone(&app);
-            async move {
-                app.handle_sweep(&event.payload, event.context.deadline)
-                    .await
-                    .map_err(Error::from)
-            }
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let app = Arc::clone(&app);
+        async move {
+            let batch = app.handle_work(event.payload, event.context.deadline).await;
+            Ok::<SqsBatchResponse, Error>(batch.response)
+        }
+    }))
     .await
 }

@@ -156,6 +156,7 @@ async fn create_org(State(sim): State<Sim>, Json(body): Json<NewOrg>) -> Respons
             audit: vec![],
             audit_expired_through: None,
             latency: std::time::Duration::ZERO,
+            fail_status: None,
             audit_page_cap: None,
             enterprise,
         },
@@ -172,6 +173,8 @@ struct OrgPatch {
     zero_retention: Option<Option<bool>>,
     /// Delay added to every request on this org's routes.
     latency_ms: Option<u64>,
+    /// Every request on this org's routes answers this status (0 removes it).
+    fail_status: Option<u16>,
     /// Audit pages shorter than asked (0 removes the cap).
     audit_page_cap: Option<u32>,
     /// Enterprise: Plugins write / read limits per minute, plugin list pages shorter than asked (0
@@ -214,6 +217,9 @@ async fn update_org(
     }
     if let Some(ms) = body.latency_ms {
         org.latency = std::time::Duration::from_millis(ms);
+    }
+    if let Some(status) = body.fail_status {
+        org.fail_status = (status > 0).then_some(status);
     }
     if let Some(cap) = body.audit_page_cap {
         org.audit_page_cap = (cap > 0).then_some(cap);
@@ -261,7 +267,7 @@ async fn update_org(
     }
     Json(
         json!({"id": org.id, "name": org.name, "zero_retention": org.zero_retention,
-                "latency_ms": org.latency.as_millis() as u64}),
+                "latency_ms": org.latency.as_millis() as u64, "fail_status": org.fail_status}),
     )
     .into_response()
 }

@@ -67,6 +67,7 @@ fn org(id: &str, name: &str, zero_retention: Option<bool>, workspaces: Vec<Works
         audit: vec![],
         audit_expired_through: None,
         latency: std::time::Duration::ZERO,
+        fail_status: None,
         audit_page_cap: None,
         enterprise: None,
     }

@@ -123,14 +123,17 @@ pub async fn middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         if st.received.len() > RECEIVED_KEEP {
             st.received.pop_front();
         }
-        let mut latency = req
+        let org = req
             .uri()
             .path()
             .strip_prefix("/v1/organizations/")
             .and_then(|rest| rest.split('/').next())
-            .and_then(|org| st.orgs.get(org))
-            .map_or(Duration::ZERO, |o| o.latency);
-        let mut verdict = Verdict::Serve;
+            .and_then(|org| st.orgs.get(org));
+        let mut latency = org.map_or(Duration::ZERO, |o| o.latency);
+        let mut verdict = match org.and_then(|o| o.fail_status) {
+            Some(status) => Verdict::Fail(status, None),
+            None => Verdict::Serve,
+        };
         if let Some(p) = &plugin {
             if !st.writing_plugins.insert(p.clone()) {
                 verdict = Verdict::ConcurrentWrite;

@@ -91,6 +91,8 @@ pub struct Org {
     pub audit_expired_through: Option<String>,
     /// Added to every `/v1/organizations/{this org}/…` request (a slow org among fast ones).
     pub latency: std::time::Duration,
+    /// Every `/v1/organizations/{this org}/…` request answers this status (an org that fails for good).
+    pub fail_status: Option<u16>,
     /// Audit pages hold at most this many events whatever `limit` asks (a short page that is not the last:
     /// `has_more` is what says whether more follow).
     pub audit_page_cap: Option<u32>,

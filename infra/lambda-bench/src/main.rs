@@ -189,6 +189,9 @@ async fn main() {
     let names = tables::create_all(&aws_sdk_dynamodb::Client::new(&sdk), "bench")
         .await
         .unwrap();
+    let queues = claresia_local::queues::create_all(&aws_sdk_sqs::Client::new(&sdk), "bench")
+        .await
+        .unwrap();
     let sim = Sim::new();
     demo::seed(&sim);
     let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), sim)
@@ -202,6 +205,8 @@ async fn main() {
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("POLL_QUEUE_URL", queues["PollQueue"].clone()),
+        ("SWEEP_QUEUE_URL", queues["SweepQueue"].clone()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -227,17 +232,14 @@ async fn main() {
     .iter()
     .map(|f| std::fs::read_to_string(event_dir.join(f)).unwrap())
     .collect();
-    let sweep_events =
-        vec![std::fs::read_to_string(event_dir.join("publish-sweeper-scheduled.json")).unwrap()];
+    let one = |f: &str| vec![std::fs::read_to_string(event_dir.join(f)).unwrap()];
     let cases: Vec<(&str, Vec<String>)> = vec![
         ("hello-lambda", vec!["{\"hello\":\"world\"}".to_string()]),
         ("connection-api", connection_events),
         ("catalog-api", catalog_events),
-        ("publish-sweeper", sweep_events),
-        (
-            "audit-poller",
-            vec![std::fs::read_to_string(event_dir.join("audit-poller-scheduled.json")).unwrap()],
-        ),
+        ("poll-dispatcher", one("poll-dispatcher-scheduled.json")),
+        ("publish-sweeper", one("publish-sweeper-sqs.json")),
+        ("audit-poller", one("audit-poller-sqs.json")),
     ];
     println!(
         "lambda-bench: {runs} cold starts per function, release build for this machine (x86_64)"

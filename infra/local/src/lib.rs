@@ -5,6 +5,7 @@
 pub mod gateway;
 pub mod jwt;
 pub mod moto;
+pub mod queues;
 pub mod tables;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};

@@ -40,9 +40,11 @@ pub struct Config {
     pub poll_page_limit: u32,
     /// `KEY_CACHE_TTL_SECS`: how long the poller keeps a tenant's key in memory (and, at most, its routing).
     pub key_cache_ttl: Duration,
-    /// How long a lease (the poller's tick lease, a Hub's publish lease) outlives its holder's deadline: a
+    /// How long a lease (a tenant's poll lease, a Hub's publish lease) outlives its holder's deadline: a
     /// crashed holder's lease lapses then.
     pub poll_lease_slack: Duration,
+    /// `SWEEP_SLICE_SECS`: the most one Hub's sweep item runs (a large backlog goes on in the next slice).
+    pub sweep_slice: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +144,7 @@ impl Config {
                 as usize,
             key_cache_ttl: Duration::from_secs(number("KEY_CACHE_TTL_SECS", 300, 0, 3600)?),
             poll_lease_slack: Duration::from_secs(5),
+            sweep_slice: Duration::from_secs(number("SWEEP_SLICE_SECS", 25, 5, 840)?),
             publish_concurrency,
             anthropic_max_rps,
             usage_poll_interval: Duration::from_secs(number(

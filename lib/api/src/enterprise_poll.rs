@@ -145,6 +145,7 @@ impl App {
             Feed::Unauthorized => "unauthorized",
             Feed::Failed | Feed::Busy | Feed::Restart => "error",
         };
+        out.last_success_at = status.last_success_at.clone();
         let finished = self
             .hub
             .finish_poll(tenant, &status, run.saved.as_deref(), None)

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod connection;
+pub mod dispatch;
 pub mod enterprise_poll;
 pub mod error;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod publish;
 pub mod sub_tenants;
 pub mod surface;
 pub mod usage;
+pub mod worker;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
 use claresia_aws::{HubStore, KeyStore, TelemetryStore};
@@ -40,8 +42,8 @@ pub struct App {
     pub routing_cache: std::sync::Arc<poller::RoutingCache>,
     /// Bounds the telemetry batch writes in flight across a tick (`TELEMETRY_WRITE_CONCURRENCY`).
     pub telemetry_writes: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Ticks this sandbox has run: turns the poller's start order (fairness).
-    pub tick_turn: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Where the CloudWatch metrics go (stdout, as embedded metric format).
+    pub metrics: metrics::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +88,7 @@ impl App {
             telemetry_writes: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 config.telemetry_write_concurrency,
             )),
-            tick_turn: Default::default(),
+            metrics: metrics::Metrics::stdout(config.stage.clone()),
             hub: HubStore::new(dynamo, config.hub_table.clone()),
             keys: KeyStore::new(secrets, config.stage.clone())
                 .with_kms_key(config.secrets_kms_key_id.clone()),

@@ -4,7 +4,6 @@
 //! event or store one twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{metrics, ApiError, App};
+use crate::{ApiError, App};
 
 /// A stable id for a quarantined event that has none (FNV-1a of its raw text).
 pub(crate) fn short_hash(text: &str) -> String {
@@ -106,8 +105,33 @@ pub struct TenantPoll {
     pub pages: u64,
     pub lag_seconds: Option<f64>,
     pub error: Option<String>,
-    /// Seconds since this tenant was last polled successfully (0 when this tick succeeded).
+    /// Seconds since this tenant's stored `last_success_at` (else since it connected), after this poll.
     pub seconds_since_success: Option<f64>,
+    /// The stored `last_success_at` this poll left.
+    #[serde(skip)]
+    pub last_success_at: Option<String>,
+    /// The poll could not run or record its status (the store failed): its item is delivered again.
+    #[serde(skip)]
+    pub retry: bool,
+}
+
+impl TenantPoll {
+    pub(crate) fn alone(tenant: &TenantSlug, outcome: &str, error: Option<String>) -> TenantPoll {
+        TenantPoll {
+            tenant: tenant.to_string(),
+            outcome: outcome.into(),
+            error,
+            ..TenantPoll::default()
+        }
+    }
+
+    /// The store failed before the poll could run.
+    fn unrun(tenant: &TenantSlug, e: claresia_aws::StoreError) -> TenantPoll {
+        TenantPoll {
+            retry: true,
+            ..TenantPoll::alone(tenant, "error", Some(e.to_string()))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -116,19 +140,43 @@ pub struct PollSummary {
     pub ok: usize,
     pub failed: usize,
     pub busy: usize,
-    /// Tenants the tick's budget did not reach (slow orgs ahead of them): not a success, polled first next
-    /// time.
+    /// Tenants the run's budget did not reach (slow orgs ahead of them): not a success, so they are among
+    /// the longest-waiting and go first next time.
     pub deferred: usize,
     /// What the "tenant not polled for 5 minutes" alarm watches: the longest time any connected tenant
     /// has gone without a successful poll.
     pub oldest_success_age_seconds: f64,
-    /// Another run held the tick lease (an overlapping or duplicated schedule delivery): this one did
-    /// nothing.
-    pub overlapped: bool,
     pub events_ingested: u64,
     pub events_skipped: u64,
     pub events_quarantined: u64,
     pub results: Vec<TenantPoll>,
+}
+
+impl PollSummary {
+    pub(crate) fn of(results: Vec<TenantPoll>) -> PollSummary {
+        let mut s = PollSummary {
+            tenants: results.len(),
+            ..PollSummary::default()
+        };
+        for r in &results {
+            match r.outcome.as_str() {
+                "ok" => s.ok += 1,
+                "busy" | "skipped" | "superseded" => s.busy += 1,
+                // Behind: the enterprise feed's catch-up ran out of time, its cursor saved per page.
+                "deferred" | "behind" => s.deferred += 1,
+                _ => s.failed += 1,
+            }
+            s.events_ingested += r.events_ingested;
+            s.events_skipped += r.events_skipped;
+            s.events_quarantined += r.events_quarantined;
+        }
+        s.oldest_success_age_seconds = results
+            .iter()
+            .filter_map(|r| r.seconds_since_success)
+            .fold(0.0, f64::max);
+        s.results = results;
+        s
+    }
 }
 
 impl App {
@@ -161,167 +209,121 @@ impl App {
         Ok(key)
     }
 
-    /// One tick: polls every connected tenant within `deadline`.
+    /// The whole fleet in this process: every live tenant, the longest-waiting first, each through the
+    /// per-tenant path a queue worker runs ([`App::poll_one`]), `POLL_CONCURRENCY` at a time. The deployed
+    /// stack never runs this (its dispatcher enqueues one item per tenant for the workers); tests and
+    /// benchmarks do, to drive many tenants without a queue.
     pub async fn poll_all(&self, deadline: Deadline) -> Result<PollSummary, ApiError> {
         let records = self.hub.live_connections().await?;
-        let (results, overlapped) = match self.tick(records, deadline).await? {
-            Tick::Ran(results) => (results, false),
-            Tick::Overlapped => (Vec::new(), true),
-        };
-        let mut s = PollSummary {
-            tenants: results.len(),
-            overlapped,
-            ..PollSummary::default()
-        };
-        for r in &results {
-            match r.outcome.as_str() {
-                "ok" => s.ok += 1,
-                "busy" | "skipped" => s.busy += 1,
-                // Behind: the enterprise feed's catch-up ran out of time, its cursor saved per page.
-                "deferred" | "behind" => s.deferred += 1,
-                _ => s.failed += 1,
-            }
-            s.events_ingested += r.events_ingested;
-            s.events_skipped += r.events_skipped;
-            s.events_quarantined += r.events_quarantined;
-        }
-        let max_lag = results
-            .iter()
-            .filter_map(|r| r.lag_seconds)
-            .fold(0.0, f64::max);
-        let oldest_success = results
-            .iter()
-            .filter_map(|r| r.seconds_since_success)
-            .fold(0.0, f64::max);
-        metrics::emit(
-            &self.config.stage,
-            &[
-                ("EventsIngested", s.events_ingested as f64, "Count"),
-                ("EventsSkipped", s.events_skipped as f64, "Count"),
-                ("EventsQuarantined", s.events_quarantined as f64, "Count"),
-                ("TenantsPolled", s.ok as f64, "Count"),
-                ("ApiErrors", s.failed as f64, "Count"),
-                ("PollLagSeconds", max_lag, "Seconds"),
-                ("OldestSuccessfulPollAgeSeconds", oldest_success, "Seconds"),
-                ("TenantsDeferred", s.deferred as f64, "Count"),
-                ("OverlappingTicks", u8::from(overlapped) as f64, "Count"),
-            ],
-        );
-        s.oldest_success_age_seconds = oldest_success;
-        s.results = results;
-        Ok(s)
-    }
-
-    /// Polls one tenant (a tick of one); every failure is recorded on its status.
-    pub async fn poll_tenant(&self, tenant: TenantSlug, deadline: Deadline) -> TenantPoll {
-        let alone = |outcome: &str, error: Option<String>| TenantPoll {
-            tenant: tenant.to_string(),
-            outcome: outcome.into(),
-            error,
-            ..TenantPoll::default()
-        };
-        match self.hub.connection(&tenant).await {
-            Ok(Some(record)) => match self
-                .tick(vec![LiveConnection::from(&record)], deadline)
-                .await
-            {
-                Ok(Tick::Ran(mut results)) => {
-                    results.pop().unwrap_or_else(|| alone("skipped", None))
-                }
-                Ok(Tick::Overlapped) => alone("busy", None),
-                Err(e) => alone("error", Some(e.to_string())),
-            },
-            Ok(None) => alone("skipped", None),
-            Err(e) => alone("error", Some(e.to_string())),
-        }
-    }
-
-    /// Takes the tick lease, reads every tenant's cursor (100 per round trip) and the keys not cached (20
-    /// per round trip), polls the tenants concurrently with a bound, and gives the lease back.
-    async fn tick(
-        &self,
-        records: Vec<LiveConnection>,
-        deadline: Deadline,
-    ) -> Result<Tick, ApiError> {
         let (connected, idle): (Vec<_>, Vec<_>) = records
             .into_iter()
             .partition(|r| r.state == ConnectionState::Connected);
         let mut results: Vec<TenantPoll> = idle
             .iter()
-            .map(|r| TenantPoll {
-                tenant: r.tenant.to_string(),
-                outcome: "skipped".into(),
-                ..TenantPoll::default()
-            })
+            .map(|r| TenantPoll::alone(&r.tenant, "skipped", None))
             .collect();
-        if connected.is_empty() {
-            return Ok(Tick::Ran(results));
+        let (plan, mut by_tenant) = crate::dispatch::plan_polls(&self.hub, connected).await?;
+        let tenants: Vec<TenantSlug> = by_tenant.keys().cloned().collect();
+        self.prefetch_keys(&tenants).await;
+        let polls: Vec<_> = plan
+            .items
+            .iter()
+            .filter_map(|item| by_tenant.remove(item.tenant()))
+            .map(|record| self.poll_one(record, None, deadline))
+            .collect();
+        let polled: Vec<TenantPoll> = stream::iter(polls)
+            .buffer_unordered(self.config.poll_concurrency)
+            .collect()
+            .await;
+        results.extend(polled);
+        let summary = PollSummary::of(results);
+        self.emit_poll_metrics(&summary.results);
+        self.metrics.emit(&[(
+            "OldestSuccessfulPollAgeSeconds",
+            summary.oldest_success_age_seconds,
+            "Seconds",
+        )]);
+        Ok(summary)
+    }
+
+    /// What the polls of a batch (or a fleet pass) did, as CloudWatch metrics: one line per call.
+    pub(crate) fn emit_poll_metrics(&self, results: &[TenantPoll]) {
+        let s = PollSummary::of(results.to_vec());
+        let max_lag = results
+            .iter()
+            .filter_map(|r| r.lag_seconds)
+            .fold(0.0, f64::max);
+        self.metrics.emit(&[
+            ("EventsIngested", s.events_ingested as f64, "Count"),
+            ("EventsSkipped", s.events_skipped as f64, "Count"),
+            ("EventsQuarantined", s.events_quarantined as f64, "Count"),
+            ("TenantsPolled", s.ok as f64, "Count"),
+            ("PollErrors", s.failed as f64, "Count"),
+            ("PollLagSeconds", max_lag, "Seconds"),
+            ("TenantsDeferred", s.deferred as f64, "Count"),
+            ("TenantsBusy", s.busy as f64, "Count"),
+        ]);
+    }
+
+    /// Polls one tenant by its slug (the final poll of an offboarding), under the tenant's own lease.
+    pub async fn poll_tenant(&self, tenant: TenantSlug, deadline: Deadline) -> TenantPoll {
+        match self.hub.connection(&tenant).await {
+            Ok(Some(record)) => {
+                self.poll_one(LiveConnection::from(&record), None, deadline)
+                    .await
+            }
+            Ok(None) => TenantPoll::alone(&tenant, "skipped", None),
+            Err(e) => TenantPoll::alone(&tenant, "error", Some(e.to_string())),
+        }
+    }
+
+    /// One tenant's poll under its poll lease: another run polling it makes this one `busy` (a duplicated
+    /// item is a no-op). With `minute`, a poll already made since that scheduled minute is `superseded`:
+    /// a late or repeated item does not poll twice.
+    pub async fn poll_one(
+        &self,
+        record: LiveConnection,
+        minute: Option<i64>,
+        deadline: Deadline,
+    ) -> TenantPoll {
+        let tenant = record.tenant.clone();
+        if record.state != ConnectionState::Connected {
+            return TenantPoll::alone(&tenant, "skipped", None);
         }
         let owner = format!(
-            "tick-{}-{}",
+            "poll-{}-{}",
             OffsetDateTime::now_utc().unix_timestamp_nanos(),
             std::process::id()
         );
         let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let lease_until = now_ms
+        let until = now_ms
             + deadline.remaining().as_millis() as i128
             + self.config.poll_lease_slack.as_millis() as i128;
-        if !self
+        match self
             .hub
-            .acquire_tick_lease(&owner, now_ms, lease_until)
-            .await?
+            .acquire_poll_lease(&tenant, &owner, now_ms, until)
+            .await
         {
-            tracing::info!("another poller run holds the tick lease; this delivery does nothing");
-            return Ok(Tick::Overlapped);
+            Ok(true) => {}
+            Ok(false) => return TenantPoll::alone(&tenant, "busy", None),
+            Err(e) => return TenantPoll::unrun(&tenant, e),
         }
-        let polled = match self.poll_under_lease(connected, deadline).await {
-            Ok(p) => p,
-            Err(e) => {
-                self.release_tick_lease(&owner).await;
-                return Err(e);
+        let result = match self.hub.poll_states(std::slice::from_ref(&tenant)).await {
+            Ok(mut states) => {
+                let state = states.remove(&tenant).unwrap_or_default();
+                if minute.is_some_and(|m| polled_since(&state, m)) {
+                    TenantPoll::alone(&tenant, "superseded", None)
+                } else {
+                    self.poll_connection(record, state, deadline).await
+                }
             }
+            Err(e) => TenantPoll::unrun(&tenant, e),
         };
-        self.release_tick_lease(&owner).await;
-        results.extend(polled);
-        Ok(Tick::Ran(results))
-    }
-
-    async fn poll_under_lease(
-        &self,
-        connected: Vec<LiveConnection>,
-        deadline: Deadline,
-    ) -> Result<Vec<TenantPoll>, ApiError> {
-        let tenants: Vec<TenantSlug> = connected.iter().map(|r| r.tenant.clone()).collect();
-        let mut states = self.hub.poll_states(&tenants).await?;
-        self.prefetch_keys(&tenants).await;
-        // Fairness: the start order rotates tick to tick (by the minute, and by this sandbox's tick count
-        // when ticks come faster), so a slow org never keeps the same tenants at the back of every tick.
-        let mut connected = connected;
-        connected.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        if !connected.is_empty() {
-            let minute = (OffsetDateTime::now_utc().unix_timestamp() / 60) as usize;
-            let turn = self.tick_turn.fetch_add(1, Ordering::Relaxed) as usize;
-            let n = connected.len();
-            connected.rotate_left(minute.wrapping_add(turn) % n);
+        if let Err(e) = self.hub.release_poll_lease(&tenant, &owner).await {
+            // Not fatal: the lease lapses at its deadline, before the tenant's next item.
+            tracing::warn!(tenant = %tenant, error = %e, "could not release the poll lease");
         }
-        let polls: Vec<_> = connected
-            .into_iter()
-            .map(|r| {
-                let state = states.remove(&r.tenant).unwrap_or_default();
-                self.poll_connection(r, state, deadline)
-            })
-            .collect();
-        Ok(stream::iter(polls)
-            .buffer_unordered(self.config.poll_concurrency)
-            .collect()
-            .await)
-    }
-
-    async fn release_tick_lease(&self, owner: &str) {
-        if let Err(e) = self.hub.release_tick_lease(owner).await {
-            // Not fatal: the lease lapses at its deadline, before the next scheduled tick.
-            tracing::warn!(error = %e, "could not release the poller's tick lease");
-        }
+        result
     }
 
     /// Reads the keys the cache lacks in batches (a cold sandbox's first tick); a tenant the batch did
@@ -359,10 +361,13 @@ impl App {
             tenant: tenant.to_string(),
             ..TenantPoll::default()
         };
-        let last_success = state.status.last_success_at.clone();
+        let mut last_success = state.status.last_success_at.clone();
         let mut failed_status = state.status.clone();
         match self.poll_inner(&record, state, deadline, &mut result).await {
-            Ok(outcome) => result.outcome = outcome.into(),
+            Ok(outcome) => {
+                result.outcome = outcome.into();
+                last_success = result.last_success_at.clone().or(last_success);
+            }
             Err(e) => {
                 result.outcome = "error".into();
                 result.error = Some(e.to_string());
@@ -371,15 +376,15 @@ impl App {
                 failed_status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
                 failed_status.error = Some(e.to_string());
                 if let Err(w) = self.hub.record_poll_status(&tenant, &failed_status).await {
+                    // Its status still shows the last success: the item is delivered again.
+                    result.retry = true;
                     tracing::warn!(tenant = %tenant, error = %w, "could not record the failed poll's status");
                 }
             }
         }
-        result.seconds_since_success = match result.outcome.as_str() {
-            "ok" => Some(0.0),
-            "skipped" => None,
-            _ => Some(seconds_since(last_success.as_deref(), &record)),
-        };
+        // From the stored success, never from the outcome: a poll reported `ok` that did not record a
+        // success (its usage pull failed, say) still ages.
+        result.seconds_since_success = Some(seconds_since(last_success.as_deref(), &record));
         result
     }
 
@@ -474,13 +479,13 @@ impl App {
                         "cursor {expired} had expired at {}; polling restarted from the oldest available event",
                         utc_millis(OffsetDateTime::now_utc())
                     ));
-                    metrics::emit(&self.config.stage, &[("CursorGaps", 1.0, "Count")]);
+                    self.metrics.emit(&[("CursorGaps", 1.0, "Count")]);
                     tracing::warn!(tenant = %tenant, cursor = %expired, "audit cursor expired; restarting from the oldest event");
                     cursor = None;
                     continue;
                 }
                 Err(e) => {
-                    metrics::emit(&self.config.stage, &[(error_metric(&e), 1.0, "Count")]);
+                    self.metrics.emit(&[(error_metric(&e), 1.0, "Count")]);
                     status.error = Some(e.to_string());
                     break "error";
                 }
@@ -569,6 +574,7 @@ impl App {
         if outcome == "ok" {
             status.last_success_at = status.last_poll_at.clone();
         }
+        out.last_success_at = status.last_success_at.clone();
         let finished = self
             .hub
             .finish_poll(tenant, &status, cursor.as_deref(), last_move.as_deref())
@@ -641,7 +647,7 @@ impl App {
         self.key_cache.forget(tenant);
         let reason = format!("the audit poller got 401 from Anthropic ({})", e.summary());
         self.key_refused(tenant, key, reason).await?;
-        metrics::emit(&self.config.stage, &[("AnthropicErrors401", 1.0, "Count")]);
+        self.metrics.emit(&[("AnthropicErrors401", 1.0, "Count")]);
         Ok(())
     }
 
@@ -728,10 +734,15 @@ fn seconds_since(last_success: Option<&str>, record: &LiveConnection) -> f64 {
         .max(0.0)
 }
 
-/// What a tick did: polled its tenants, or nothing because another run holds the tick lease.
-enum Tick {
-    Ran(Vec<TenantPoll>),
-    Overlapped,
+/// The tenant was polled (successfully or not) at or after the scheduled `minute`.
+fn polled_since(state: &PollState, minute: i64) -> bool {
+    let rfc = &time::format_description::well_known::Rfc3339;
+    state
+        .status
+        .last_poll_at
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, rfc).ok())
+        .is_some_and(|t| t.unix_timestamp() >= minute)
 }
 
 fn error_metric(e: &AnthropicError) -> &'static str {
@@ -812,27 +823,4 @@ fn base64_url_decode(s: &str) -> Option<String> {
         .decode(s)
         .ok()?;
     String::from_utf8(bytes).ok()
-}
-
-impl App {
-    /// One scheduled tick. It stops 5 s before the invocation's deadline (`deadline_ms`, ms since the epoch),
-    /// so a tick never runs into the next.
-    pub async fn handle_poll_tick(
-        &self,
-        event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
-        deadline_ms: u64,
-    ) -> Result<Value, ApiError> {
-        let budget = crate::tick_budget(deadline_ms);
-        let summary = self.poll_all(Deadline::after(budget)).await?;
-        tracing::info!(
-            tick = event.id.as_deref().unwrap_or_default(),
-            tenants = summary.tenants,
-            ok = summary.ok,
-            failed = summary.failed,
-            busy = summary.busy,
-            events = summary.events_ingested,
-            "audit poll tick finished"
-        );
-        Ok(serde_json::json!(summary))
-    }
 }

@@ -606,7 +606,7 @@ impl App {
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
     ) -> Result<PublishReport, ApiError> {
-        self.publish_with(hub, scope, deadline, None).await
+        self.publish_with(hub, scope, deadline, None, true).await
     }
 
     /// [`App::publish`], finishing the change whose pending marker is `intent`: that marker is cleared when
@@ -617,6 +617,7 @@ impl App {
         scope: Option<&BTreeSet<String>>,
         deadline: Deadline,
         intent: Option<&str>,
+        wait_for_lease: bool,
     ) -> Result<PublishReport, ApiError> {
         // A refusal is decided before anything is written (the lease included).
         if let Some(reason) = refusal(self.hub.connection(hub).await?.as_ref()) {
@@ -627,9 +628,17 @@ impl App {
             OffsetDateTime::now_utc().unix_timestamp_nanos(),
             std::process::id()
         );
-        if !self.wait_for_publish_lease(hub, &owner, deadline).await? {
-            tracing::info!(tenant = %hub, "another publish of this Hub is running; left to the sweep");
-            self.hub.mark_pending(hub, &new_token()).await?;
+        let leased = if wait_for_lease {
+            self.wait_for_publish_lease(hub, &owner, deadline).await?
+        } else {
+            self.take_publish_lease(hub, &owner, deadline).await?
+        };
+        if !leased {
+            // A sweep leaves the Hub's marker as it is (the next item tries again); a request leaves one.
+            if wait_for_lease {
+                tracing::info!(tenant = %hub, "another publish of this Hub is running; left to the sweep");
+                self.hub.mark_pending(hub, &new_token()).await?;
+            }
             return Ok(PublishReport {
                 tenant: hub.clone(),
                 complete: false,
@@ -653,8 +662,26 @@ impl App {
         result
     }
 
-    /// Takes the Hub's publish lease (until the deadline plus a margin, so a holder that dies lets it
-    /// lapse), waiting for a running publish while enough budget is left to do anything after it.
+    /// Takes the Hub's publish lease if it is free (until the deadline plus a margin, so a holder that
+    /// dies lets it lapse).
+    async fn take_publish_lease(
+        &self,
+        hub: &TenantSlug,
+        owner: &str,
+        deadline: Deadline,
+    ) -> Result<bool, ApiError> {
+        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let until = now_ms
+            + deadline.remaining().as_millis() as i128
+            + self.config.poll_lease_slack.as_millis() as i128;
+        Ok(self
+            .hub
+            .acquire_publish_lease(hub, owner, now_ms, until)
+            .await?)
+    }
+
+    /// [`App::take_publish_lease`], waiting for a running publish while enough budget is left to do
+    /// anything after it.
     async fn wait_for_publish_lease(
         &self,
         hub: &TenantSlug,
@@ -663,15 +690,7 @@ impl App {
     ) -> Result<bool, ApiError> {
         let mut wait = Duration::from_millis(50);
         loop {
-            let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-            let until = now_ms
-                + deadline.remaining().as_millis() as i128
-                + self.config.poll_lease_slack.as_millis() as i128;
-            if self
-                .hub
-                .acquire_publish_lease(hub, owner, now_ms, until)
-                .await?
-            {
+            if self.take_publish_lease(hub, owner, deadline).await? {
                 return Ok(true);
             }
             if deadline.remaining() < MIN_ACTION_BUDGET * 2 + wait {
@@ -1011,7 +1030,7 @@ impl App {
         let intent = intent.token;
         let clear_on_success = finishes.then_some(intent.as_str());
         match self
-            .publish_with(hub, scope, deadline, clear_on_success)
+            .publish_with(hub, scope, deadline, clear_on_success, true)
             .await
         {
             Ok(report) => Ok(json!(report)),
@@ -1122,55 +1141,90 @@ impl App {
         Ok(removed)
     }
 
-    /// The scheduled sweep: finishes every pending publish within `deadline`.
+    /// Every pending Hub swept in this process, `POLL_CONCURRENCY` at a time, each for its own time slice
+    /// ([`App::sweep_hub`]). The deployed stack never runs this (its dispatcher enqueues one sweep item
+    /// per pending Hub for the workers); tests and benchmarks do.
     pub async fn sweep_pending(&self, deadline: Deadline) -> Result<Vec<PublishReport>, ApiError> {
+        let sweeps: Vec<_> = self
+            .hub
+            .pending_tenants()
+            .await?
+            .into_iter()
+            .map(|hub| async move { self.sweep_hub(&hub, self.sweep_slice(deadline)).await })
+            .collect();
+        let swept: Vec<Result<Sweep, ApiError>> = stream::iter(sweeps)
+            .buffer_unordered(self.config.poll_concurrency)
+            .collect()
+            .await;
         let mut done = Vec::new();
-        for hub in self.hub.pending_tenants().await? {
-            if deadline.remaining() < MIN_ACTION_BUDGET * 2 {
-                break;
-            }
-            let now = OffsetDateTime::now_utc().unix_timestamp();
-            let retry = self.hub.pending_retry(&hub).await?;
-            // A Hub that keeps failing waits its turn (1, 2, 4 … minutes, at most an hour).
-            if retry.as_ref().is_some_and(|r| r.next_attempt_at > now) {
-                continue;
-            }
-            match self.publish(&hub, None, deadline).await {
-                // Nothing moved (and no other publish held the lease): retried later, not every minute.
-                Ok(r) if !r.complete && r.writes == 0 && !r.targets.is_empty() => {
-                    let why = r
-                        .targets
-                        .iter()
-                        .flat_map(|t| t.failed.iter().map(|f| f.reason.clone()))
-                        .next()
-                        .unwrap_or_else(|| "the sweep made no progress".into());
-                    self.back_off(&hub, retry.as_ref(), now, why).await?;
-                    done.push(r);
-                }
-                Ok(r) => done.push(r),
-                Err(ApiError::PublishRefused(reason)) => {
-                    // Nothing can be published until an admin acts; the status says why.
-                    tracing::warn!(tenant = %hub, %reason, "pending publish refused; clearing the marker");
-                    if let Some(token) = self.hub.pending_token(&hub).await? {
-                        self.hub.clear_pending(&hub, &token).await?;
-                    }
-                }
-                Err(ApiError::AnthropicRejected(e)) => {
-                    // Refused, not unavailable: retrying every minute changes nothing. The connection's
-                    // status says what to fix; the next change or Republish all publishes again.
-                    tracing::warn!(tenant = %hub, error = %e, "pending publish refused by Anthropic; clearing the marker");
-                    if let Some(token) = self.hub.pending_token(&hub).await? {
-                        self.hub.clear_pending(&hub, &token).await?;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %hub, error = %e, "pending publish failed; retried after a back-off");
-                    self.back_off(&hub, retry.as_ref(), now, e.to_string())
-                        .await?;
-                }
+        for s in swept {
+            if let Sweep::Published(r) = s? {
+                done.push(*r);
             }
         }
         Ok(done)
+    }
+
+    /// One Hub's slice of a sweep: the run's deadline, or `SWEEP_SLICE_SECONDS` if sooner, so a large
+    /// Hub's backlog is worked through a slice a minute while it holds one worker slot.
+    pub(crate) fn sweep_slice(&self, deadline: Deadline) -> Deadline {
+        Deadline::after(deadline.remaining().min(self.config.sweep_slice))
+    }
+
+    /// Finishes `hub`'s pending publish within `deadline`. A Hub backing off waits its turn; a publish
+    /// lease held by another run is skipped, not waited on (that run plans from the catalog as it is).
+    pub async fn sweep_hub(&self, hub: &TenantSlug, deadline: Deadline) -> Result<Sweep, ApiError> {
+        if self.hub.pending_token(hub).await?.is_none() {
+            return Ok(Sweep::NothingPending);
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let retry = self.hub.pending_retry(hub).await?;
+        // A Hub that keeps failing waits its turn (1, 2, 4 … minutes, at most an hour).
+        if retry.as_ref().is_some_and(|r| r.next_attempt_at > now) {
+            return Ok(Sweep::BackingOff);
+        }
+        match self.publish_with(hub, None, deadline, None, false).await {
+            Ok(r) if r.pending && r.writes == 0 && r.targets.is_empty() => Ok(Sweep::Busy),
+            // Nothing moved (and no other publish held the lease): retried later, not every minute.
+            Ok(r) if !r.complete && r.writes == 0 && !r.targets.is_empty() => {
+                let why = r
+                    .targets
+                    .iter()
+                    .flat_map(|t| t.failed.iter().map(|f| f.reason.clone()))
+                    .next()
+                    .unwrap_or_else(|| "the sweep made no progress".into());
+                self.back_off(hub, retry.as_ref(), now, why).await?;
+                Ok(Sweep::Published(Box::new(r)))
+            }
+            Ok(r) => Ok(Sweep::Published(Box::new(r))),
+            Err(ApiError::PublishRefused(reason)) => {
+                // Nothing can be published until an admin acts; the status says why.
+                tracing::warn!(tenant = %hub, %reason, "pending publish refused; clearing the marker");
+                self.clear_pending_marker(hub).await?;
+                Ok(Sweep::Refused(reason))
+            }
+            Err(ApiError::AnthropicRejected(e)) => {
+                // Refused, not unavailable: retrying every minute changes nothing. The connection's
+                // status says what to fix; the next change or Republish all publishes again.
+                tracing::warn!(tenant = %hub, error = %e, "pending publish refused by Anthropic; clearing the marker");
+                self.clear_pending_marker(hub).await?;
+                Ok(Sweep::Refused(e.to_string()))
+            }
+            Err(e @ ApiError::Store(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(tenant = %hub, error = %e, "pending publish failed; retried after a back-off");
+                self.back_off(hub, retry.as_ref(), now, e.to_string())
+                    .await?;
+                Ok(Sweep::Failed(e.to_string()))
+            }
+        }
+    }
+
+    async fn clear_pending_marker(&self, hub: &TenantSlug) -> Result<(), ApiError> {
+        if let Some(token) = self.hub.pending_token(hub).await? {
+            self.hub.clear_pending(hub, &token).await?;
+        }
+        Ok(())
     }
 
     /// Records a failed sweep on the Hub's marker, so the next one waits (shown as `publish_retry`).
@@ -1248,6 +1302,37 @@ impl App {
     }
 }
 
+/// What one Hub's sweep slice did.
+#[derive(Debug)]
+pub enum Sweep {
+    /// No pending marker (finished meanwhile, or a repeated item).
+    NothingPending,
+    /// Its back-off has not run out.
+    BackingOff,
+    /// Another publish of the Hub holds its lease.
+    Busy,
+    /// Ran (complete, or progressed and still pending for the next slice).
+    Published(Box<PublishReport>),
+    /// Nothing can be published until an admin acts; the marker is cleared.
+    Refused(String),
+    /// Failed; the Hub backs off.
+    Failed(String),
+}
+
+impl Sweep {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Sweep::NothingPending => "nothing_pending",
+            Sweep::BackingOff => "backing_off",
+            Sweep::Busy => "busy",
+            Sweep::Published(r) if r.complete => "complete",
+            Sweep::Published(_) => "progressed",
+            Sweep::Refused(_) => "refused",
+            Sweep::Failed(_) => "failed",
+        }
+    }
+}
+
 pub(crate) fn new_token() -> String {
     OffsetDateTime::now_utc().unix_timestamp_nanos().to_string()
 }
@@ -1260,29 +1345,6 @@ pub(crate) fn anthropic_error(e: AnthropicError) -> ApiError {
         )))
     } else {
         ApiError::AnthropicRejected(Box::new(e))
-    }
-}
-
-impl App {
-    /// One scheduled sweep tick: `deadline_ms` is the invocation's deadline (ms since the epoch); the
-    /// sweep stops 5 s before it so a tick never overruns into the next.
-    pub async fn handle_sweep(
-        &self,
-        event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
-        deadline_ms: u64,
-    ) -> Result<Value, ApiError> {
-        let budget = crate::tick_budget(deadline_ms);
-        let reports = self.sweep_pending(Deadline::after(budget)).await?;
-        tracing::info!(
-            tick = event.id.as_deref().unwrap_or_default(),
-            tenants = reports.len(),
-            complete = reports.iter().filter(|r| r.complete).count(),
-            "publish sweep finished"
-        );
-        Ok(json!({
-            "tenants_published": reports.len(),
-            "complete": reports.iter().all(|r| r.complete),
-        }))
     }
 }
 

@@ -11,6 +11,11 @@ pub enum StoreError {
         operation: &'static str,
         message: String,
     },
+    #[error("SQS {operation} failed: {message}")]
+    Queue {
+        operation: &'static str,
+        message: String,
+    },
     #[error("stored item is unreadable: {0}")]
     Corrupt(String),
     /// Refused before sending: DynamoDB would reject it (400 KB per item).
@@ -34,7 +39,9 @@ impl StoreError {
             "DecryptionFailure",
         ];
         match self {
-            StoreError::Dynamo { message, .. } | StoreError::Secrets { message, .. } => {
+            StoreError::Dynamo { message, .. }
+            | StoreError::Secrets { message, .. }
+            | StoreError::Queue { message, .. } => {
                 !NOT_TRANSIENT.iter().any(|code| message.contains(code))
             }
             StoreError::Corrupt(_) | StoreError::ItemTooLarge { .. } => false,
@@ -48,6 +55,16 @@ impl StoreError {
         StoreError::Dynamo {
             operation,
             message: aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+
+    pub(crate) fn queue<E>(operation: &'static str, err: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Queue {
+            operation,
+            message: aws_sdk_sqs::error::DisplayErrorContext(err).to_string(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod hub;
 pub mod keys;
 pub mod poll;
+pub mod queue;
 pub mod telemetry;
 pub mod tenants;
 
@@ -15,6 +16,7 @@ pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;
 pub use poll::{PollState, PollStatus};
+pub use queue::WorkQueue;
 pub use telemetry::TelemetryStore;
 pub use tenants::{ClaimError, RegisterError};
 

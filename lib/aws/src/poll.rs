@@ -1,7 +1,7 @@
-//! The audit cursor and poll status of a tenant (hub table, `sk = POLL`), and the poller's tick lease.
-//! The lease (one item for the whole poller) keeps overlapping or duplicated schedule deliveries from
-//! polling at once; every cursor move is also conditioned on the value the run read, so even a run that
-//! outlived its lease can never advance a cursor another run has moved.
+//! The audit cursor and poll status of a tenant (hub table, `sk = POLL`), and the tenant's poll lease
+//! (`sk = POLL_LEASE`). The lease keeps duplicated or overlapping work items of one tenant from polling at
+//! once; every cursor move is also conditioned on the value the run read, so even a run that outlived its
+//! lease can never advance a cursor another run has moved.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +18,7 @@ use crate::{HubStore, StoreError};
 
 const POLL_SK: &str = "POLL";
 const ROUTING_REV: &str = "routing_rev";
-const TICK_PK: &str = "POLLER";
-const TICK_SK: &str = "TICK";
+const POLL_LEASE_SK: &str = "POLL_LEASE";
 const PUBLISH_LEASE_SK: &str = "PUBLISH_LEASE";
 /// BatchGetItem's limit of keys per call.
 const BATCH_GET_MAX: usize = 100;
@@ -83,22 +82,27 @@ impl HubStore {
             .key(SK, s(POLL_SK))
     }
 
-    /// Takes the poller's tick lease until `until_ms` if it is free, expired, or already `owner`'s;
-    /// `false` when another run holds it.
-    pub async fn acquire_tick_lease(
+    /// Takes `tenant`'s poll lease until `until_ms` if it is free, expired, or already `owner`'s;
+    /// `false` when another run polls the tenant.
+    pub async fn acquire_poll_lease(
         &self,
+        tenant: &TenantSlug,
         owner: &str,
         now_ms: i128,
         until_ms: i128,
     ) -> Result<bool, StoreError> {
-        self.acquire_lease(TICK_PK.into(), TICK_SK, owner, now_ms, until_ms)
+        self.acquire_lease(tenant_pk(tenant), POLL_LEASE_SK, owner, now_ms, until_ms)
             .await
     }
 
-    /// Gives the tick lease back if `owner` still holds it (the next delivery need not wait for it to
-    /// lapse).
-    pub async fn release_tick_lease(&self, owner: &str) -> Result<bool, StoreError> {
-        self.release_lease(TICK_PK.into(), TICK_SK, owner).await
+    /// Gives the poll lease back if `owner` still holds it (the next item need not wait for it to lapse).
+    pub async fn release_poll_lease(
+        &self,
+        tenant: &TenantSlug,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        self.release_lease(tenant_pk(tenant), POLL_LEASE_SK, owner)
+            .await
     }
 
     /// Takes the lease that serializes the publishes of `hub`'s catalog (requests and sweeps): one

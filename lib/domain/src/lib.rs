@@ -13,6 +13,7 @@ pub mod skill_ir;
 pub mod telemetry;
 pub mod tenant;
 pub mod transpile;
+pub mod work;
 
 pub use admin_key::{AdminKey, AdminKeyError, KeyFingerprint, KeyKind};
 pub use connection::{

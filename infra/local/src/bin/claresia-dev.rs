@@ -1,13 +1,17 @@
-//! `claresia-dev`: the whole connector on localhost. Starts moto (DynamoDB + Secrets Manager), creates the
-//! tables from template.yaml, starts the Anthropic simulator with demo data, and serves the API through a
-//! dev gateway that verifies JWTs like API Gateway. Prints ready tokens and curl commands. Ctrl-C stops all.
+//! `claresia-dev`: the whole connector on localhost. Starts moto (DynamoDB, Secrets Manager, SQS), creates
+//! the tables and work queues from template.yaml, starts the Anthropic simulator with demo data, runs the
+//! dispatcher and the queue workers every tick, and serves the API through a dev gateway that verifies
+//! JWTs like API Gateway. Prints ready tokens and curl commands. Ctrl-C stops all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anthropic_sim::{demo, Sim, SimServer};
+use claresia_api::dispatch::Dispatcher;
 use claresia_api::{App, Config};
+use claresia_aws::WorkQueue;
 use claresia_local::jwt::DevSigner;
+use claresia_local::queues::{self, EventSourceMapping};
 use claresia_local::{gateway, moto::Moto, sdk_config, tables};
 
 const STAGE: &str = "local";
@@ -64,6 +68,27 @@ async fn run() -> Result<(), String> {
     config.anthropic_base_url = sim_server.base_url();
     // Usage recorded in the simulator shows a tick later, not an hour later.
     config.usage_poll_interval = std::time::Duration::ZERO;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let urls = queues::create_all(&sqs, STAGE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let queue = |id: &str| -> Result<WorkQueue, String> {
+        let url = urls.get(id).ok_or(format!("template has no {id}"))?;
+        Ok(WorkQueue::new(sqs.clone(), url.clone()))
+    };
+    let dispatcher = Dispatcher {
+        config: config.clone(),
+        hub: claresia_aws::HubStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            config.hub_table.clone(),
+        ),
+        polls: queue("PollQueue")?,
+        sweeps: queue("SweepQueue")?,
+        metrics: claresia_api::metrics::Metrics::stdout(STAGE),
+    };
+    let worker_timeout = std::time::Duration::from_secs(60);
+    let poll_mapping = EventSourceMapping::new(queue("PollQueue")?, worker_timeout);
+    let sweep_mapping = EventSourceMapping::new(queue("SweepQueue")?, worker_timeout);
     let app = Arc::new(App::new(config, &sdk).map_err(|e| e.to_string())?);
     let signer = Arc::new(DevSigner::from_env());
     let tenant_token = signer.sign(
@@ -101,7 +126,7 @@ async fn run() -> Result<(), String> {
 Claresia connector running locally
   API                 {api}   (dev gateway: verifies JWTs like API Gateway)
   Anthropic simulator {sim}   (controls under {sim}/_sim/state)
-  moto                {moto}   (DynamoDB + Secrets Manager)
+  moto                {moto}   (DynamoDB + Secrets Manager + SQS)
   hub table           {table}
 
 Demo keys (simulator only):
@@ -125,7 +150,8 @@ Try:
        -H 'content-type: application/json' -d '{{"admin_api_key": "{good} "}}'
   curl -s {api}/tenants/dainese/connection -H "Authorization: Bearer $TOKEN"
 
-The audit poller and the publish sweeper tick every {tick_secs} s (CLARESIA_TICK_SECONDS). Emit skill runs with
+Every {tick_secs} s (CLARESIA_TICK_SECONDS) the dispatcher enqueues one item per tenant on moto's SQS and the
+audit poller and publish sweeper take them, as their event source mappings would. Emit skill runs with
   curl -s -X POST {sim}/_sim/orgs/{org}/audit_events -H 'content-type: application/json' \
        -d '{{"invoke": {{"skill_name": "claresia-dainese-incident-postmortem", "count": 3, "record_id": "rec_abc123", "workspace_id": "{ws}"}}}}'
 and read them a tick later:
@@ -157,39 +183,59 @@ Ctrl-C stops everything.
         }
         eprintln!("\nstopping …");
     };
-    // The schedule's part: the audit poller and the publish sweeper tick, as EventBridge would fire them.
+    // The schedule's part, as in the deployed stack: every tick the dispatcher enqueues one item per
+    // tenant (and per pending Hub) on moto's SQS FIFO queues, and the local event source mappings hand
+    // them, 10 a batch, to the audit poller's and the publish sweeper's handler.
     let ticker = {
         let app = Arc::clone(&app);
-        tokio::spawn(async move {
+        async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(tick_secs));
+            let handler = move |event, deadline_ms| {
+                let app = Arc::clone(&app);
+                async move { app.handle_work(event, deadline_ms).await }
+            };
             loop {
                 every.tick().await;
-                let budget = std::time::Duration::from_secs(tick_secs.saturating_sub(5).max(5));
-                match app
-                    .poll_all(claresia_anthropic::Deadline::after(budget))
-                    .await
-                {
-                    Ok(s) if s.tenants > 0 => eprintln!(
-                        "poller tick: {} tenant(s), {} ok, {} failed, {} event(s) ingested",
-                        s.tenants, s.ok, s.failed, s.events_ingested
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                match dispatcher.dispatch(now).await {
+                    Ok(d) if d.polls_enqueued + d.sweeps_enqueued > 0 => eprintln!(
+                        "dispatch: {} poll item(s), {} sweep item(s); oldest success {} s ago",
+                        d.polls_enqueued, d.sweeps_enqueued, d.oldest_success_age_seconds
                     ),
                     Ok(_) => {}
-                    Err(e) => eprintln!("poller tick failed: {e}"),
+                    Err(e) => eprintln!("dispatch failed: {e}"),
                 }
-                if let Err(e) = app
-                    .sweep_pending(claresia_anthropic::Deadline::after(budget))
-                    .await
-                {
-                    eprintln!("publish sweep failed: {e}");
+                for (name, mapping) in [("poll", &poll_mapping), ("sweep", &sweep_mapping)] {
+                    match mapping.drain(&handler).await {
+                        Ok(deliveries) => {
+                            let items: Vec<_> =
+                                deliveries.iter().flat_map(|d| &d.batch.items).collect();
+                            if !items.is_empty() {
+                                let failed = items.iter().filter(|i| i.retry).count();
+                                let events: u64 = deliveries
+                                    .iter()
+                                    .flat_map(|d| &d.batch.polls)
+                                    .map(|p| p.events_ingested)
+                                    .sum();
+                                eprintln!(
+                                    "{name} worker: {} item(s), {failed} to retry, {events} event(s) ingested",
+                                    items.len()
+                                );
+                            }
+                        }
+                        Err(e) => eprintln!("{name} worker: {e}"),
+                    }
                 }
             }
-        })
+        }
     };
-    axum::serve(listener, gateway::router(app, signer))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
-    ticker.abort();
+    // Served and ticked side by side in this task (the mappings' futures borrow the handler).
+    let serve =
+        axum::serve(listener, gateway::router(app, signer)).with_graceful_shutdown(shutdown);
+    tokio::select! {
+        served = serve => served.map_err(|e| e.to_string())?,
+        () = ticker => {}
+    }
     drop(sim_server);
     drop(moto);
     Ok(())
