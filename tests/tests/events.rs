@@ -105,8 +105,12 @@ const CASES: &[(&str, u16, &str, &str)] = &[
 /// The schedule's delivery to the dispatcher, and a queue batch to each worker (after the cases above, so
 /// dainese is disconnected: its poll item is skipped, its Hub has nothing pending).
 const SCHEDULED: &[(&str, &str, &str)] = &[
-    // The scheduled time names the minute (2026-11-23T10:16:00Z).
-    ("poll-dispatcher-scheduled.json", "/minute", "1795428960"),
+    // The items carry the delivery's scheduled time (2026-11-23T10:16:00Z).
+    (
+        "poll-dispatcher-scheduled.json",
+        "/scheduled_at",
+        "1795428960",
+    ),
     ("audit-poller-sqs.json", "/items/0/outcome", "\"skipped\""),
     (
         "publish-sweeper-sqs.json",

@@ -209,8 +209,7 @@ async fn run(
     fanout.polls.drain(&handler).await.unwrap();
     let f = finishes.lock().unwrap().clone();
     assert_eq!(f.len(), orgs.len(), "one item per tenant");
-    let by: HashMap<&str, &Finish> =
-        f.iter().map(|x| (x.0.as_str(), x)).collect();
+    let by: HashMap<&str, &Finish> = f.iter().map(|x| (x.0.as_str(), x)).collect();
     let max = |skip: Option<&str>| {
         f.iter()
             .filter(|x| Some(x.0.as_str()) != skip)

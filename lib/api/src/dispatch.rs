@@ -29,8 +29,8 @@ pub struct Dispatcher {
 /// What one dispatch enqueued.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DispatchReport {
-    /// The scheduled minute (Unix seconds) the items carry; a repeated delivery names the same one.
-    pub minute: i64,
+    /// The scheduled time (Unix seconds) the items carry; a repeated delivery names the same one.
+    pub scheduled_at: i64,
     pub polls_enqueued: usize,
     pub sweeps_enqueued: usize,
     /// Live tenants not polled (disconnected, or needing an admin's attention).
@@ -70,8 +70,8 @@ impl Dispatcher {
         })
     }
 
-    /// One schedule delivery. Its `time` (the scheduled time) names the minute, so a duplicated delivery
-    /// enqueues the same deduplication ids and the queue drops them.
+    /// One schedule delivery. Its `time` is the scheduled time, the same in a duplicated delivery, so that
+    /// one enqueues the same deduplication ids and the queue drops them.
     pub async fn handle(
         &self,
         event: &EventBridgeEvent<Value>,
@@ -83,7 +83,7 @@ impl Dispatcher {
         let report = self.dispatch(scheduled).await?;
         tracing::info!(
             delivery = event.id.as_deref().unwrap_or_default(),
-            minute = report.minute,
+            scheduled_at = report.scheduled_at,
             polls = report.polls_enqueued,
             sweeps = report.sweeps_enqueued,
             oldest_success_age_seconds = report.oldest_success_age_seconds,
@@ -94,30 +94,27 @@ impl Dispatcher {
 
     pub async fn dispatch(&self, scheduled_unix: i64) -> Result<DispatchReport, ApiError> {
         let started = Instant::now();
-        let minute = work::minute_of(scheduled_unix);
         let (connected, idle): (Vec<_>, Vec<_>) = self
             .hub
             .live_connections()
             .await?
             .into_iter()
             .partition(|r| r.state == ConnectionState::Connected);
-        let (mut plan, _) = plan_polls(&self.hub, connected).await?;
-        for item in &mut plan.items {
-            if let WorkItem::Poll { minute: m, .. } = item {
-                *m = minute;
-            }
-        }
+        let (plan, _) = plan_polls(&self.hub, connected, scheduled_unix).await?;
         let polls_enqueued = self.polls.enqueue(&plan.items).await?;
         let sweeps: Vec<WorkItem> = self
             .hub
             .pending_tenants()
             .await?
             .into_iter()
-            .map(|hub| WorkItem::Sweep { hub, minute })
+            .map(|hub| WorkItem::Sweep {
+                hub,
+                scheduled_at: scheduled_unix,
+            })
             .collect();
         let sweeps_enqueued = self.sweeps.enqueue(&sweeps).await?;
         let report = DispatchReport {
-            minute,
+            scheduled_at: scheduled_unix,
             polls_enqueued,
             sweeps_enqueued,
             tenants_not_connected: idle.len(),
@@ -143,6 +140,7 @@ impl Dispatcher {
 pub(crate) async fn plan_polls(
     hub: &HubStore,
     connected: Vec<LiveConnection>,
+    scheduled_at: i64,
 ) -> Result<(PollPlan, HashMap<TenantSlug, LiveConnection>), ApiError> {
     let tenants: Vec<TenantSlug> = connected.iter().map(|r| r.tenant.clone()).collect();
     let states = hub.poll_states(&tenants).await?;
@@ -164,5 +162,5 @@ pub(crate) async fn plan_polls(
         .into_iter()
         .map(|r| (r.tenant.clone(), r))
         .collect();
-    Ok((work::plan_polls(candidates, now), by_tenant))
+    Ok((work::plan_polls(candidates, now, scheduled_at), by_tenant))
 }

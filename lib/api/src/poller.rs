@@ -222,7 +222,8 @@ impl App {
             .iter()
             .map(|r| TenantPoll::alone(&r.tenant, "skipped", None))
             .collect();
-        let (plan, mut by_tenant) = crate::dispatch::plan_polls(&self.hub, connected).await?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let (plan, mut by_tenant) = crate::dispatch::plan_polls(&self.hub, connected, now).await?;
         let tenants: Vec<TenantSlug> = by_tenant.keys().cloned().collect();
         self.prefetch_keys(&tenants).await;
         let polls: Vec<_> = plan
@@ -278,12 +279,12 @@ impl App {
     }
 
     /// One tenant's poll under its poll lease: another run polling it makes this one `busy` (a duplicated
-    /// item is a no-op). With `minute`, a poll already made since that scheduled minute is `superseded`:
-    /// a late or repeated item does not poll twice.
+    /// item is a no-op). With `scheduled_at`, a poll already made since that scheduled time is
+    /// `superseded`: a late or repeated item does not poll twice.
     pub async fn poll_one(
         &self,
         record: LiveConnection,
-        minute: Option<i64>,
+        scheduled_at: Option<i64>,
         deadline: Deadline,
     ) -> TenantPoll {
         let tenant = record.tenant.clone();
@@ -311,7 +312,7 @@ impl App {
         let result = match self.hub.poll_states(std::slice::from_ref(&tenant)).await {
             Ok(mut states) => {
                 let state = states.remove(&tenant).unwrap_or_default();
-                if minute.is_some_and(|m| polled_since(&state, m)) {
+                if scheduled_at.is_some_and(|at| polled_since(&state, at)) {
                     TenantPoll::alone(&tenant, "superseded", None)
                 } else {
                     self.poll_connection(record, state, deadline).await
@@ -734,15 +735,15 @@ fn seconds_since(last_success: Option<&str>, record: &LiveConnection) -> f64 {
         .max(0.0)
 }
 
-/// The tenant was polled (successfully or not) at or after the scheduled `minute`.
-fn polled_since(state: &PollState, minute: i64) -> bool {
+/// The tenant was polled (successfully or not) at or after `scheduled_at`.
+fn polled_since(state: &PollState, scheduled_at: i64) -> bool {
     let rfc = &time::format_description::well_known::Rfc3339;
     state
         .status
         .last_poll_at
         .as_deref()
         .and_then(|t| OffsetDateTime::parse(t, rfc).ok())
-        .is_some_and(|t| t.unix_timestamp() >= minute)
+        .is_some_and(|t| t.unix_timestamp() >= scheduled_at)
 }
 
 fn error_metric(e: &AnthropicError) -> &'static str {

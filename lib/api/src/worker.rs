@@ -3,7 +3,7 @@
 //! deadline, so a slow org holds one item's slot, never the batch's. The answer names the items SQS must
 //! deliver again (`ReportBatchItemFailures`): only those that could not run at all (an unreadable body,
 //! the store failing); a poll that Anthropic failed is recorded on the tenant's status, and the next
-//! minute's item polls again.
+//! tick's item polls again.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use claresia_anthropic::Deadline;
@@ -103,11 +103,11 @@ impl App {
         match item {
             WorkItem::Poll {
                 tenant: slug,
-                minute,
+                scheduled_at,
             } => match self.hub.connection(&slug).await {
                 Ok(Some(record)) => {
                     let poll = self
-                        .poll_one(LiveConnection::from(&record), Some(minute), deadline)
+                        .poll_one(LiveConnection::from(&record), Some(scheduled_at), deadline)
                         .await;
                     let r = report(tenant, &poll.outcome, poll.error.clone(), poll.retry);
                     (r, Some(poll))

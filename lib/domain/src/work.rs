@@ -13,16 +13,16 @@ pub enum WorkItem {
     /// Pull the tenant's audit log or Compliance feed (and usage) into telemetry.
     Poll {
         tenant: TenantSlug,
-        /// The scheduled minute that enqueued it (Unix seconds, a multiple of 60).
-        minute: i64,
+        /// The scheduled time (Unix seconds) of the schedule delivery that enqueued it.
+        scheduled_at: i64,
     },
     /// Finish the Hub's pending publish, for one time slice.
-    Sweep { hub: TenantSlug, minute: i64 },
+    Sweep { hub: TenantSlug, scheduled_at: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkItemError {
-    #[error("the message body is not a work item ({0}); expected {{\"kind\":\"poll\",\"tenant\":…,\"minute\":…}} or {{\"kind\":\"sweep\",\"hub\":…,\"minute\":…}}")]
+    #[error("the message body is not a work item ({0}); expected {{\"kind\":\"poll\",\"tenant\":…,\"scheduled_at\":…}} or {{\"kind\":\"sweep\",\"hub\":…,\"scheduled_at\":…}}")]
     Malformed(String),
 }
 
@@ -44,9 +44,11 @@ impl WorkItem {
         }
     }
 
-    pub fn minute(&self) -> i64 {
+    pub fn scheduled_at(&self) -> i64 {
         match self {
-            WorkItem::Poll { minute, .. } | WorkItem::Sweep { minute, .. } => *minute,
+            WorkItem::Poll { scheduled_at, .. } | WorkItem::Sweep { scheduled_at, .. } => {
+                *scheduled_at
+            }
         }
     }
 
@@ -56,21 +58,15 @@ impl WorkItem {
         self.tenant().to_string()
     }
 
-    /// The queue's deduplication id: the same for a duplicated schedule delivery of the same minute, so
-    /// the queue drops the copy (at most 45 characters: a 32-character slug, a kind, a minute).
+    /// The queue's deduplication id: the same for a duplicated delivery of the same scheduled tick, so the
+    /// queue drops the copy (at most 59 characters: a kind, a 32-character slug, a time).
     pub fn dedup_id(&self) -> String {
         let kind = match self {
             WorkItem::Poll { .. } => "poll",
             WorkItem::Sweep { .. } => "sweep",
         };
-        format!("{kind}-{}-{}", self.tenant(), self.minute())
+        format!("{kind}-{}-{}", self.tenant(), self.scheduled_at())
     }
-}
-
-/// The scheduled minute a schedule delivery stands for: its `time`, floored to the minute. Two deliveries
-/// of one scheduled tick carry the same time, hence the same minute.
-pub fn minute_of(unix_seconds: i64) -> i64 {
-    unix_seconds.div_euclid(60) * 60
 }
 
 /// A connected tenant as the dispatcher sees it (times in Unix seconds).
@@ -88,7 +84,7 @@ impl PollCandidate {
     }
 }
 
-/// What the dispatcher enqueues this minute: every connected tenant, the longest-waiting first (so when
+/// What the dispatcher enqueues on a tick: every connected tenant, the longest-waiting first (so when
 /// workers fall behind, the tenants without a success for longest are the next to run), and the oldest
 /// age for the alarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,13 +93,13 @@ pub struct PollPlan {
     pub oldest_success_age_seconds: i64,
 }
 
-pub fn plan_polls(mut candidates: Vec<PollCandidate>, now: i64) -> PollPlan {
+/// `scheduled_at` is the schedule delivery's scheduled time: two deliveries of one tick carry the same.
+pub fn plan_polls(mut candidates: Vec<PollCandidate>, now: i64, scheduled_at: i64) -> PollPlan {
     candidates.sort_by(|a, b| {
         b.seconds_since_success(now)
             .cmp(&a.seconds_since_success(now))
             .then_with(|| a.tenant.cmp(&b.tenant))
     });
-    let minute = minute_of(now);
     PollPlan {
         oldest_success_age_seconds: candidates
             .first()
@@ -112,7 +108,7 @@ pub fn plan_polls(mut candidates: Vec<PollCandidate>, now: i64) -> PollPlan {
             .into_iter()
             .map(|c| WorkItem::Poll {
                 tenant: c.tenant,
-                minute,
+                scheduled_at,
             })
             .collect(),
     }
@@ -139,11 +135,11 @@ mod tests {
         for item in [
             WorkItem::Poll {
                 tenant: slug("acme"),
-                minute: 1_800_000_060,
+                scheduled_at: 1_800_000_060,
             },
             WorkItem::Sweep {
                 hub: slug("acme-eu"),
-                minute: 60,
+                scheduled_at: 60,
             },
         ] {
             assert_eq!(WorkItem::parse(&item.body()).unwrap(), item);
@@ -151,10 +147,10 @@ mod tests {
         assert_eq!(
             WorkItem::Poll {
                 tenant: slug("acme"),
-                minute: 120
+                scheduled_at: 120
             }
             .body(),
-            r#"{"kind":"poll","tenant":"acme","minute":120}"#
+            r#"{"kind":"poll","tenant":"acme","scheduled_at":120}"#
         );
     }
 
@@ -165,10 +161,10 @@ mod tests {
             "null",
             "{}",
             r#"{"kind":"poll"}"#,
-            r#"{"kind":"poll","tenant":"Not A Slug","minute":0}"#,
-            r#"{"kind":"reboot","tenant":"acme","minute":0}"#,
-            r#"{"kind":"poll","tenant":"acme","minute":0,"extra":1}"#,
-            r#"{"kind":"sweep","tenant":"acme","minute":0}"#,
+            r#"{"kind":"poll","tenant":"Not A Slug","scheduled_at":0}"#,
+            r#"{"kind":"reboot","tenant":"acme","scheduled_at":0}"#,
+            r#"{"kind":"poll","tenant":"acme","scheduled_at":0,"extra":1}"#,
+            r#"{"kind":"sweep","tenant":"acme","scheduled_at":0}"#,
         ] {
             let e = WorkItem::parse(body).unwrap_err();
             assert!(e.to_string().contains("not a work item"), "{body}: {e}");
@@ -176,29 +172,22 @@ mod tests {
     }
 
     #[test]
-    fn the_same_minute_dedups_and_kinds_or_tenants_never_collide() {
-        let poll = |t: &str, m| WorkItem::Poll {
+    fn the_same_tick_dedups_and_kinds_or_tenants_never_collide() {
+        let poll = |t: &str, at| WorkItem::Poll {
             tenant: slug(t),
-            minute: m,
+            scheduled_at: at,
         };
         assert_eq!(poll("acme", 60).dedup_id(), poll("acme", 60).dedup_id());
         assert_ne!(poll("acme", 60).dedup_id(), poll("acme", 120).dedup_id());
         assert_ne!(poll("acme", 60).dedup_id(), poll("acme-eu", 60).dedup_id());
         let sweep = WorkItem::Sweep {
             hub: slug("acme"),
-            minute: 60,
+            scheduled_at: 60,
         };
         assert_ne!(sweep.dedup_id(), poll("acme", 60).dedup_id());
         assert_eq!(sweep.group_id(), "acme");
         let longest = poll(&"a".repeat(32), i64::MAX).dedup_id();
         assert!(longest.len() <= 128, "SQS's limit: {}", longest.len());
-    }
-
-    #[test]
-    fn a_minute_is_the_floor_of_the_delivery_time() {
-        assert_eq!(minute_of(119), 60);
-        assert_eq!(minute_of(120), 120);
-        assert_eq!(minute_of(-1), -60);
     }
 
     #[test]
@@ -212,12 +201,13 @@ mod tests {
                 cand("also-fresh", 0, Some(9_990)),
             ],
             now,
+            9_960,
         );
         let order: Vec<&str> = plan.items.iter().map(|i| i.tenant().as_str()).collect();
         assert_eq!(order, ["never", "stale", "also-fresh", "fresh"]);
         assert_eq!(plan.oldest_success_age_seconds, 1_000);
-        assert!(plan.items.iter().all(|i| i.minute() == 9_960));
-        assert_eq!(plan_polls(vec![], now).oldest_success_age_seconds, 0);
+        assert!(plan.items.iter().all(|i| i.scheduled_at() == 9_960));
+        assert_eq!(plan_polls(vec![], now, now).oldest_success_age_seconds, 0);
         // A clock behind a stored success never yields a negative age.
         assert_eq!(cand("x", 0, Some(20_000)).seconds_since_success(now), 0);
     }
