@@ -72,7 +72,7 @@ impl Minute {
             .chain(&self.sweeps)
             .flat_map(|d| d.batch.items.iter())
             .filter(|i| i.tenant.as_deref() == Some(tenant))
-            .map(|i| i.outcome.clone())
+            .map(|i| i.outcome.as_str().to_owned())
             .collect()
     }
 }

@@ -1402,3 +1402,44 @@ async fn every_alarm_on_a_custom_metric_watches_a_metric_the_code_emits() {
     watched.sort();
     assert_eq!(watched, ["OldestSuccessfulPollAgeSeconds", "PollErrors"]);
 }
+
+#[tokio::test]
+async fn the_queue_takes_items_ten_a_call_and_drops_a_repeated_tick() {
+    let env = TestEnv::start().await;
+    let fanout = env.fanout().await;
+    let items: Vec<claresia_domain::work::WorkItem> = (0..25)
+        .map(|i| claresia_domain::work::WorkItem::Poll {
+            tenant: TenantSlug::parse(&format!("tenant{i:02}")).unwrap(),
+            scheduled_at: 1_800_000_000,
+        })
+        .collect();
+    let q = &fanout.dispatcher.polls;
+    assert_eq!(q.enqueue(&items).await.unwrap(), 25);
+    // The same tick again while the first copies wait: SQS accepts and drops them.
+    assert_eq!(q.enqueue(&items).await.unwrap(), 25);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = {
+        let seen = seen.clone();
+        move |event: aws_lambda_events::sqs::SqsEvent, _deadline_ms| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                for m in event.records {
+                    let group = m.attributes.get("MessageGroupId").cloned();
+                    seen.push((m.body.unwrap_or_default(), group));
+                }
+                claresia_api::worker::WorkBatch::default()
+            }
+        }
+    };
+    let deliveries = fanout.polls.drain(&handler).await.unwrap();
+    assert!(deliveries.iter().all(|d| d.received <= 10));
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let mut want: Vec<(String, Option<String>)> = items
+        .iter()
+        .map(|i| (i.body(), Some(i.tenant().to_string())))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want, "each item once, grouped by its tenant");
+}

@@ -18,7 +18,7 @@ use claresia_domain::telemetry::{utc_millis, Routing, TelemetryEvent};
 use claresia_domain::{AdminKey, LiveConnection, TenantSlug};
 use time::OffsetDateTime;
 
-use crate::poller::TenantPoll;
+use crate::poller::{PollOutcome, TenantPoll};
 use crate::surface::enterprise::{FeedPosition, USAGE_NAMES_PER_REQUEST};
 use crate::{ApiError, App};
 
@@ -85,7 +85,7 @@ impl App {
         state: PollState,
         deadline: Deadline,
         out: &mut TenantPoll,
-    ) -> Result<&'static str, ApiError> {
+    ) -> Result<PollOutcome, ApiError> {
         let tenant = &record.tenant;
         let mut status = state.status;
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
@@ -116,7 +116,7 @@ impl App {
             feed = self.reread_overlap(&mut run, &mut status, out).await?;
         }
         if feed == Feed::Busy {
-            return Ok("busy");
+            return Ok(PollOutcome::Busy);
         }
         if !run.drift.is_empty() {
             let mut drift = std::mem::take(&mut run.drift);
@@ -139,18 +139,18 @@ impl App {
             status.last_success_at = status.last_poll_at.clone();
         }
         let outcome = match feed {
-            Feed::CaughtUp => "ok",
-            Feed::Behind if out.pages == 0 => "deferred",
-            Feed::Behind => "behind",
-            Feed::Unauthorized => "unauthorized",
-            Feed::Failed | Feed::Busy | Feed::Restart => "error",
+            Feed::CaughtUp => PollOutcome::Ok,
+            Feed::Behind if out.pages == 0 => PollOutcome::Deferred,
+            Feed::Behind => PollOutcome::Behind,
+            Feed::Unauthorized => PollOutcome::Unauthorized,
+            Feed::Failed | Feed::Busy | Feed::Restart => PollOutcome::Error,
         };
         out.last_success_at = status.last_success_at.clone();
         let finished = self
             .hub
             .finish_poll(tenant, &status, run.saved.as_deref(), None)
             .await?;
-        Ok(if finished { outcome } else { "busy" })
+        Ok(if finished { outcome } else { PollOutcome::Busy })
     }
 
     /// The documented catch-up: `before_id = cursor`, newest first, page by page toward the newest, the

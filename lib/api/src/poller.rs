@@ -95,10 +95,59 @@ impl RoutingCache {
     }
 }
 
+/// What one tenant's poll came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PollOutcome {
+    /// Read to the end of what Anthropic had; a success.
+    Ok,
+    /// Another run polls the tenant (its lease is held, or the cursor moved under this one).
+    Busy,
+    /// Not connected (disconnected, or needing an admin's attention): not polled.
+    #[default]
+    Skipped,
+    /// Already polled since the item's scheduled time (a late or repeated item).
+    Superseded,
+    /// Reached too late to read a page: not a success.
+    Deferred,
+    /// Read some pages, then ran out of time (the enterprise catch-up): not a success.
+    Behind,
+    /// Anthropic answered 401: the connection needs attention.
+    Unauthorized,
+    Error,
+}
+
+impl PollOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PollOutcome::Ok => "ok",
+            PollOutcome::Busy => "busy",
+            PollOutcome::Skipped => "skipped",
+            PollOutcome::Superseded => "superseded",
+            PollOutcome::Deferred => "deferred",
+            PollOutcome::Behind => "behind",
+            PollOutcome::Unauthorized => "unauthorized",
+            PollOutcome::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for PollOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for PollOutcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TenantPoll {
     pub tenant: String,
-    pub outcome: String,
+    pub outcome: PollOutcome,
     pub events_ingested: u64,
     pub events_skipped: u64,
     pub events_quarantined: u64,
@@ -116,10 +165,14 @@ pub struct TenantPoll {
 }
 
 impl TenantPoll {
-    pub(crate) fn alone(tenant: &TenantSlug, outcome: &str, error: Option<String>) -> TenantPoll {
+    pub(crate) fn alone(
+        tenant: &TenantSlug,
+        outcome: PollOutcome,
+        error: Option<String>,
+    ) -> TenantPoll {
         TenantPoll {
             tenant: tenant.to_string(),
-            outcome: outcome.into(),
+            outcome,
             error,
             ..TenantPoll::default()
         }
@@ -129,7 +182,7 @@ impl TenantPoll {
     fn unrun(tenant: &TenantSlug, e: claresia_aws::StoreError) -> TenantPoll {
         TenantPoll {
             retry: true,
-            ..TenantPoll::alone(tenant, "error", Some(e.to_string()))
+            ..TenantPoll::alone(tenant, PollOutcome::Error, Some(e.to_string()))
         }
     }
 }
@@ -159,12 +212,12 @@ impl PollSummary {
             ..PollSummary::default()
         };
         for r in &results {
-            match r.outcome.as_str() {
-                "ok" => s.ok += 1,
-                "busy" | "skipped" | "superseded" => s.busy += 1,
+            match r.outcome {
+                PollOutcome::Ok => s.ok += 1,
+                PollOutcome::Busy | PollOutcome::Skipped | PollOutcome::Superseded => s.busy += 1,
                 // Behind: the enterprise feed's catch-up ran out of time, its cursor saved per page.
-                "deferred" | "behind" => s.deferred += 1,
-                _ => s.failed += 1,
+                PollOutcome::Deferred | PollOutcome::Behind => s.deferred += 1,
+                PollOutcome::Unauthorized | PollOutcome::Error => s.failed += 1,
             }
             s.events_ingested += r.events_ingested;
             s.events_skipped += r.events_skipped;
@@ -220,7 +273,7 @@ impl App {
             .partition(|r| r.state == ConnectionState::Connected);
         let mut results: Vec<TenantPoll> = idle
             .iter()
-            .map(|r| TenantPoll::alone(&r.tenant, "skipped", None))
+            .map(|r| TenantPoll::alone(&r.tenant, PollOutcome::Skipped, None))
             .collect();
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let (plan, mut by_tenant) = crate::dispatch::plan_polls(&self.hub, connected, now).await?;
@@ -273,8 +326,8 @@ impl App {
                 self.poll_one(LiveConnection::from(&record), None, deadline)
                     .await
             }
-            Ok(None) => TenantPoll::alone(&tenant, "skipped", None),
-            Err(e) => TenantPoll::alone(&tenant, "error", Some(e.to_string())),
+            Ok(None) => TenantPoll::alone(&tenant, PollOutcome::Skipped, None),
+            Err(e) => TenantPoll::alone(&tenant, PollOutcome::Error, Some(e.to_string())),
         }
     }
 
@@ -289,7 +342,7 @@ impl App {
     ) -> TenantPoll {
         let tenant = record.tenant.clone();
         if record.state != ConnectionState::Connected {
-            return TenantPoll::alone(&tenant, "skipped", None);
+            return TenantPoll::alone(&tenant, PollOutcome::Skipped, None);
         }
         let owner = format!(
             "poll-{}-{}",
@@ -306,14 +359,14 @@ impl App {
             .await
         {
             Ok(true) => {}
-            Ok(false) => return TenantPoll::alone(&tenant, "busy", None),
+            Ok(false) => return TenantPoll::alone(&tenant, PollOutcome::Busy, None),
             Err(e) => return TenantPoll::unrun(&tenant, e),
         }
         let result = match self.hub.poll_states(std::slice::from_ref(&tenant)).await {
             Ok(mut states) => {
                 let state = states.remove(&tenant).unwrap_or_default();
                 if scheduled_at.is_some_and(|at| polled_since(&state, at)) {
-                    TenantPoll::alone(&tenant, "superseded", None)
+                    TenantPoll::alone(&tenant, PollOutcome::Superseded, None)
                 } else {
                     self.poll_connection(record, state, deadline).await
                 }
@@ -366,11 +419,11 @@ impl App {
         let mut failed_status = state.status.clone();
         match self.poll_inner(&record, state, deadline, &mut result).await {
             Ok(outcome) => {
-                result.outcome = outcome.into();
+                result.outcome = outcome;
                 last_success = result.last_success_at.clone().or(last_success);
             }
             Err(e) => {
-                result.outcome = "error".into();
+                result.outcome = PollOutcome::Error;
                 result.error = Some(e.to_string());
                 tracing::warn!(tenant = %tenant, error = %e, "poll failed");
                 // Whatever failed, the status says so (never the previous success with no error).
@@ -395,7 +448,7 @@ impl App {
         state: PollState,
         deadline: Deadline,
         out: &mut TenantPoll,
-    ) -> Result<&'static str, ApiError> {
+    ) -> Result<PollOutcome, ApiError> {
         if record.surface == claresia_domain::Surface::Enterprise {
             return self.poll_enterprise(record, state, deadline, out).await;
         }
@@ -424,9 +477,9 @@ impl App {
                     status.error = Some(
                         "deferred: the tick's time ran out before this tenant's turn (slow organizations ahead of it)".into(),
                     );
-                    break "deferred";
+                    break PollOutcome::Deferred;
                 }
-                break "ok";
+                break PollOutcome::Ok;
             }
             let page_res = self
                 .anthropic
@@ -452,14 +505,14 @@ impl App {
                         _ => {
                             self.mark_needs_attention(tenant, &key, &e).await?;
                             status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
-                            break "unauthorized";
+                            break PollOutcome::Unauthorized;
                         }
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Authentication => {
                     self.mark_needs_attention(tenant, &key, &e).await?;
                     status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
-                    break "unauthorized";
+                    break PollOutcome::Unauthorized;
                 }
                 Err(e)
                     if e.kind() == ErrorKind::InvalidRequest
@@ -474,7 +527,7 @@ impl App {
                         .await
                         .map_err(ApiError::from)?
                     {
-                        break "busy";
+                        break PollOutcome::Busy;
                     }
                     status.gap = Some(format!(
                         "cursor {expired} had expired at {}; polling restarted from the oldest available event",
@@ -488,7 +541,7 @@ impl App {
                 Err(e) => {
                     self.metrics.emit(&[(error_metric(&e), 1.0, "Count")]);
                     status.error = Some(e.to_string());
-                    break "error";
+                    break PollOutcome::Error;
                 }
             };
             out.pages += 1;
@@ -550,7 +603,7 @@ impl App {
             let final_page = !page.has_more || moved_to.is_none();
             if final_page {
                 last_move = moved_to;
-                break "ok";
+                break PollOutcome::Ok;
             }
             if let Some(last) = moved_to {
                 if !self
@@ -560,7 +613,7 @@ impl App {
                     .map_err(ApiError::from)?
                 {
                     // Another run took over: it will carry on from where the cursor is.
-                    break "busy";
+                    break PollOutcome::Busy;
                 }
                 cursor = Some(last);
             }
@@ -572,7 +625,7 @@ impl App {
         status.events_skipped = out.events_skipped;
         status.events_quarantined = out.events_quarantined;
         status.lag_seconds = lag.or(status.lag_seconds);
-        if outcome == "ok" {
+        if outcome == PollOutcome::Ok {
             status.last_success_at = status.last_poll_at.clone();
         }
         out.last_success_at = status.last_success_at.clone();
@@ -583,7 +636,7 @@ impl App {
             .map_err(ApiError::from)?;
         // The cursor moved under us: a run that outlived its lease met the one that took it over, which
         // records its own status and carries on from the cursor.
-        Ok(if finished { outcome } else { "busy" })
+        Ok(if finished { outcome } else { PollOutcome::Busy })
     }
 
     pub(crate) async fn routing(

@@ -1319,16 +1319,43 @@ pub enum Sweep {
     Failed(String),
 }
 
-impl Sweep {
-    pub fn outcome(&self) -> &'static str {
+/// What a sweep slice came to, without its details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepOutcome {
+    NothingPending,
+    BackingOff,
+    Busy,
+    Complete,
+    Progressed,
+    Refused,
+    Failed,
+}
+
+impl SweepOutcome {
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Sweep::NothingPending => "nothing_pending",
-            Sweep::BackingOff => "backing_off",
-            Sweep::Busy => "busy",
-            Sweep::Published(r) if r.complete => "complete",
-            Sweep::Published(_) => "progressed",
-            Sweep::Refused(_) => "refused",
-            Sweep::Failed(_) => "failed",
+            SweepOutcome::NothingPending => "nothing_pending",
+            SweepOutcome::BackingOff => "backing_off",
+            SweepOutcome::Busy => "busy",
+            SweepOutcome::Complete => "complete",
+            SweepOutcome::Progressed => "progressed",
+            SweepOutcome::Refused => "refused",
+            SweepOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl Sweep {
+    pub fn outcome(&self) -> SweepOutcome {
+        match self {
+            Sweep::NothingPending => SweepOutcome::NothingPending,
+            Sweep::BackingOff => SweepOutcome::BackingOff,
+            Sweep::Busy => SweepOutcome::Busy,
+            Sweep::Published(r) if r.complete => SweepOutcome::Complete,
+            Sweep::Published(_) => SweepOutcome::Progressed,
+            Sweep::Refused(_) => SweepOutcome::Refused,
+            Sweep::Failed(_) => SweepOutcome::Failed,
         }
     }
 }

@@ -11,8 +11,41 @@ use claresia_domain::work::WorkItem;
 use claresia_domain::LiveConnection;
 use serde::Serialize;
 
-use crate::poller::TenantPoll;
+use crate::poller::{PollOutcome, TenantPoll};
+use crate::publish::SweepOutcome;
 use crate::App;
+
+/// What became of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ItemOutcome {
+    Poll(PollOutcome),
+    Sweep(SweepOutcome),
+    /// The body is not a work item.
+    Unreadable(Unreadable),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreadable {
+    Malformed,
+}
+
+impl ItemOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ItemOutcome::Poll(p) => p.as_str(),
+            ItemOutcome::Sweep(s) => s.as_str(),
+            ItemOutcome::Unreadable(Unreadable::Malformed) => "malformed",
+        }
+    }
+}
+
+impl PartialEq<&str> for ItemOutcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// What became of one message.
 #[derive(Debug, Clone, Serialize)]
@@ -20,7 +53,7 @@ pub struct ItemReport {
     pub message_id: String,
     /// The tenant (or Hub) the item names; none when the body was unreadable.
     pub tenant: Option<String>,
-    pub outcome: String,
+    pub outcome: ItemOutcome,
     pub error: Option<String>,
     /// Left for SQS to deliver again (after its visibility timeout; the dead-letter queue after 5).
     pub retry: bool,
@@ -82,21 +115,31 @@ impl App {
         deadline: Deadline,
     ) -> (ItemReport, Option<TenantPoll>) {
         let message_id = message.message_id.unwrap_or_default();
-        let report =
-            |tenant: Option<String>, outcome: &str, error: Option<String>, retry| ItemReport {
-                message_id: message_id.clone(),
-                tenant,
-                outcome: outcome.into(),
-                error,
-                retry,
-                seconds: 0.0,
-            };
+        let report = |tenant: Option<String>,
+                      outcome: ItemOutcome,
+                      error: Option<String>,
+                      retry| ItemReport {
+            message_id: message_id.clone(),
+            tenant,
+            outcome,
+            error,
+            retry,
+            seconds: 0.0,
+        };
         let item = match WorkItem::parse(message.body.as_deref().unwrap_or_default()) {
             Ok(item) => item,
             Err(e) => {
                 // Delivered again until SQS moves it to the dead-letter queue, for an operator to read.
                 tracing::error!(message_id = %message_id, error = %e, "unreadable work item");
-                return (report(None, "malformed", Some(e.to_string()), true), None);
+                return (
+                    report(
+                        None,
+                        ItemOutcome::Unreadable(Unreadable::Malformed),
+                        Some(e.to_string()),
+                        true,
+                    ),
+                    None,
+                );
             }
         };
         let tenant = Some(item.tenant().to_string());
@@ -109,12 +152,24 @@ impl App {
                     let poll = self
                         .poll_one(LiveConnection::from(&record), Some(scheduled_at), deadline)
                         .await;
-                    let r = report(tenant, &poll.outcome, poll.error.clone(), poll.retry);
+                    let outcome = ItemOutcome::Poll(poll.outcome);
+                    let r = report(tenant, outcome, poll.error.clone(), poll.retry);
                     (r, Some(poll))
                 }
                 // Disconnected since it was enqueued: nothing to poll.
-                Ok(None) => (report(tenant, "skipped", None, false), None),
-                Err(e) => (report(tenant, "error", Some(e.to_string()), true), None),
+                Ok(None) => (
+                    report(tenant, ItemOutcome::Poll(PollOutcome::Skipped), None, false),
+                    None,
+                ),
+                Err(e) => (
+                    report(
+                        tenant,
+                        ItemOutcome::Poll(PollOutcome::Error),
+                        Some(e.to_string()),
+                        true,
+                    ),
+                    None,
+                ),
             },
             WorkItem::Sweep { hub, .. } => {
                 match self.sweep_hub(&hub, self.sweep_slice(deadline)).await {
@@ -124,9 +179,18 @@ impl App {
                             | crate::publish::Sweep::Failed(why) => Some(why.clone()),
                             _ => None,
                         };
-                        (report(tenant, sweep.outcome(), error, false), None)
+                        let outcome = ItemOutcome::Sweep(sweep.outcome());
+                        (report(tenant, outcome, error, false), None)
                     }
-                    Err(e) => (report(tenant, "error", Some(e.to_string()), true), None),
+                    Err(e) => (
+                        report(
+                            tenant,
+                            ItemOutcome::Sweep(SweepOutcome::Failed),
+                            Some(e.to_string()),
+                            true,
+                        ),
+                        None,
+                    ),
                 }
             }
         }
@@ -156,7 +220,7 @@ mod tests {
         ItemReport {
             message_id: id.into(),
             tenant: None,
-            outcome: String::new(),
+            outcome: ItemOutcome::Poll(PollOutcome::Ok),
             error: None,
             retry,
             seconds: 0.0,

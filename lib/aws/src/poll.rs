@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use claresia_domain::TenantSlug;
+use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::back_off;
@@ -175,7 +176,7 @@ impl HubStore {
     }
 
     /// Every given tenant's poll item (cursor, last status, routing revision), strongly consistent, 100
-    /// tenants per round trip. A tenant never polled answers the default.
+    /// tenants per round trip, 8 round trips in flight. A tenant never polled answers the default.
     pub async fn poll_states(
         &self,
         tenants: &[TenantSlug],
@@ -186,51 +187,69 @@ impl HubStore {
             .collect();
         let by_pk: HashMap<String, TenantSlug> =
             tenants.iter().map(|t| (tenant_pk(t), t.clone())).collect();
-        for chunk in tenants.chunks(BATCH_GET_MAX) {
-            let keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|t| HashMap::from([(PK.into(), s(tenant_pk(t))), (SK.into(), s(POLL_SK))]))
-                .collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-            let mut attempt = 0u32;
-            while let Some(request) = pending.take() {
-                attempt += 1;
-                let res = self
-                    .client()
-                    .batch_get_item()
-                    .request_items(self.table(), request)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
-                for item in res
-                    .responses
-                    .unwrap_or_default()
-                    .remove(self.table())
-                    .unwrap_or_default()
-                {
-                    let tenant = match item.get(PK) {
-                        Some(AttributeValue::S(pk)) => by_pk.get(pk),
-                        _ => None,
-                    };
-                    if let Some(t) = tenant {
-                        out.insert(t.clone(), state_of(&item)?);
-                    }
+        // The futures are built first: a stream closure borrowing `by_pk` would make the caller's
+        // future not `Send` for every lifetime (what axum and Lambda need).
+        let reads: Vec<_> = tenants
+            .chunks(BATCH_GET_MAX)
+            .map(|chunk| self.poll_states_chunk(chunk, &by_pk))
+            .collect();
+        let chunks: Vec<Result<Vec<(TenantSlug, PollState)>, StoreError>> =
+            stream::iter(reads).buffer_unordered(8).collect().await;
+        for chunk in chunks {
+            out.extend(chunk?);
+        }
+        Ok(out)
+    }
+
+    async fn poll_states_chunk(
+        &self,
+        chunk: &[TenantSlug],
+        by_pk: &HashMap<String, TenantSlug>,
+    ) -> Result<Vec<(TenantSlug, PollState)>, StoreError> {
+        let mut out = Vec::new();
+        let keys: Vec<HashMap<String, AttributeValue>> = chunk
+            .iter()
+            .map(|t| HashMap::from([(PK.into(), s(tenant_pk(t))), (SK.into(), s(POLL_SK))]))
+            .collect();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        let mut attempt = 0u32;
+        while let Some(request) = pending.take() {
+            attempt += 1;
+            let res = self
+                .client()
+                .batch_get_item()
+                .request_items(self.table(), request)
+                .send()
+                .await
+                .map_err(|e| StoreError::dynamo("BatchGetItem", e))?;
+            for item in res
+                .responses
+                .unwrap_or_default()
+                .remove(self.table())
+                .unwrap_or_default()
+            {
+                let tenant = match item.get(PK) {
+                    Some(AttributeValue::S(pk)) => by_pk.get(pk),
+                    _ => None,
+                };
+                if let Some(t) = tenant {
+                    out.push((t.clone(), state_of(&item)?));
                 }
-                // Throttled keys come back unprocessed: ask again for those.
-                pending = res
-                    .unprocessed_keys
-                    .unwrap_or_default()
-                    .remove(self.table())
-                    .filter(|k| !k.keys.is_empty());
-                if let Some(left) = &pending {
-                    back_off("BatchGetItem", attempt, left.keys.len(), "keys").await?;
-                }
+            }
+            // Throttled keys come back unprocessed: ask again for those.
+            pending = res
+                .unprocessed_keys
+                .unwrap_or_default()
+                .remove(self.table())
+                .filter(|k| !k.keys.is_empty());
+            if let Some(left) = &pending {
+                back_off("BatchGetItem", attempt, left.keys.len(), "keys").await?;
             }
         }
         Ok(out)
