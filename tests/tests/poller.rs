@@ -982,14 +982,7 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
             .poll_all(Deadline::after(Duration::from_millis(3000)))
             .await
             .unwrap();
-        let of = |t: &str| {
-            tick.results
-                .iter()
-                .find(|r| r.tenant == t)
-                .unwrap()
-                .outcome
-                .clone()
-        };
+        let of = |t: &str| tick.results.iter().find(|r| r.tenant == t).unwrap().outcome;
         outcomes.push((
             of("dainese"),
             of("slowco"),
