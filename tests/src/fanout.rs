@@ -1,11 +1,15 @@
 //! The fan-out on moto's SQS: the template's queues for the test's stage, the dispatcher, and the local
 //! event source mappings that hand batches to the real worker handler. No in-memory queue anywhere.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_lambda_events::sqs::SqsEvent;
 use claresia_api::dispatch::{DispatchReport, Dispatcher};
 use claresia_api::metrics::MetricSink;
+use claresia_api::worker::WorkBatch;
 use claresia_aws::WorkQueue;
 use claresia_local::queues::{self, Delivery, EventSourceMapping};
 use serde_json::Value;
@@ -118,14 +122,22 @@ impl Fanout {
     }
 
     pub async fn drain(&self, env: &TestEnv) -> (Vec<Delivery>, Vec<Delivery>) {
-        let app = env.app.clone();
-        let handler = move |event, deadline_ms| {
-            let app = app.clone();
-            async move { app.handle_work(event, deadline_ms).await }
-        };
+        let handler = worker(env);
         let polls = self.polls.drain(&handler).await.expect("poll mapping");
         let sweeps = self.sweeps.drain(&handler).await.expect("sweep mapping");
         (polls, sweeps)
+    }
+}
+
+/// A worker's answer to one batch, as the mapping awaits it.
+pub type Answer = Pin<Box<dyn Future<Output = WorkBatch> + Send>>;
+
+/// The workers' handler as the local event source mapping invokes it: the real `App::handle_work`.
+pub fn worker(env: &TestEnv) -> impl Fn(SqsEvent, u64) -> Answer + Clone {
+    let app = env.app.clone();
+    move |event, deadline_ms| {
+        let app = app.clone();
+        Box::pin(async move { app.handle_work(event, deadline_ms).await })
     }
 }
 

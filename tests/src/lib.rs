@@ -229,6 +229,25 @@ impl TestEnv {
         }
     }
 
+    /// A new simulated Anthropic org (zero retention on) and a key of it: (org id, key).
+    pub async fn sim_org(&self, name: &str) -> (String, String) {
+        let org = self
+            .sim_send(
+                "POST",
+                "/_sim/orgs",
+                json!({"name": name, "zero_retention": true}),
+            )
+            .await;
+        let org_id = org["id"].as_str().unwrap().to_owned();
+        let key = self
+            .sim_send("POST", &format!("/_sim/orgs/{org_id}/keys"), json!({}))
+            .await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (org_id, key)
+    }
+
     /// Lets a crashed run's publish lease on `hub` lapse, as time would (a sweep skips a held lease and
     /// tries again the next minute; tests do not wait that minute).
     pub async fn lapse_publish_lease(&self, hub: &str) {

@@ -1224,11 +1224,7 @@ async fn an_item_the_store_refused_comes_back_with_every_item_after_it_and_then_
     short_visibility(&fanout.polls.queue).await;
     let t = now_unix();
     fanout.dispatcher.dispatch(t).await.unwrap();
-    let app = env.app.clone();
-    let handler = move |event, deadline_ms| {
-        let app = app.clone();
-        async move { app.handle_work(event, deadline_ms).await }
-    };
+    let handler = claresia_tests::fanout::worker(&env);
     // The store refuses every write: no lease can be taken, nothing runs.
     env.cutoff.arm(0);
     let d = fanout.polls.deliver_once(&handler).await.unwrap().unwrap();
@@ -1279,11 +1275,7 @@ async fn an_unreadable_item_is_dead_lettered_after_five_deliveries() {
         .send()
         .await
         .unwrap();
-    let app = env.app.clone();
-    let handler = move |event, deadline_ms| {
-        let app = app.clone();
-        async move { app.handle_work(event, deadline_ms).await }
-    };
+    let handler = claresia_tests::fanout::worker(&env);
     for delivery in 1..=5 {
         let d = fanout.polls.deliver_once(&handler).await.unwrap();
         let d = d.unwrap_or_else(|| panic!("delivery {delivery}"));

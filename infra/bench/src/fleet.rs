@@ -107,20 +107,7 @@ async fn tenant(
     model: Option<&HashMap<String, AttributeValue>>,
 ) -> (String, String, String) {
     let slug = format!("fleet{i:04}");
-    let org = env
-        .sim_send(
-            "POST",
-            "/_sim/orgs",
-            json!({"name": format!("Fleet {i}"), "zero_retention": true}),
-        )
-        .await;
-    let org_id = org["id"].as_str().unwrap().to_owned();
-    let key = env
-        .sim_send("POST", &format!("/_sim/orgs/{org_id}/keys"), json!({}))
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (org_id, key) = env.sim_org(&format!("Fleet {i}")).await;
     let t = TenantSlug::parse(&slug).unwrap();
     match model {
         None => {

@@ -30,20 +30,7 @@ async fn main() {
     let mut slugs = Vec::new();
     for i in 0..tenants {
         let slug = format!("bench{i:03}");
-        let org = env
-            .sim_send(
-                "POST",
-                "/_sim/orgs",
-                json!({"name": format!("Bench {i}"), "zero_retention": true}),
-            )
-            .await;
-        let org_id = org["id"].as_str().unwrap().to_owned();
-        let key = env
-            .sim_send("POST", &format!("/_sim/orgs/{org_id}/keys"), json!({}))
-            .await["key"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (org_id, key) = env.sim_org(&format!("Bench {i}")).await;
         let (s, b) = env.connect(&slug, &key).await;
         assert_eq!(s, 201, "{b}");
         let tenant = TenantSlug::parse(&slug).unwrap();

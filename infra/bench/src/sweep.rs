@@ -108,26 +108,13 @@ async fn main() {
 /// A Hub on its own org with `skills` skills granted to one group, its publish left pending.
 async fn hub(env: &TestEnv, i: usize, skills: usize) -> (String, String) {
     let slug = format!("sweep{i:04}");
-    let org = env
-        .sim_send(
-            "POST",
-            "/_sim/orgs",
-            json!({"name": format!("Sweep {i}"), "zero_retention": true}),
-        )
-        .await;
-    let org_id = org["id"].as_str().unwrap().to_owned();
+    let (org_id, key) = env.sim_org(&format!("Sweep {i}")).await;
     env.sim_send(
         "POST",
         &format!("/_sim/orgs/{org_id}/groups"),
         json!({"id": "grp_engineering", "name": "Engineering"}),
     )
     .await;
-    let key = env
-        .sim_send("POST", &format!("/_sim/orgs/{org_id}/keys"), json!({}))
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let (s, b) = env.connect(&slug, &key).await;
     assert_eq!(s, 201, "{b}");
     let hub = TenantSlug::parse(&slug).unwrap();
