@@ -188,13 +188,10 @@ async fn a_publish_crashed_anywhere_converges() {
             )
             .await;
             env.sim_send("DELETE", "/_sim/faults", json!({})).await;
-            // Recovery as the schedule runs it: the crashed run's lease lapses, the sweep (if a marker was
-            // left) finishes the change, then the check's reconcile.
-            env.lapse_publish_lease("dainese").await;
-            env.app
-                .sweep_pending(Deadline::after(Duration::from_secs(20)))
-                .await
-                .unwrap();
+            // Recovery as the schedule runs it: minute after minute the crashed run's lease has lapsed
+            // (a write it had in flight may still land after the cut) and the sweep finishes the change
+            // its marker names; then the check's reconcile.
+            sweep_until_done(&env).await;
             assert_whole(&env, &format!("crash after {:?}", cut)).await;
             finished
         });
