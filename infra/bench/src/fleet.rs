@@ -54,11 +54,10 @@ async fn main() {
     .await;
     let mut fanout = env.fanout().await;
     fanout.polls.max_concurrency = WORKER_CONCURRENCY;
-    let minute = now_unix();
     println!("fleet-bench: {tenants} tenants, one pending event each, {latency_ms} ms per Anthropic call, moto SQS + simulator on loopback");
     println!("  (batches of 10, {WORKER_CONCURRENCY} invocations at once; each line is printed as its run ends)");
-    run(&env, &fanout, &orgs, minute - 120, None).await;
-    let unloaded = run(&env, &fanout, &orgs, minute - 60, None).await;
+    run(&env, &fanout, &orgs, None).await;
+    let unloaded = run(&env, &fanout, &orgs, None).await;
     unloaded.print(
         &format!("{LIGHT} tenants (moto not saturated), warm"),
         LIGHT,
@@ -68,9 +67,9 @@ async fn main() {
         "  setup of {tenants} tenants: {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let cold = run(&env, &fanout, &orgs, minute, None).await;
+    let cold = run(&env, &fanout, &orgs, None).await;
     cold.print("first minute (cold: keys read)", tenants);
-    let warm = run(&env, &fanout, &orgs, minute + 60, None).await;
+    let warm = run(&env, &fanout, &orgs, None).await;
     warm.print("next minute (warm)", tenants);
     let slow = &orgs[tenants / 2];
     env.sim_send(
@@ -79,7 +78,7 @@ async fn main() {
         json!({"latency_ms": 10_000}),
     )
     .await;
-    let noisy = run(&env, &fanout, &orgs, minute + 120, Some(&slow.0)).await;
+    let noisy = run(&env, &fanout, &orgs, Some(&slow.0)).await;
     noisy.print(&format!("one org at 10 s per call ({})", slow.0), tenants);
     let others = noisy.all_polled_but_slow;
     println!(
@@ -212,13 +211,12 @@ impl Run {
 /// An item: tenant, outcome, finish (seconds after the dispatch began), its own time.
 type Finish = (String, String, f64, f64);
 
-/// One minute: a pending event per tenant, the dispatch, and the workers until the queue is empty; each
+/// One tick: a pending event per tenant, the dispatch, and the workers until the queue is empty; each
 /// item's finish time is the start of its batch plus its own time.
 async fn run(
     env: &TestEnv,
     fanout: &Fanout,
     orgs: &[(String, String, String)],
-    minute: i64,
     slow: Option<&str>,
 ) -> Run {
     stream::iter(orgs)
@@ -234,7 +232,8 @@ async fn run(
         .collect::<Vec<_>>()
         .await;
     let t0 = Instant::now();
-    fanout.dispatcher.dispatch(minute).await.unwrap();
+    // A tick scheduled after every earlier poll (a poll since an item's scheduled time supersedes it).
+    fanout.dispatcher.dispatch(now_unix() + 1).await.unwrap();
     let dispatch = t0.elapsed().as_secs_f64();
     let finishes: Arc<Mutex<Vec<Finish>>> = Arc::default();
     let handler = {
