@@ -930,6 +930,10 @@ async fn late_runs_of_an_unpublished_skill_and_of_an_offboarded_tenant_are_kept(
 /// `deferred` (not a success: the alarm's value grows), and, the longest without a success, goes first next.
 #[tokio::test]
 async fn a_slow_org_cannot_starve_the_others_unnoticed() {
+    // A tick is the slow call plus the 2 s a tenant needs to start a page: the slow org, first, leaves its
+    // follower under 2 s (deferred) however fast moto answers, and on the next tick the slow call still fits
+    // after dainese's poll. Each side keeps about 2 s of slack for a loaded CI machine.
+    const SLOW_CALL_MS: u64 = 3000;
     let env = TestEnv::start_with(|c| c.poll_concurrency = 1).await;
     let slow_org = "99999999-0000-0000-0000-000000000001";
     let slow_key = "sk-ant-admin01-sim-slow-org-key-000000000000000000000000SLOW";
@@ -950,7 +954,7 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
     env.sim_send(
         "PATCH",
         &format!("/_sim/orgs/{slow_org}"),
-        json!({"latency_ms": 1500}),
+        json!({"latency_ms": SLOW_CALL_MS}),
     )
     .await;
     // Neither has been polled successfully since connecting: dainese ten minutes ago, slowco twenty, so
@@ -979,7 +983,7 @@ async fn a_slow_org_cannot_starve_the_others_unnoticed() {
     for _ in 0..2 {
         let tick = env
             .app
-            .poll_all(Deadline::after(Duration::from_millis(3000)))
+            .poll_all(Deadline::after(Duration::from_millis(SLOW_CALL_MS + 2000)))
             .await
             .unwrap();
         let of = |t: &str| tick.results.iter().find(|r| r.tenant == t).unwrap().outcome;
