@@ -552,7 +552,6 @@ async fn a_feed_backlog_longer_than_a_tick_converges_the_cursor_saved_after_ever
             .await
             .unwrap();
         let outcome = serde_json::to_value(&r.results).unwrap()[0]["outcome"].clone();
-        eprintln!("DEBUG {}", serde_json::to_value(&r.results).unwrap());
         let now = cursor(&env).await;
         assert_ne!(
             Some(&now),
@@ -786,4 +785,61 @@ async fn usage_is_pulled_for_our_skills_only_a_page_at_a_time_and_a_cut_pull_res
     assert!(rows
         .iter()
         .any(|r| r["skill_id"] == "prd-review" && r["invocation_count"] == 5));
+}
+
+/// Issue 18: both surfaces' polls are one ingest loop, so the enterprise feed refuses, fails and is
+/// refused the way the audit log is: a refused cursor is forgotten in the store (with the gap recorded and
+/// counted), a 5xx is counted by status and recorded, a 401 marks the connection and is counted.
+#[tokio::test]
+async fn the_feed_fails_the_way_the_audit_log_does_counted_recorded_and_its_cursor_forgotten() {
+    let env = published().await;
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    let tenant = claresia_domain::TenantSlug::parse(TENANT).unwrap();
+    let saved = cursor(&env).await;
+    let saved = saved.as_str().unwrap();
+    // A cursor the feed cannot read (say, left by a preview connection).
+    assert!(env
+        .app
+        .hub
+        .advance_cursor(&tenant, Some(saved), "activity_notafeedcursor")
+        .await
+        .unwrap());
+    assert_eq!(tick(&env).await[0]["outcome"], "ok");
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    let gap = st["last_poll"]["gap"].as_str().unwrap_or_default();
+    assert!(
+        gap.contains("refused cursor activity_notafeedcursor"),
+        "{st}"
+    );
+    assert_eq!(env.metrics.values("CursorGaps"), vec![1.0]);
+    // Restarted from the newest activity: the cursor is a real one again.
+    let now = cursor(&env).await;
+    assert!(
+        now.as_str().is_some_and(|c| c != "activity_notafeedcursor"),
+        "{st}"
+    );
+
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": "GET /v1/compliance/activities", "fail": {"status": 503, "count": 50}}),
+    )
+    .await;
+    assert_eq!(tick(&env).await[0]["outcome"], "error");
+    assert_eq!(cursor(&env).await, now, "the cursor did not move");
+    assert!(!env.metrics.values("AnthropicErrors5xx").is_empty());
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert!(
+        st["last_poll"]["error"].as_str().unwrap().contains("503"),
+        "{st}"
+    );
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+
+    env.sim_send("POST", "/_sim/keys/revoke", json!({"key": ENTERPRISE_KEY}))
+        .await;
+    assert_eq!(tick(&env).await[0]["outcome"], "unauthorized");
+    assert_eq!(env.metrics.values("AnthropicErrors401"), vec![1.0]);
+    let (_, st) = get(&env, &format!("/tenants/{TENANT}/connection")).await;
+    assert_eq!(st["state"], "needs_attention", "{st}");
+    assert!(st["state_reason"].as_str().unwrap().contains("401"), "{st}");
 }

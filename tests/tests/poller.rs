@@ -1115,6 +1115,72 @@ async fn short_pages_that_say_more_are_followed() {
     );
 }
 
+/// Issue 18: one ingest loop for both surfaces. A preview poll the time cuts short after some pages used to
+/// be reported `ok` and recorded as a success (the enterprise one `behind`): now both are `behind`, not a
+/// success, with the cursor saved after every stored page, and the next poll goes on from there.
+#[tokio::test]
+async fn a_backlog_longer_than_a_poll_is_behind_not_a_success_and_the_next_poll_goes_on() {
+    let env = env_with_catalog(2).await;
+    let ids = emit(
+        &env,
+        json!({"skill_name": "claresia-dainese-prd-review", "count": 12}),
+    )
+    .await;
+    let route = "GET /v1/organizations/{org_id}/audit_logs";
+    env.sim_send(
+        "PUT",
+        "/_sim/faults",
+        json!({"route": route, "latency_ms": 700}),
+    )
+    .await;
+    // Two events a page, 700 ms a page: 3.5 s reads two or three pages, then stops with under 2 s left.
+    let s = env
+        .app
+        .poll_all(Deadline::after(Duration::from_millis(3500)))
+        .await
+        .unwrap();
+    let r = &s.results[0];
+    assert_eq!(r.outcome, "behind", "{s:?}");
+    assert!((1..6).contains(&r.pages), "{s:?}");
+    assert_eq!(s.deferred, 1, "a bounded catch-up is not a success");
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert!(st["last_poll"]["last_success_at"].is_null(), "{st}");
+    assert!(
+        st["last_poll"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cut short"),
+        "{st}"
+    );
+    let read = 2 * r.pages as usize;
+    assert_eq!(
+        cursor_of(&env).await.as_deref(),
+        Some(ids[read - 1].as_str()),
+        "the cursor is saved after every stored page"
+    );
+    env.sim_send("DELETE", "/_sim/faults", json!({})).await;
+    let s = env.app.poll_all(deadline()).await.unwrap();
+    assert_eq!(s.ok, 1, "{s:?}");
+    assert_exactly(&stored(&env).await, &ids);
+    let (_, st) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert!(st["last_poll"]["last_success_at"].is_string(), "{st}");
+    assert!(st["last_poll"]["error"].is_null(), "{st}");
+}
+
 // ---- Issue 18: the fan-out on SQS (dispatcher → FIFO queues → workers), on moto's SQS ----
 
 use claresia_tests::fanout::now_unix;

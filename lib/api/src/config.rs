@@ -23,7 +23,7 @@ pub struct Config {
     /// `ENTERPRISE_WRITES_PER_MINUTE`, `ENTERPRISE_READS_PER_MINUTE`, `COMPLIANCE_REQUESTS_PER_MINUTE`,
     /// `ANALYTICS_REQUESTS_PER_MINUTE`: the per-org limits of the enterprise surface the connector paces
     /// itself to (documented: 60, 300, 600, 60). Lower them if other tools share the org's budget.
-    pub enterprise_limits: crate::surface::enterprise::EnterpriseLimits,
+    pub enterprise_limits: crate::surface::EnterpriseLimits,
     /// `USAGE_POLL_INTERVAL_SECS`: how often the enterprise Analytics usage is pulled (it changes daily).
     pub usage_poll_interval: Duration,
     /// `ANTHROPIC_ATTEMPT_TIMEOUT_MS`: the longest one Anthropic attempt may take before it counts as a
@@ -153,7 +153,7 @@ impl Config {
                 0,
                 86_400,
             )?),
-            enterprise_limits: crate::surface::enterprise::EnterpriseLimits {
+            enterprise_limits: crate::surface::EnterpriseLimits {
                 writes_per_minute: number("ENTERPRISE_WRITES_PER_MINUTE", 60, 1, 100_000)? as f64,
                 reads_per_minute: number("ENTERPRISE_READS_PER_MINUTE", 300, 1, 100_000)? as f64,
                 compliance_per_minute: number("COMPLIANCE_REQUESTS_PER_MINUTE", 600, 1, 100_000)?

@@ -1,20 +1,16 @@
-//! Capability 4: the audit poller. For every connected tenant, concurrently with a bound: page the audit
-//! log from the stored cursor, write the normalized events (idempotent by key), then move the cursor with a
-//! condition on the value read, all under the tick lease. A crash, a retry, or two runs at once never lose an
-//! event or store one twice.
+//! Capability 4: the audit poller's per-tenant shell. One tenant's poll runs under its own poll lease
+//! ([`App::poll_one`], what a queue worker calls), reads its key (cached) and routing (cached by revision),
+//! hands the feed to the one ingest loop (`crate::ingest`), and reports a typed [`PollOutcome`]. Also the
+//! in-process fleet pass tests and benchmarks drive, and the `GET …/telemetry` read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use claresia_anthropic::{AnthropicError, Deadline, ErrorKind, Page};
-use claresia_aws::telemetry::Quarantined;
+use claresia_anthropic::Deadline;
 use claresia_aws::PollState;
 use claresia_domain::catalog::WorkspaceMapping;
-use claresia_domain::telemetry::{
-    checked_utc_millis, normalize, utc_millis, Normalized, Routing, SkipReason, TelemetryEvent,
-    MAX_ID_BYTES,
-};
+use claresia_domain::telemetry::{checked_utc_millis, utc_millis, Routing};
 use claresia_domain::{AdminKey, ConnectionState, LiveConnection, TenantSlug};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
@@ -22,16 +18,6 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{ApiError, App};
-
-/// A stable id for a quarantined event that has none (FNV-1a of its raw text).
-pub(crate) fn short_hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
-}
 
 /// The stored key, cached in memory so a tick does not call Secrets Manager for every tenant. A rotation
 /// is picked up within the TTL, and at once when Anthropic answers 401 to the cached key.
@@ -417,7 +403,7 @@ impl App {
         };
         let mut last_success = state.status.last_success_at.clone();
         let mut failed_status = state.status.clone();
-        match self.poll_inner(&record, state, deadline, &mut result).await {
+        match self.ingest(&record, state, deadline, &mut result).await {
             Ok(outcome) => {
                 result.outcome = outcome;
                 last_success = result.last_success_at.clone().or(last_success);
@@ -440,203 +426,6 @@ impl App {
         // success (its usage pull failed, say) still ages.
         result.seconds_since_success = Some(seconds_since(last_success.as_deref(), &record));
         result
-    }
-
-    async fn poll_inner(
-        &self,
-        record: &LiveConnection,
-        state: PollState,
-        deadline: Deadline,
-        out: &mut TenantPoll,
-    ) -> Result<PollOutcome, ApiError> {
-        if record.surface == claresia_domain::Surface::Enterprise {
-            return self.poll_enterprise(record, state, deadline, out).await;
-        }
-        let tenant = &record.tenant;
-        let (mut cursor, mut status) = (state.cursor, state.status);
-        status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
-        status.error = None;
-
-        let routing = self.routing(tenant, state.routing_rev).await?;
-        let audit_path = format!("/v1/organizations/{}/audit_logs", record.org_id);
-        let query = [("event_types", "skill.invoked,skill.failed".to_owned())];
-        let limit = self.config.poll_page_limit;
-        let mut key = self
-            .cached_key(record, false)
-            .await?
-            .ok_or_else(|| ApiError::NotConnected(tenant.to_string()))?;
-        let mut refreshed = false;
-        let mut newest: Option<OffsetDateTime> = None;
-        // The last page's cursor move, made by the finishing write (one write instead of two).
-        let mut last_move: Option<String> = None;
-        let outcome = loop {
-            if deadline.remaining() < Duration::from_secs(2) {
-                // Reached too late to read a page: not a success (the stale-tenant alarm keeps counting),
-                // and the rotation puts it earlier next tick.
-                if out.pages == 0 {
-                    status.error = Some(
-                        "deferred: the tick's time ran out before this tenant's turn (slow organizations ahead of it)".into(),
-                    );
-                    break PollOutcome::Deferred;
-                }
-                break PollOutcome::Ok;
-            }
-            let page_res = self
-                .anthropic
-                .list_page(
-                    &key,
-                    &audit_path,
-                    &query,
-                    cursor.as_deref(),
-                    limit,
-                    deadline,
-                )
-                .await;
-            let page: Page<Value> = match page_res {
-                Ok(p) => p,
-                Err(e) if e.kind() == ErrorKind::Authentication && !refreshed => {
-                    // Maybe rotated since we cached it: try the stored key once before giving up.
-                    refreshed = true;
-                    match self.cached_key(record, true).await? {
-                        Some(k) if k != key => {
-                            key = k;
-                            continue;
-                        }
-                        _ => {
-                            self.mark_needs_attention(tenant, &key, &e).await?;
-                            status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
-                            break PollOutcome::Unauthorized;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::Authentication => {
-                    self.mark_needs_attention(tenant, &key, &e).await?;
-                    status.error = Some(format!("Anthropic answered 401: {}", e.summary()));
-                    break PollOutcome::Unauthorized;
-                }
-                Err(e)
-                    if e.kind() == ErrorKind::InvalidRequest
-                        && cursor.is_some()
-                        && e.upstream_message().is_some_and(|m| m.contains("after_id")) =>
-                {
-                    // The cursor aged out of the 30-day window: restart from the oldest event, say so.
-                    let expired = cursor.clone().unwrap_or_default();
-                    if !self
-                        .hub
-                        .reset_cursor(tenant, &expired)
-                        .await
-                        .map_err(ApiError::from)?
-                    {
-                        break PollOutcome::Busy;
-                    }
-                    status.gap = Some(format!(
-                        "cursor {expired} had expired at {}; polling restarted from the oldest available event",
-                        utc_millis(OffsetDateTime::now_utc())
-                    ));
-                    self.metrics.emit(&[("CursorGaps", 1.0, "Count")]);
-                    tracing::warn!(tenant = %tenant, cursor = %expired, "audit cursor expired; restarting from the oldest event");
-                    cursor = None;
-                    continue;
-                }
-                Err(e) => {
-                    self.metrics.emit(&[(error_metric(&e), 1.0, "Count")]);
-                    status.error = Some(e.to_string());
-                    break PollOutcome::Error;
-                }
-            };
-            out.pages += 1;
-            let now = OffsetDateTime::now_utc();
-            let mut events: Vec<TelemetryEvent> = Vec::new();
-            let mut quarantined = Vec::new();
-            for raw in &page.data {
-                match normalize(raw, &routing, now) {
-                    Normalized::Event(e) => {
-                        if let Ok(t) = OffsetDateTime::parse(
-                            &e.occurred_at,
-                            &time::format_description::well_known::Rfc3339,
-                        ) {
-                            newest = Some(newest.map_or(t, |n| n.max(t)));
-                        }
-                        events.push(*e);
-                    }
-                    Normalized::Skipped(SkipReason::NotOurs)
-                    | Normalized::Skipped(SkipReason::UnknownType) => out.events_skipped += 1,
-                    Normalized::Quarantined(reason) => {
-                        let text = raw.to_string();
-                        let id = raw
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .filter(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES)
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| short_hash(&text));
-                        quarantined.push(Quarantined {
-                            key: id,
-                            raw: text,
-                            reason,
-                        });
-                    }
-                }
-            }
-            // Durably write the page (its batches at once), then (and only then) move the cursor past it.
-            let chunks: Vec<&[TelemetryEvent]> = events.chunks(25).collect();
-            let written = futures::future::join_all(chunks.iter().map(|c| async move {
-                let _permit = self.telemetry_writes.acquire().await;
-                self.telemetry.write_events(&record.org_id, c).await
-            }))
-            .await;
-            for w in written {
-                w.map_err(ApiError::from)?;
-            }
-            if !quarantined.is_empty() {
-                self.telemetry
-                    .write_quarantined(&record.org_id, tenant, &quarantined)
-                    .await
-                    .map_err(ApiError::from)?;
-                tracing::warn!(tenant = %tenant, count = quarantined.len(), "audit events quarantined");
-            }
-            out.events_ingested += events.len() as u64;
-            out.events_quarantined += quarantined.len() as u64;
-            // `has_more` is the contract's word on whether more follow (a page may be short and not the
-            // last). A page that says "more" but gives no position to continue from ends the run: the next
-            // tick asks again from the same cursor instead of spinning on it.
-            let moved_to = page.last_id.clone().filter(|_| !page.data.is_empty());
-            let final_page = !page.has_more || moved_to.is_none();
-            if final_page {
-                last_move = moved_to;
-                break PollOutcome::Ok;
-            }
-            if let Some(last) = moved_to {
-                if !self
-                    .hub
-                    .advance_cursor(tenant, cursor.as_deref(), &last)
-                    .await
-                    .map_err(ApiError::from)?
-                {
-                    // Another run took over: it will carry on from where the cursor is.
-                    break PollOutcome::Busy;
-                }
-                cursor = Some(last);
-            }
-        };
-        let lag = newest.map(|n| (OffsetDateTime::now_utc() - n).as_seconds_f64().max(0.0));
-        out.lag_seconds = lag;
-        status.cursor = last_move.clone().or_else(|| cursor.clone());
-        status.events_ingested = out.events_ingested;
-        status.events_skipped = out.events_skipped;
-        status.events_quarantined = out.events_quarantined;
-        status.lag_seconds = lag.or(status.lag_seconds);
-        if outcome == PollOutcome::Ok {
-            status.last_success_at = status.last_poll_at.clone();
-        }
-        out.last_success_at = status.last_success_at.clone();
-        let finished = self
-            .hub
-            .finish_poll(tenant, &status, cursor.as_deref(), last_move.as_deref())
-            .await
-            .map_err(ApiError::from)?;
-        // The cursor moved under us: a run that outlived its lease met the one that took it over, which
-        // records its own status and carries on from the cursor.
-        Ok(if finished { outcome } else { PollOutcome::Busy })
     }
 
     pub(crate) async fn routing(
@@ -690,19 +479,6 @@ impl App {
         });
         self.routing_cache.put(tenant, rev, routing.clone());
         Ok(routing)
-    }
-
-    async fn mark_needs_attention(
-        &self,
-        tenant: &TenantSlug,
-        key: &AdminKey,
-        e: &AnthropicError,
-    ) -> Result<(), ApiError> {
-        self.key_cache.forget(tenant);
-        let reason = format!("the audit poller got 401 from Anthropic ({})", e.summary());
-        self.key_refused(tenant, key, reason).await?;
-        self.metrics.emit(&[("AnthropicErrors401", 1.0, "Count")]);
-        Ok(())
     }
 
     /// `GET /tenants/{tenant}/telemetry?since=&limit=&cursor=`: newest first, paginated.
@@ -797,16 +573,6 @@ fn polled_since(state: &PollState, scheduled_at: i64) -> bool {
         .as_deref()
         .and_then(|t| OffsetDateTime::parse(t, rfc).ok())
         .is_some_and(|t| t.unix_timestamp() >= scheduled_at)
-}
-
-fn error_metric(e: &AnthropicError) -> &'static str {
-    match e.status() {
-        Some(429) => "AnthropicErrors429",
-        Some(529) => "AnthropicErrors529",
-        Some(s) if s >= 500 => "AnthropicErrors5xx",
-        Some(_) => "AnthropicErrors4xx",
-        None => "AnthropicErrorsTransport",
-    }
 }
 
 /// A telemetry page's `next_cursor`: where the page stopped, bound to the tenant and the `since` it was

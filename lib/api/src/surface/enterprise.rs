@@ -23,8 +23,10 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
-use super::preview::{classify_scope, verdict_from_error};
-use super::{AnthropicSurface, Ownership, Publisher};
+use super::{
+    classify_scope, verdict_from_error, AnthropicSurface, EnterpriseLimits, Feed, FeedSource,
+    Ownership, Publisher,
+};
 
 pub const PLUGINS_BETA: &str = "ce-plugins-2026-09-01";
 const PLUGINS: &str = "/v1/organizations/plugins";
@@ -60,26 +62,6 @@ pub const ACCESS_UNKNOWN: &str = "access_unknown";
 /// Settings are not read with less time left than this (or a third of the run's time, if less): what
 /// remains is for the writes.
 const READ_FLOOR: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The documented per-org limits (requests per minute), lowered or raised by configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct EnterpriseLimits {
-    pub writes_per_minute: f64,
-    pub reads_per_minute: f64,
-    pub compliance_per_minute: f64,
-    pub analytics_per_minute: f64,
-}
-
-impl Default for EnterpriseLimits {
-    fn default() -> Self {
-        EnterpriseLimits {
-            writes_per_minute: 60.0,
-            reads_per_minute: 300.0,
-            compliance_per_minute: 600.0,
-            analytics_per_minute: 60.0,
-        }
-    }
-}
 
 /// Where a feed page is read from (the feed lists newest first).
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +116,7 @@ impl EnterpriseSurface {
     }
 
     /// One page of the Compliance Activity Feed's lifecycle types, newest first, at `at`.
-    pub async fn activities(
+    pub(super) async fn activities(
         &self,
         key: &AdminKey,
         at: FeedPosition<'_>,
@@ -190,7 +172,7 @@ impl EnterpriseSurface {
 
     /// One page of a day's Analytics skills rows for `skill_names` (at most [`USAGE_NAMES_PER_REQUEST`]),
     /// grouped by RBAC group: an org's other skills are never read.
-    pub async fn skill_usage_page(
+    pub(super) async fn skill_usage_page(
         &self,
         key: &AdminKey,
         date: &str,
@@ -400,6 +382,10 @@ impl AnthropicSurface for EnterpriseSurface {
             hidden: Mutex::new(BTreeSet::new()),
             budget: deadline.remaining(),
         })
+    }
+
+    fn feed<'a>(&'a self, source: FeedSource) -> Box<dyn Feed + 'a> {
+        Box::new(self.compliance_feed(source))
     }
 }
 

@@ -3,15 +3,30 @@
 //! (`anthropic-api.md`); `enterprise` what Claude Enterprise documents today (`claude-enterprise-api.md`).
 //! A connection's surface is stored on its record; a third surface is a new adapter here and one arm in
 //! [`Surfaces::get`], not an edit in every service.
+//!
+//! - `mod.rs` (here): the traits — [`AnthropicSurface`] (test a key, hand out the rest), [`Publisher`]
+//!   (a connection's published skills), [`Feed`] and [`UsageReport`] (what the poller reads).
+//! - `preview.rs`, `enterprise.rs`: each surface's key test and publisher.
+//! - `audit_log.rs`, `compliance_feed.rs`: each surface's feed (the page call, normalization and the
+//!   cursor-commit rule); the one ingest loop that runs them is `crate::ingest`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline};
+use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline, ErrorKind, TokenPage};
 use claresia_aws::LedgerEntry;
 use claresia_domain::catalog::{Acl, Action, DesiredSkill, RemoteSkill};
-use claresia_domain::{AdminKey, Attestation, ConnectionRecord, Surface, TenantSlug, TestOutcome};
+use claresia_domain::enterprise_feed::DriftNote;
+use claresia_domain::telemetry::{Routing, TelemetryEvent};
+use claresia_domain::{
+    AdminKey, Attestation, ConnectionRecord, Scope, ScopeReport, Surface, TenantSlug, TestOutcome,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
 
+pub mod audit_log;
+pub mod compliance_feed;
 pub mod enterprise;
 pub mod preview;
 
@@ -93,6 +108,184 @@ pub trait AnthropicSurface: Send + Sync {
         key: &'a AdminKey,
         deadline: Deadline,
     ) -> Box<dyn Publisher + 'a>;
+    /// The connection's activity feed, for one poll.
+    fn feed<'a>(&'a self, source: FeedSource) -> Box<dyn Feed + 'a>;
+}
+
+/// Where a feed page is read from.
+#[derive(Debug, Clone, Copy)]
+pub enum FeedAt<'a> {
+    /// Where a read with no cursor starts: the audit log's oldest event, the Compliance feed's newest
+    /// activity (a connection's history before it is not ours).
+    Start,
+    /// The page past the saved cursor, in the feed's catch-up direction.
+    After(&'a str),
+    /// The trailing window since `since`, re-read for items indexed late; with `from`, the page past it.
+    Window {
+        since: OffsetDateTime,
+        from: Option<&'a str>,
+    },
+}
+
+/// One item of a feed page, normalized.
+#[derive(Debug)]
+pub enum FeedItem {
+    /// Ours: stored as an event of its (sub-)tenant; with `drift` when it shows one of our skills changed
+    /// outside Claresia.
+    Event {
+        event: Box<TelemetryEvent>,
+        drift: Option<DriftNote>,
+    },
+    /// Not about our skills.
+    Skipped,
+    /// Unreadable: stored raw under `key` with the reason, never dropped in silence.
+    Quarantined {
+        key: String,
+        raw: String,
+        reason: String,
+    },
+}
+
+/// A page as the ingest loop uses it, the surface's cursor-commit rule applied.
+#[derive(Debug, Default)]
+pub struct FeedPage {
+    /// Each item with the id the feed gave it (a window's items already stored are skipped by it).
+    pub items: Vec<(Option<String>, FeedItem)>,
+    /// Where the read goes on from: the cursor to commit once the page is stored (`None`: it stays), or
+    /// in a window the page to read next.
+    pub next: Option<String>,
+    /// Whether the feed has more past `next`.
+    pub more: bool,
+}
+
+/// One connection's activity feed: the preview audit log, or the Compliance Activity Feed. Built per poll.
+#[async_trait]
+pub trait Feed: Send + Sync {
+    async fn page(&mut self, key: &AdminKey, at: FeedAt<'_>) -> Result<FeedPage, AnthropicError>;
+    /// Whether `e`, answered to a page [`FeedAt::After`] the saved cursor, refuses the cursor itself (it
+    /// expired, or is not one of this feed's): the read restarts at [`FeedAt::Start`].
+    fn refuses_cursor(&self, e: &AnthropicError) -> bool;
+    /// The page field the cursor is taken from (for the status when a page gives none).
+    fn position_field(&self) -> &'static str;
+    /// What the status records as the gap when `cursor` was refused.
+    fn restart_gap(&self, cursor: &str, e: &AnthropicError) -> String;
+    /// How far back a read that caught up re-reads for items indexed late (`None`: the feed never
+    /// indexes late).
+    fn late_window(&self) -> Option<time::Duration> {
+        None
+    }
+    /// The connector's own API key ids the feed has seen, carried on the poll status (`None`: the surface
+    /// does not tell them).
+    fn connector_keys(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// The surface's daily usage report of our skills, where it has one.
+    fn usage(&self) -> Option<&dyn UsageReport> {
+        None
+    }
+}
+
+/// What a feed is built from.
+pub struct FeedSource {
+    pub org_id: String,
+    pub routing: Arc<Routing>,
+    /// The connector key ids the last poll recorded.
+    pub connector_keys: BTreeSet<String>,
+    /// Items per page, where the surface lets us choose (the Compliance feed reads its documented maximum).
+    pub page_limit: u32,
+    pub deadline: Deadline,
+}
+
+/// A surface's daily usage of our skills (enterprise: the Analytics API).
+#[async_trait]
+pub trait UsageReport: Send + Sync {
+    /// How many skill names one request may carry.
+    fn names_per_request(&self) -> usize;
+    /// One page of `day`'s rows for `names`.
+    async fn page(
+        &self,
+        key: &AdminKey,
+        day: &str,
+        names: &[&str],
+        page: Option<&str>,
+    ) -> Result<TokenPage<Value>, AnthropicError>;
+}
+
+/// A stable key for an unreadable item that has no usable id (FNV-1a of its raw text).
+pub(crate) fn short_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The enterprise surface's documented per-org limits (requests per minute), lowered or raised by configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct EnterpriseLimits {
+    pub writes_per_minute: f64,
+    pub reads_per_minute: f64,
+    pub compliance_per_minute: f64,
+    pub analytics_per_minute: f64,
+}
+
+impl Default for EnterpriseLimits {
+    fn default() -> Self {
+        EnterpriseLimits {
+            writes_per_minute: 60.0,
+            reads_per_minute: 300.0,
+            compliance_per_minute: 600.0,
+            analytics_per_minute: 60.0,
+        }
+    }
+}
+
+/// Files one scope's probe answer: verified, missing (a 403 naming it), or unverified. A write probe
+/// (`write_probe`) targets something that cannot exist, so its 404 means the write was allowed. Answers
+/// the error that ends the test (401, unavailability).
+pub(crate) fn classify_scope(
+    scopes: &mut ScopeReport,
+    scope: Scope,
+    res: Result<(), AnthropicError>,
+    write_probe: bool,
+) -> Option<AnthropicError> {
+    match res {
+        Ok(()) => scopes.verified.push(scope),
+        Err(e) if e.kind() == ErrorKind::Permission => {
+            match e
+                .upstream_message()
+                .and_then(Scope::from_missing_scope_message)
+            {
+                Some(s) if s == scope => scopes.missing.push(scope),
+                _ => scopes.unverified.push(scope),
+            }
+        }
+        Err(e) if write_probe && e.kind() == ErrorKind::NotFound => scopes.verified.push(scope),
+        Err(e) if matches!(e.kind(), ErrorKind::Authentication) || e.is_unavailable() => {
+            return Some(e)
+        }
+        Err(_) => scopes.unverified.push(scope),
+    }
+    None
+}
+
+pub(crate) fn verdict_from_error(
+    e: AnthropicError,
+    surface: Surface,
+) -> Result<TestOutcome, AnthropicError> {
+    let rid = e.request_id().map(str::to_owned);
+    match e.kind() {
+        ErrorKind::Authentication => Ok(TestOutcome::unauthorized(rid).on(surface)),
+        ErrorKind::Permission => Ok(TestOutcome::forbidden(
+            rid,
+            e.upstream_message()
+                .and_then(Scope::from_missing_scope_message),
+        )
+        .on(surface)),
+        _ if e.is_unavailable() => Ok(TestOutcome::unavailable(&e.summary(), rid).on(surface)),
+        _ => Err(e),
+    }
 }
 
 /// Every surface's adapter, built once per sandbox.
@@ -102,7 +295,7 @@ pub struct Surfaces {
 }
 
 impl Surfaces {
-    pub fn new(client: AnthropicClient, limits: enterprise::EnterpriseLimits) -> Self {
+    pub fn new(client: AnthropicClient, limits: EnterpriseLimits) -> Self {
         Surfaces {
             preview: preview::PreviewSurface::new(client.clone()),
             enterprise: enterprise::EnterpriseSurface::new(client, limits),

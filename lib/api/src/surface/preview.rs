@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline, ErrorKind};
+use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline};
 use claresia_aws::LedgerEntry;
 use claresia_domain::catalog::{Acl, Action, DesiredSkill, RemoteSkill};
 use claresia_domain::connection::Organization;
@@ -15,13 +15,15 @@ use claresia_domain::{
 use http::Method;
 use serde_json::{json, Value};
 
-use super::{AnthropicSurface, Ownership, Publisher};
+use super::{
+    classify_scope, verdict_from_error, AnthropicSurface, Feed, FeedSource, Ownership, Publisher,
+};
 
 /// An id no skill can have: deleting it proves `Skills:write` (404) without changing anything.
 const SKILLS_WRITE_PROBE_ID: &str = "skill_claresia_scope_probe_0000000000";
 
 pub struct PreviewSurface {
-    client: AnthropicClient,
+    pub(super) client: AnthropicClient,
 }
 
 impl PreviewSurface {
@@ -111,52 +113,9 @@ impl AnthropicSurface for PreviewSurface {
             deadline,
         })
     }
-}
 
-/// Files one scope's probe answer: verified, missing (a 403 naming it), or unverified. A write probe
-/// (`write_probe`) targets something that cannot exist, so its 404 means the write was allowed. Answers
-/// the error that ends the test (401, unavailability).
-pub(crate) fn classify_scope(
-    scopes: &mut ScopeReport,
-    scope: Scope,
-    res: Result<(), AnthropicError>,
-    write_probe: bool,
-) -> Option<AnthropicError> {
-    match res {
-        Ok(()) => scopes.verified.push(scope),
-        Err(e) if e.kind() == ErrorKind::Permission => {
-            match e
-                .upstream_message()
-                .and_then(Scope::from_missing_scope_message)
-            {
-                Some(s) if s == scope => scopes.missing.push(scope),
-                _ => scopes.unverified.push(scope),
-            }
-        }
-        Err(e) if write_probe && e.kind() == ErrorKind::NotFound => scopes.verified.push(scope),
-        Err(e) if matches!(e.kind(), ErrorKind::Authentication) || e.is_unavailable() => {
-            return Some(e)
-        }
-        Err(_) => scopes.unverified.push(scope),
-    }
-    None
-}
-
-pub(crate) fn verdict_from_error(
-    e: AnthropicError,
-    surface: Surface,
-) -> Result<TestOutcome, AnthropicError> {
-    let rid = e.request_id().map(str::to_owned);
-    match e.kind() {
-        ErrorKind::Authentication => Ok(TestOutcome::unauthorized(rid).on(surface)),
-        ErrorKind::Permission => Ok(TestOutcome::forbidden(
-            rid,
-            e.upstream_message()
-                .and_then(Scope::from_missing_scope_message),
-        )
-        .on(surface)),
-        _ if e.is_unavailable() => Ok(TestOutcome::unavailable(&e.summary(), rid).on(surface)),
-        _ => Err(e),
+    fn feed<'a>(&'a self, source: FeedSource) -> Box<dyn Feed + 'a> {
+        Box::new(self.audit_log(source))
     }
 }
 
