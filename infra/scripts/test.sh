@@ -35,6 +35,10 @@ log="$(mktemp)"
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ncargo test: %d passed, %d failed\n", p, f }' "$log" > "$log.sum"
 
+step "cold-start check (every function's debug build: no certificate store or AWS profile file read at init)"
+cargo build --locked --quiet --bins
+target/debug/lambda-bench --check | tee -a "$log.sum"
+
 step "OpenAPI coverage (every documented status and field seen in some test's response)"
 python infra/scripts/contract_coverage.py lib/api/openapi.yaml "$CLARESIA_CONTRACT_LOG" | tee -a "$log.sum"
 

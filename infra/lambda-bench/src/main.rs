@@ -1,6 +1,13 @@
 //! `lambda-bench [runs]`: runs each function binary (release build) under a minimal Lambda Runtime API
-//! emulator, against moto and the Anthropic simulator, and reports cold start (spawn → first `/next`),
-//! the first invocation's latency, and peak RSS, next to a hello-world `lambda_runtime` baseline.
+//! emulator, against moto and the Anthropic simulator, and reports init (spawn → first `/next`), the first
+//! response's latency and peak RSS, each next to a hello-world `lambda_runtime` baseline as a ratio, with
+//! the targets (init ≤ 1.5×, RSS ≤ 2× + 8 MiB).
+//!
+//! `lambda-bench --check [runs]` (what `make test` runs, on the debug build): the same cold starts at a
+//! smoke size, failing if any function opens a certificate file or directory, or an AWS profile file,
+//! from its start to its first response; two controls prove the check sees such reads when they happen.
+
+mod watch;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -142,6 +149,15 @@ async fn run_once(bin: &PathBuf, env: &[(String, String)], events: &[String]) ->
         .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     let pid = child.id().unwrap_or(0);
     while rt.first_next.lock().unwrap().is_none() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{} exited before asking for an event: {status}",
+                bin.display()
+            );
+        }
+        if spawned.elapsed() > Duration::from_secs(30) {
+            panic!("{} did not ask for an event within 30 s", bin.display());
+        }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let cold_start = rt.first_next.lock().unwrap().unwrap() - spawned;
@@ -177,27 +193,28 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-#[tokio::main]
-async fn main() {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10);
-    let release = workspace_root().join("target/release");
-    let moto = Moto::start().expect("moto (run via `make bench`, which installs it)");
+/// Where the function runs: moto, its tables and queues, the simulator, and the environment naming them.
+struct Stage {
+    _moto: Moto,
+    _sim: SimServer,
+    env: Vec<(String, String)>,
+}
+
+async fn stage() -> Stage {
+    let moto = Moto::start().expect("moto (run via `make bench` or `make test`, which install it)");
     let sdk = sdk_config(moto.endpoint()).await;
     let names = tables::create_all(&aws_sdk_dynamodb::Client::new(&sdk), "bench")
         .await
-        .unwrap();
+        .expect("tables in moto");
     let queues = claresia_local::queues::create_all(&aws_sdk_sqs::Client::new(&sdk), "bench")
         .await
-        .unwrap();
+        .expect("queues in moto");
     let sim = Sim::new();
     demo::seed(&sim);
-    let sim = SimServer::start("127.0.0.1:0".parse().unwrap(), sim)
+    let sim = SimServer::start("127.0.0.1:0".parse().expect("address"), sim)
         .await
-        .unwrap();
-    let app_env: Vec<(String, String)> = [
+        .expect("the simulator");
+    let env = [
         ("STAGE", "bench".to_string()),
         ("HUB_TABLE", names["HubTable"].clone()),
         ("ANTHROPIC_BASE_URL", sim.base_url()),
@@ -211,63 +228,221 @@ async fn main() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    Stage {
+        _moto: moto,
+        _sim: sim,
+        env,
+    }
+}
 
+/// Each function with the events of its first invocations (the hello-world baselines first).
+fn cases() -> Vec<(&'static str, Vec<String>)> {
     let event_dir = workspace_root().join("events");
-    let connection_events: Vec<String> = [
-        "put-connection.json",
-        "get-connection.json",
-        "post-connection-test.json",
-        "delete-connection.json",
+    let read = |f: &str| std::fs::read_to_string(event_dir.join(f)).expect("event file");
+    let hello = || vec!["{\"hello\":\"world\"}".to_string()];
+    vec![
+        ("hello-lambda", hello()),
+        ("hello-lambda-current-thread", hello()),
+        (
+            "connection-api",
+            [
+                "put-connection.json",
+                "get-connection.json",
+                "post-connection-test.json",
+                "delete-connection.json",
+            ]
+            .iter()
+            .map(|f| read(f))
+            .collect(),
+        ),
+        (
+            "catalog-api",
+            [
+                "put-connection.json",
+                "put-skill.json",
+                "list-skills.json",
+                "delete-skill.json",
+            ]
+            .iter()
+            .map(|f| read(f))
+            .collect(),
+        ),
+        (
+            "poll-dispatcher",
+            vec![read("poll-dispatcher-scheduled.json")],
+        ),
+        ("publish-sweeper", vec![read("publish-sweeper-sqs.json")]),
+        ("audit-poller", vec![read("audit-poller-sqs.json")]),
     ]
-    .iter()
-    .map(|f| std::fs::read_to_string(event_dir.join(f)).unwrap())
-    .collect();
+}
 
-    let catalog_events: Vec<String> = [
-        "put-connection.json",
-        "put-skill.json",
-        "list-skills.json",
-        "delete-skill.json",
-    ]
-    .iter()
-    .map(|f| std::fs::read_to_string(event_dir.join(f)).unwrap())
-    .collect();
-    let one = |f: &str| vec![std::fs::read_to_string(event_dir.join(f)).unwrap()];
-    let cases: Vec<(&str, Vec<String>)> = vec![
-        ("hello-lambda", vec!["{\"hello\":\"world\"}".to_string()]),
-        ("connection-api", connection_events),
-        ("catalog-api", catalog_events),
-        ("poll-dispatcher", one("poll-dispatcher-scheduled.json")),
-        ("publish-sweeper", one("publish-sweeper-sqs.json")),
-        ("audit-poller", one("audit-poller-sqs.json")),
-    ];
+struct Measured {
+    init: Duration,
+    first: Duration,
+    peak_kib: u64,
+    statuses: Vec<u16>,
+}
+
+async fn measure(
+    bin: &PathBuf,
+    env: &[(String, String)],
+    events: &[String],
+    runs: usize,
+) -> Measured {
+    let (mut init, mut first, mut peak_kib, mut statuses) = (Vec::new(), Vec::new(), 0, Vec::new());
+    for _ in 0..runs {
+        let s = run_once(bin, env, events).await;
+        init.push(s.cold_start);
+        first.push(s.first_invoke);
+        peak_kib = peak_kib.max(s.peak_rss_kib);
+        statuses = s.statuses;
+    }
+    Measured {
+        init: median(init),
+        first: median(first),
+        peak_kib,
+        statuses,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check = args.iter().any(|a| a == "--check");
+    let runs: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(if check { 3 } else { 15 });
+    let stage = stage().await;
+    if check {
+        std::process::exit(check_reads(&stage, runs).await);
+    }
+    bench(&stage, runs).await;
+}
+
+async fn bench(stage: &Stage, runs: usize) {
+    let release = workspace_root().join("target/release");
     println!(
-        "lambda-bench: {runs} cold starts per function, release build for this machine (x86_64)"
+        "lambda-bench: {runs} cold starts per function (medians), release build for this machine"
     );
     println!(
-        "{:<16} {:>14} {:>16} {:>14} {:>10}",
-        "function", "cold start p50", "1st invoke p50", "peak RSS", "statuses"
+        "{:<28} {:>9} {:>7} {:>13} {:>9} {:>11} {:>8}  statuses",
+        "function", "init", "× hello", "1st response", "peak RSS", "RSS limit", "targets"
     );
-    for (name, events) in cases {
-        let bin = release.join(name);
-        let mut cold = Vec::new();
-        let mut first = Vec::new();
-        let mut peak = 0;
-        let mut statuses = Vec::new();
-        for _ in 0..runs {
-            let s = run_once(&bin, &app_env, &events).await;
-            cold.push(s.cold_start);
-            first.push(s.first_invoke);
-            peak = peak.max(s.peak_rss_kib);
-            statuses = s.statuses;
-        }
+    let mut hello: Option<Measured> = None;
+    for (name, events) in cases() {
+        let m = measure(&release.join(name), &stage.env, &events, runs).await;
+        let base = hello.get_or_insert_with(|| Measured {
+            init: m.init,
+            first: m.first,
+            peak_kib: m.peak_kib,
+            statuses: Vec::new(),
+        });
+        let ratio = m.init.as_secs_f64() / base.init.as_secs_f64();
+        let rss_limit_kib = 2 * base.peak_kib + 8 * 1024;
+        let met = ratio <= 1.5 && m.peak_kib <= rss_limit_kib;
         println!(
-            "{:<16} {:>11.2} ms {:>13.2} ms {:>10.1} MiB {:>10}",
+            "{:<28} {:>6.2} ms {:>6.2}× {:>10.2} ms {:>5.1} MiB {:>7.1} MiB {:>8}  {:?}",
             name,
-            median(cold).as_secs_f64() * 1e3,
-            median(first).as_secs_f64() * 1e3,
-            peak as f64 / 1024.0,
-            format!("{statuses:?}")
+            m.init.as_secs_f64() * 1e3,
+            ratio,
+            m.first.as_secs_f64() * 1e3,
+            m.peak_kib as f64 / 1024.0,
+            rss_limit_kib as f64 / 1024.0,
+            if met { "met" } else { "MISSED" },
+            m.statuses
         );
+    }
+}
+
+/// The smoke check `make test` runs: exit status 1 when a function reads a certificate store or a profile
+/// file at init, or when a control shows the check would not have seen it.
+async fn check_reads(stage: &Stage, runs: usize) -> i32 {
+    let debug = workspace_root().join("target/debug");
+    let scratch = std::env::temp_dir().join(format!("lambda-check-{}", std::process::id()));
+    let (home, certs) = (scratch.join("home"), scratch.join("certs"));
+    let aws = home.join(".aws");
+    for dir in [&aws, &certs] {
+        std::fs::create_dir_all(dir).expect("scratch directory");
+    }
+    let profile = "[default]\nregion = us-east-1\naws_access_key_id = testing\naws_secret_access_key = testing\n";
+    std::fs::write(aws.join("config"), profile).expect("profile");
+    std::fs::write(aws.join("credentials"), profile).expect("credentials");
+    let bundle = std::fs::read(workspace_root().join("lib/aws/src/amazon-trust-services.pem"))
+        .expect("a certificate to put in the store");
+    std::fs::write(certs.join("ca.pem"), &bundle).expect("certificate");
+    let watch = watch::OpenWatch::new(&[&aws, &certs]).expect("inotify");
+    let mut env = stage.env.clone();
+    env.extend([
+        ("HOME".to_string(), home.display().to_string()),
+        (
+            "SSL_CERT_FILE".to_string(),
+            certs.join("ca.pem").display().to_string(),
+        ),
+        ("SSL_CERT_DIR".to_string(), certs.display().to_string()),
+    ]);
+    println!("cold-start check: {runs} cold starts per function (debug build), reads of a certificate store or an AWS profile file from start to first response");
+    let mut failed = 0;
+    for (name, events) in cases() {
+        watch.opened();
+        let m = measure(&debug.join(name), &env, &events, runs).await;
+        let opened = watch.opened();
+        let verdict = if opened.is_empty() {
+            "no such read"
+        } else {
+            "READ"
+        };
+        println!(
+            "  {name:<28} init {:>7.2} ms, first response {:>8.2} ms: {verdict} {opened:?}",
+            m.init.as_secs_f64() * 1e3,
+            m.first.as_secs_f64() * 1e3
+        );
+        failed += usize::from(!opened.is_empty());
+    }
+    // The controls: the same check must see the reads the configuration asks for.
+    let with = |extra: &[(&str, &str)], without: &[&str]| {
+        let mut e: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| !without.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        e
+    };
+    let connection = debug.join("connection-api");
+    let controls = [
+        (
+            "TLS_NATIVE_ROOTS=true",
+            with(&[("TLS_NATIVE_ROOTS", "true")], &[]),
+            &certs,
+        ),
+        (
+            "no credentials in the environment",
+            with(&[], &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]),
+            &aws,
+        ),
+    ];
+    for (what, control_env, dir) in controls {
+        watch.opened();
+        run_once(&connection, &control_env, &[]).await;
+        let opened = watch.opened();
+        let seen = opened.iter().any(|p| p.starts_with(dir));
+        println!(
+            "  control, connection-api with {what}: {} {opened:?}",
+            if seen {
+                "read seen, as it should be"
+            } else {
+                "NOT SEEN: the check is blind"
+            }
+        );
+        failed += usize::from(!seen);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if failed > 0 {
+        println!("cold-start check: {failed} failure(s)");
+        1
+    } else {
+        println!("cold-start check: passed");
+        0
     }
 }

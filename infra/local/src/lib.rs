@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::config::Credentials;
 /// The SDK configuration for a local AWS-compatible endpoint (moto).
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(claresia_aws::sdk::http_client(false))
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "local"))

@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// Client-side pacing so bursts (a 1,000-skill publish) stay under Anthropic's rate limit instead of
     /// riding on 429s; `None` disables it. 429 + `retry-after` remains the backstop.
     pub requests_per_second: Option<f64>,
+    /// Also trust the system's certificate store (read when the client is built); else the compiled-in
+    /// webpki roots alone, and no certificate file is opened.
+    pub native_roots: bool,
 }
 
 impl ClientConfig {
@@ -53,6 +56,7 @@ impl ClientConfig {
             attempt_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
             requests_per_second: None,
+            native_roots: false,
         }
     }
 }
@@ -267,6 +271,8 @@ impl AnthropicClient {
             .default_headers(headers)
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(50))
+            .tls_built_in_webpki_certs(true)
+            .tls_built_in_native_certs(config.native_roots)
             .build()
             .map_err(|e| AnthropicError::Config(e.to_string()))?;
         let pacer = config

@@ -45,6 +45,9 @@ pub struct Config {
     pub poll_lease_slack: Duration,
     /// `SWEEP_SLICE_SECS`: the most one Hub's sweep item runs (a large backlog goes on in the next slice).
     pub sweep_slice: Duration,
+    /// `TLS_NATIVE_ROOTS`: also trust the system's certificate store (a private CA, a TLS-inspecting
+    /// proxy), for both Anthropic and AWS. Off: the compiled-in roots only, and no certificate file is read.
+    pub tls_native_roots: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,16 @@ impl Config {
             secret_recovery_window_days,
             secrets_kms_key_id: get("SECRETS_KMS_KEY_ID").filter(|k| !k.trim().is_empty()),
             request_budget,
+            tls_native_roots: match get("TLS_NATIVE_ROOTS").as_deref().map(str::trim) {
+                None | Some("") | Some("false") => false,
+                Some("true") => true,
+                Some(v) => {
+                    return Err(ConfigError::Invalid {
+                        name: "TLS_NATIVE_ROOTS",
+                        reason: format!("{v:?} must be true or false"),
+                    })
+                }
+            },
         })
     }
 }

@@ -56,7 +56,7 @@ impl Dispatcher {
                 })
         };
         let (polls, sweeps) = (queue_url("POLL_QUEUE_URL")?, queue_url("SWEEP_QUEUE_URL")?);
-        let sdk = claresia_aws::load_sdk_config().await;
+        let sdk = claresia_aws::load_sdk_config(config.tls_native_roots).await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         Ok(Dispatcher {
             hub: HubStore::new(

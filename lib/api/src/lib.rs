@@ -58,7 +58,7 @@ impl App {
     /// Builds the app from the environment (the Lambda's configuration).
     pub async fn from_env() -> Result<App, StartupError> {
         let config = Config::from_env()?;
-        let sdk = claresia_aws::load_sdk_config().await;
+        let sdk = claresia_aws::load_sdk_config(config.tls_native_roots).await;
         App::new(config, &sdk)
     }
 
@@ -80,6 +80,7 @@ impl App {
         client.requests_per_second =
             (config.anthropic_max_rps > 0.0).then_some(config.anthropic_max_rps);
         client.attempt_timeout = config.anthropic_attempt_timeout;
+        client.native_roots = config.tls_native_roots;
         let anthropic = AnthropicClient::new(client)?;
         Ok(App {
             telemetry: TelemetryStore::new(dynamo.clone(), config.telemetry_table.clone()),

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod keys;
 pub mod poll;
 pub mod queue;
+pub mod sdk;
 pub mod telemetry;
 pub mod tenants;
 
@@ -20,7 +21,8 @@ pub use queue::WorkQueue;
 pub use telemetry::TelemetryStore;
 pub use tenants::{ClaimError, RegisterError};
 
-/// Loads the SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
-pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// Loads the SDK configuration: from Lambda's environment without profile files, with compiled-in roots
+/// (see [`sdk`]).
+pub async fn load_sdk_config(native_roots: bool) -> aws_config::SdkConfig {
+    sdk::load(native_roots).await
 }
