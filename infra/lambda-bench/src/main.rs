@@ -3,6 +3,9 @@
 //! response's latency and peak RSS, each next to a hello-world `lambda_runtime` baseline as a ratio, with
 //! the targets (init ≤ 1.5×, RSS ≤ 2× + 8 MiB).
 //!
+//! `lambda-bench [runs] --before DIR` adds the same functions built from an earlier commit (in `DIR`) as
+//! rows of the same rounds: the before and after of one run.
+//!
 //! `lambda-bench --check [runs]` (what `make test` runs, on the debug build): the same cold starts at a
 //! smoke size, failing if any function opens a certificate file or directory, or an AWS profile file,
 //! from its start to its first response; two controls prove the check sees such reads when they happen.
@@ -283,32 +286,43 @@ struct Measured {
     statuses: Vec<u16>,
 }
 
-async fn measure(
-    bin: &PathBuf,
+/// Every case's cold starts, round-robin after one discarded warm-up round, so a drift of the machine
+/// (a page cache warming, another process) weighs on every function alike and the ratios stay fair.
+async fn measure_all(
+    cases: &[(PathBuf, Vec<String>)],
     env: &[(String, String)],
-    events: &[String],
     runs: usize,
-) -> Measured {
-    let (mut init, mut first, mut peak_kib, mut statuses) = (Vec::new(), Vec::new(), 0, Vec::new());
-    for _ in 0..runs {
-        let s = run_once(bin, env, events).await;
-        init.push(s.cold_start);
-        first.push(s.first_invoke);
-        peak_kib = peak_kib.max(s.peak_rss_kib);
-        statuses = s.statuses;
+) -> Vec<Measured> {
+    let mut samples: Vec<Vec<Sample>> = cases.iter().map(|_| Vec::new()).collect();
+    for round in 0..=runs {
+        for ((bin, events), kept) in cases.iter().zip(samples.iter_mut()) {
+            let s = run_once(bin, env, events).await;
+            if round > 0 {
+                kept.push(s);
+            }
+        }
     }
-    Measured {
-        init: median(init),
-        first: median(first),
-        peak_kib,
-        statuses,
-    }
+    samples
+        .into_iter()
+        .map(|s| Measured {
+            init: median(s.iter().map(|x| x.cold_start).collect()),
+            first: median(s.iter().map(|x| x.first_invoke).collect()),
+            peak_kib: s.iter().map(|x| x.peak_rss_kib).max().unwrap_or(0),
+            statuses: s.last().map(|x| x.statuses.clone()).unwrap_or_default(),
+        })
+        .collect()
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let check = args.iter().any(|a| a == "--check");
+    // `--before DIR`: the same functions built from an earlier commit, measured in the same rounds.
+    let before = args
+        .iter()
+        .position(|a| a == "--before")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
     let runs: usize = args
         .iter()
         .find_map(|a| a.parse().ok())
@@ -317,10 +331,10 @@ async fn main() {
     if check {
         std::process::exit(check_reads(&stage, runs).await);
     }
-    bench(&stage, runs).await;
+    bench(&stage, runs, before).await;
 }
 
-async fn bench(stage: &Stage, runs: usize) {
+async fn bench(stage: &Stage, runs: usize, before: Option<PathBuf>) {
     let release = workspace_root().join("target/release");
     println!(
         "lambda-bench: {runs} cold starts per function (medians), release build for this machine"
@@ -329,15 +343,25 @@ async fn bench(stage: &Stage, runs: usize) {
         "{:<28} {:>9} {:>7} {:>13} {:>9} {:>11} {:>8}  statuses",
         "function", "init", "× hello", "1st response", "peak RSS", "RSS limit", "targets"
     );
-    let mut hello: Option<Measured> = None;
-    for (name, events) in cases() {
-        let m = measure(&release.join(name), &stage.env, &events, runs).await;
-        let base = hello.get_or_insert_with(|| Measured {
-            init: m.init,
-            first: m.first,
-            peak_kib: m.peak_kib,
-            statuses: Vec::new(),
-        });
+    let mut rows: Vec<(String, PathBuf, Vec<String>)> = cases()
+        .into_iter()
+        .map(|(name, events)| (name.to_string(), release.join(name), events))
+        .collect();
+    if let Some(dir) = &before {
+        let earlier: Vec<_> = rows
+            .iter()
+            .filter(|(name, _, _)| !name.starts_with("hello") && dir.join(name).exists())
+            .map(|(name, _, events)| (format!("{name} (before)"), dir.join(name), events.clone()))
+            .collect();
+        rows.extend(earlier);
+    }
+    let cases: Vec<(PathBuf, Vec<String>)> = rows
+        .iter()
+        .map(|(_, bin, events)| (bin.clone(), events.clone()))
+        .collect();
+    let measured = measure_all(&cases, &stage.env, runs).await;
+    let base = &measured[0];
+    for ((name, _, _), m) in rows.iter().zip(&measured) {
         let ratio = m.init.as_secs_f64() / base.init.as_secs_f64();
         let rss_limit_kib = 2 * base.peak_kib + 8 * 1024;
         let met = ratio <= 1.5 && m.peak_kib <= rss_limit_kib;
@@ -385,7 +409,9 @@ async fn check_reads(stage: &Stage, runs: usize) -> i32 {
     let mut failed = 0;
     for (name, events) in cases() {
         watch.opened();
-        let m = measure(&debug.join(name), &env, &events, runs).await;
+        let m = measure_all(&[(debug.join(name), events)], &env, runs)
+            .await
+            .remove(0);
         let opened = watch.opened();
         let verdict = if opened.is_empty() {
             "no such read"
@@ -422,9 +448,15 @@ async fn check_reads(stage: &Stage, runs: usize) -> i32 {
             &aws,
         ),
     ];
+    // The first request connects (the HTTP clients read their roots then).
+    let connect =
+        vec![
+            std::fs::read_to_string(workspace_root().join("events/put-connection.json"))
+                .expect("event file"),
+        ];
     for (what, control_env, dir) in controls {
         watch.opened();
-        run_once(&connection, &control_env, &[]).await;
+        run_once(&connection, &control_env, &connect).await;
         let opened = watch.opened();
         let seen = opened.iter().any(|p| p.starts_with(dir));
         println!(

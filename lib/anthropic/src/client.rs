@@ -173,7 +173,10 @@ struct ErrorBody {
 /// A client for one Anthropic base URL. Cheap to clone; build it once per Lambda sandbox.
 #[derive(Debug, Clone)]
 pub struct AnthropicClient {
-    http: reqwest::Client,
+    /// Built on the first request (its TLS setup is most of what a cold start would spend on it), shared
+    /// by the clones.
+    http: std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
+    http_config: HttpConfig,
     base_url: String,
     retry: RetryPolicy,
     attempt_timeout: Duration,
@@ -253,6 +256,33 @@ impl Pacer {
     }
 }
 
+/// What the HTTP client is built from.
+#[derive(Debug, Clone)]
+struct HttpConfig {
+    user_agent: String,
+    connect_timeout: Duration,
+    native_roots: bool,
+}
+
+impl HttpConfig {
+    fn build(&self) -> Result<reqwest::Client, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "anthropic-version",
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+        reqwest::Client::builder()
+            .user_agent(self.user_agent.clone())
+            .default_headers(headers)
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tls_built_in_webpki_certs(true)
+            .tls_built_in_native_certs(self.native_roots)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl AnthropicClient {
     pub fn new(config: ClientConfig) -> Result<Self, AnthropicError> {
         let base_url = config.base_url.trim_end_matches('/').to_owned();
@@ -261,26 +291,17 @@ impl AnthropicClient {
                 "ANTHROPIC_BASE_URL must be an http(s) URL, got {base_url:?}"
             )));
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "anthropic-version",
-            HeaderValue::from_static(ANTHROPIC_VERSION),
-        );
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent)
-            .default_headers(headers)
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(50))
-            .tls_built_in_webpki_certs(true)
-            .tls_built_in_native_certs(config.native_roots)
-            .build()
-            .map_err(|e| AnthropicError::Config(e.to_string()))?;
         let pacer = config
             .requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
             .map(|rps| std::sync::Arc::new(Pacer::new(rps)));
         Ok(AnthropicClient {
-            http,
+            http: Default::default(),
+            http_config: HttpConfig {
+                user_agent: config.user_agent,
+                connect_timeout: config.connect_timeout,
+                native_roots: config.native_roots,
+            },
             base_url,
             retry: config.retry,
             attempt_timeout: config.attempt_timeout,
@@ -367,8 +388,12 @@ impl AnthropicClient {
                     attempts: attempt - 1,
                 });
             }
-            let mut req = self
+            let http = self
                 .http
+                .get_or_init(|| self.http_config.build())
+                .as_ref()
+                .map_err(|e| AnthropicError::Config(format!("the HTTP client: {e}")))?;
+            let mut req = http
                 .request(method.clone(), &url)
                 .header("x-api-key", key_header.clone())
                 .timeout(remaining.min(self.attempt_timeout));

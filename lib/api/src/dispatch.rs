@@ -57,10 +57,12 @@ impl Dispatcher {
         };
         let (polls, sweeps) = (queue_url("POLL_QUEUE_URL")?, queue_url("SWEEP_QUEUE_URL")?);
         let sdk = claresia_aws::load_sdk_config(config.tls_native_roots).await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        // Built on first use, like the app's (see `claresia_aws::Lazy`).
+        let for_sqs = sdk.clone();
+        let sqs = claresia_aws::Lazy::new(move || aws_sdk_sqs::Client::new(&for_sqs));
         Ok(Dispatcher {
             hub: HubStore::new(
-                aws_sdk_dynamodb::Client::new(&sdk),
+                claresia_aws::Lazy::new(move || aws_sdk_dynamodb::Client::new(&sdk)),
                 config.hub_table.clone(),
             ),
             polls: WorkQueue::new(sqs.clone(), polls),

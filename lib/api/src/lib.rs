@@ -17,13 +17,13 @@ pub mod paging;
 pub mod poller;
 pub mod precondition;
 pub mod publish;
+pub mod reads;
 pub mod sub_tenants;
 pub mod surface;
-pub mod usage;
 pub mod worker;
 
 use claresia_anthropic::{AnthropicClient, ClientConfig};
-use claresia_aws::{HubStore, KeyStore, TelemetryStore};
+use claresia_aws::{HubStore, KeyStore, Lazy, TelemetryStore};
 
 pub use config::Config;
 pub use error::ApiError;
@@ -62,20 +62,23 @@ impl App {
         App::new(config, &sdk)
     }
 
+    /// The AWS clients are built on first use: a request answered without the store never pays for them.
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, StartupError> {
+        let (for_dynamo, for_secrets) = (sdk.clone(), sdk.clone());
         App::with_clients(
             config,
-            aws_sdk_dynamodb::Client::new(sdk),
-            aws_sdk_secretsmanager::Client::new(sdk),
+            Lazy::new(move || aws_sdk_dynamodb::Client::new(&for_dynamo)),
+            Lazy::new(move || aws_sdk_secretsmanager::Client::new(&for_secrets)),
         )
     }
 
     /// With AWS clients the caller built (tests wrap them in interceptors that cut the store off).
     pub fn with_clients(
         config: Config,
-        dynamo: aws_sdk_dynamodb::Client,
-        secrets: aws_sdk_secretsmanager::Client,
+        dynamo: impl Into<Lazy<aws_sdk_dynamodb::Client>>,
+        secrets: impl Into<Lazy<aws_sdk_secretsmanager::Client>>,
     ) -> Result<App, StartupError> {
+        let (dynamo, secrets) = (dynamo.into(), secrets.into());
         let mut client = ClientConfig::new(config.anthropic_base_url.clone());
         client.requests_per_second =
             (config.anthropic_max_rps > 0.0).then_some(config.anthropic_max_rps);

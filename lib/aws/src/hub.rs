@@ -24,14 +24,14 @@ pub fn tenant_pk(tenant: &TenantSlug) -> String {
 
 #[derive(Debug, Clone)]
 pub struct HubStore {
-    client: Client,
+    client: crate::Lazy<Client>,
     table: String,
 }
 
 impl HubStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::Lazy<Client>>, table: impl Into<String>) -> Self {
         HubStore {
-            client,
+            client: client.into(),
             table: table.into(),
         }
     }

@@ -17,16 +17,16 @@ const BATCH_GET_MAX: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct KeyStore {
-    client: Client,
+    client: crate::Lazy<Client>,
     stage: String,
     /// A customer-managed KMS key for new secrets (`SECRETS_KMS_KEY_ID`); `None`: Secrets Manager's own.
     kms_key_id: Option<String>,
 }
 
 impl KeyStore {
-    pub fn new(client: Client, stage: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::Lazy<Client>>, stage: impl Into<String>) -> Self {
         KeyStore {
-            client,
+            client: client.into(),
             stage: stage.into(),
             kms_key_id: None,
         }

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod error;
 pub mod hub;
 pub mod keys;
+pub mod lazy;
 pub mod poll;
 pub mod queue;
 pub mod sdk;
@@ -16,6 +17,7 @@ pub use catalog::{AppliedAccess, CatalogDoc, DriftMark, Expect, LedgerEntry, Pen
 pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;
+pub use lazy::Lazy;
 pub use poll::{PollState, PollStatus};
 pub use queue::WorkQueue;
 pub use telemetry::TelemetryStore;

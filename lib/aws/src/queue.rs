@@ -17,14 +17,17 @@ const BATCHES_IN_FLIGHT: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct WorkQueue {
-    client: aws_sdk_sqs::Client,
+    client: crate::Lazy<aws_sdk_sqs::Client>,
     url: String,
 }
 
 impl WorkQueue {
-    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
+    pub fn new(
+        client: impl Into<crate::Lazy<aws_sdk_sqs::Client>>,
+        url: impl Into<String>,
+    ) -> Self {
         WorkQueue {
-            client,
+            client: client.into(),
             url: url.into(),
         }
     }

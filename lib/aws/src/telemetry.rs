@@ -24,7 +24,7 @@ const BATCH: usize = 25;
 
 #[derive(Debug, Clone)]
 pub struct TelemetryStore {
-    client: Client,
+    client: crate::Lazy<Client>,
     table: String,
 }
 
@@ -56,9 +56,9 @@ pub fn event_uid(org_id: &str, event_id: &str) -> String {
 }
 
 impl TelemetryStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<crate::Lazy<Client>>, table: impl Into<String>) -> Self {
         TelemetryStore {
-            client,
+            client: client.into(),
             table: table.into(),
         }
     }
