@@ -73,6 +73,20 @@ async fn expire_lease(env: &TestEnv) {
         .unwrap();
 }
 
+/// dainese's connection status, as its portal reads it.
+async fn dainese_status(env: &TestEnv) -> Value {
+    let (status, body) = env
+        .call(
+            As::Tenant("dainese"),
+            "GET",
+            "/tenants/dainese/connection",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 async fn cursor_of(env: &TestEnv) -> Option<String> {
     env.app
         .hub
@@ -177,14 +191,7 @@ async fn events_are_normalized_routed_and_served_newest_first() {
         .all(|e| e["skill_id"] == "incident-postmortem" && e["tenant"] == "dainese-eng"));
 
     // The status shows the last poll.
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert_eq!(st["last_poll"]["events_ingested"], 6);
     assert_eq!(st["last_poll"]["events_quarantined"], 1);
     assert!(st["last_poll"]["cursor"]
@@ -400,14 +407,7 @@ async fn storms_leave_the_cursor_and_everything_arrives_after() {
         .unwrap();
     assert_eq!(s.failed, 1, "{s:?}");
     assert!(stored(&env).await.is_empty());
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert!(
         st["last_poll"]["error"].as_str().unwrap().contains("529"),
         "{st}"
@@ -452,14 +452,7 @@ async fn an_expired_cursor_restarts_from_the_oldest_event_and_records_the_gap() 
     assert_eq!(s.ok, 1, "{s:?}");
     let all: Vec<String> = first.into_iter().chain(later).collect();
     assert_exactly(&stored(&env).await, &all);
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert!(
         st["last_poll"]["gap"].as_str().unwrap().contains("expired"),
         "{st}"
@@ -480,14 +473,7 @@ async fn a_revoked_key_needs_attention_and_does_not_hold_up_other_tenants() {
         .collect();
     assert_eq!(by.get("dainese"), Some(&"unauthorized"));
     assert_eq!(by.get("retention"), Some(&"ok"));
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert_eq!(st["state"], "needs_attention");
     assert!(st["state_reason"].as_str().unwrap().contains("401"));
     // Not polled again until an admin fixes the key.
@@ -693,14 +679,7 @@ async fn an_oversized_event_is_bounded_not_a_stall() {
         raw.len()
     );
 
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert_eq!(st["last_poll"]["error"], Value::Null, "{st}");
 }
 
@@ -1143,14 +1122,7 @@ async fn a_backlog_longer_than_a_poll_is_behind_not_a_success_and_the_next_poll_
     assert_eq!(r.outcome, "behind", "{s:?}");
     assert!((1..6).contains(&r.pages), "{s:?}");
     assert_eq!(s.deferred, 1, "a bounded catch-up is not a success");
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert!(st["last_poll"]["last_success_at"].is_null(), "{st}");
     assert!(
         st["last_poll"]["error"]
@@ -1169,14 +1141,7 @@ async fn a_backlog_longer_than_a_poll_is_behind_not_a_success_and_the_next_poll_
     let s = env.app.poll_all(deadline()).await.unwrap();
     assert_eq!(s.ok, 1, "{s:?}");
     assert_exactly(&stored(&env).await, &ids);
-    let (_, st) = env
-        .call(
-            As::Tenant("dainese"),
-            "GET",
-            "/tenants/dainese/connection",
-            None,
-        )
-        .await;
+    let st = dainese_status(&env).await;
     assert!(st["last_poll"]["last_success_at"].is_string(), "{st}");
     assert!(st["last_poll"]["error"].is_null(), "{st}");
 }

@@ -13,7 +13,7 @@ use claresia_domain::AdminKey;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::enterprise::{EnterpriseSurface, FeedPosition, USAGE_NAMES_PER_REQUEST};
+use super::enterprise::{EnterpriseSurface, USAGE_NAMES_PER_REQUEST};
 use super::{short_hash, Feed, FeedAt, FeedItem, FeedPage, FeedSource, UsageReport};
 
 /// Activities per feed page (the documented maximum).
@@ -41,17 +41,9 @@ impl EnterpriseSurface {
 #[async_trait]
 impl Feed for ComplianceFeed<'_> {
     async fn page(&mut self, key: &AdminKey, at: FeedAt<'_>) -> Result<FeedPage, AnthropicError> {
-        let position = match at {
-            FeedAt::Start => FeedPosition::Newest,
-            FeedAt::After(cursor) => FeedPosition::NewerThan(cursor),
-            FeedAt::Window { since, from } => FeedPosition::Since {
-                since,
-                older_than: from,
-            },
-        };
         let page = self
             .surface
-            .activities(key, position, FEED_PAGE, self.source.deadline)
+            .activities(key, at, FEED_PAGE, self.source.deadline)
             .await?;
         self.own
             .extend(connector_keys(&page.data, &self.source.routing));

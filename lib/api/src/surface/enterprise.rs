@@ -24,8 +24,8 @@ use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
 use super::{
-    classify_scope, verdict_from_error, AnthropicSurface, EnterpriseLimits, Feed, FeedSource,
-    Ownership, Publisher,
+    classify_scope, verdict_from_error, AnthropicSurface, EnterpriseLimits, Feed, FeedAt,
+    FeedSource, Ownership, Publisher,
 };
 
 pub const PLUGINS_BETA: &str = "ce-plugins-2026-09-01";
@@ -62,20 +62,6 @@ pub const ACCESS_UNKNOWN: &str = "access_unknown";
 /// Settings are not read with less time left than this (or a third of the run's time, if less): what
 /// remains is for the writes.
 const READ_FLOOR: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Where a feed page is read from (the feed lists newest first).
-#[derive(Debug, Clone, Copy)]
-pub enum FeedPosition<'a> {
-    /// The newest activities.
-    Newest,
-    /// The activities just newer than this id (the catch-up direction).
-    NewerThan(&'a str),
-    /// Activities created at or after `since`, newest first; with `older_than`, the page after it.
-    Since {
-        since: OffsetDateTime,
-        older_than: Option<&'a str>,
-    },
-}
 
 /// One org's pacers. Keyed by the key's fingerprint: an Enterprise key acts on exactly one org.
 pub struct OrgPacers {
@@ -115,11 +101,13 @@ impl EnterpriseSurface {
             .clone()
     }
 
-    /// One page of the Compliance Activity Feed's lifecycle types, newest first, at `at`.
+    /// One page of the Compliance Activity Feed's lifecycle types, newest first, at `at`: the newest page
+    /// ([`FeedAt::Start`]), the page just newer than the cursor (`before_id`), or the window's page after
+    /// `from` (`created_at.gte`, `after_id`).
     pub(super) async fn activities(
         &self,
         key: &AdminKey,
-        at: FeedPosition<'_>,
+        at: FeedAt<'_>,
         limit: u32,
         deadline: Deadline,
     ) -> Result<Page<Value>, AnthropicError> {
@@ -130,9 +118,12 @@ impl EnterpriseSurface {
             .collect();
         query.push(("limit", limit.to_string()));
         match at {
-            FeedPosition::Newest => {}
-            FeedPosition::NewerThan(id) => query.push(("before_id", id.to_owned())),
-            FeedPosition::Since { since, older_than } => {
+            FeedAt::Start => {}
+            FeedAt::After(id) => query.push(("before_id", id.to_owned())),
+            FeedAt::Window {
+                since,
+                from: older_than,
+            } => {
                 let since = since
                     .format(&time::format_description::well_known::Rfc3339)
                     .map_err(|e| AnthropicError::Config(e.to_string()))?;
