@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 started=$(date +%s)
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (at %ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "Python tools (.venv, .venv-checkov from infra/requirements*.txt)"
 CHECKOV=1 source infra/scripts/venv.sh
@@ -36,7 +36,9 @@ cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ncargo test: %d passed, %d failed\n", p, f }' "$log" > "$log.sum"
 
 step "cold-start check (every function's debug build: no certificate store or AWS profile file read at init)"
-cargo build --locked --quiet --bins
+# --all-targets resolves features as `cargo test` did, so this only links the function binaries (plain
+# `--bins` would rebuild the SDK without the dev-dependencies' features: minutes on a 2-core machine).
+cargo build --locked --quiet --workspace --all-targets
 target/debug/lambda-bench --check | tee -a "$log.sum"
 
 step "OpenAPI coverage (every documented status and field seen in some test's response)"
