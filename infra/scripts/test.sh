@@ -32,6 +32,9 @@ step "cargo test (unit, simulator, integration against moto + simulator, events,
 export CLARESIA_CONTRACT_LOG="$root/target/contract-log"
 rm -rf "$CLARESIA_CONTRACT_LOG"
 log="$(mktemp)"
+# The integration tests are one binary whose tests mostly wait on moto (one server per CPU, plus one):
+# twice as many test threads as CPUs keeps every moto busy.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(( $(nproc) * 2 ))}"
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ncargo test: %d passed, %d failed\n", p, f }' "$log" > "$log.sum"
 

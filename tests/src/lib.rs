@@ -190,7 +190,10 @@ impl TestEnv {
 
     /// Like `start`, with the app's configuration adjusted first (benchmarks tune concurrency).
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestEnv {
-        let moto = Moto::shared().unwrap_or_else(|e| panic!("moto is required for this test: {e}"));
+        let motos = Moto::pool().unwrap_or_else(|e| panic!("moto is required for this test: {e}"));
+        // Round-robin over the binary's motos; the stage keeps each test's tables its own in any of them.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let moto = &motos[NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % motos.len()];
         let stage = format!("t{:08x}", rand::thread_rng().gen::<u32>());
         let sdk = sdk_config(moto.endpoint()).await;
         let names = tables::create_all(&aws_sdk_dynamodb::Client::new(&sdk), &stage)

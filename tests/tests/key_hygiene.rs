@@ -37,6 +37,8 @@ async fn no_key_in_any_log_line() {
         claresia_api::logging::DEFAULT_FILTER
     );
     // The functions' own subscriber (JSON lines through the redacting writer), capturing what they log.
+    // It is the process's default, as in a function, which is why this test is a binary of its own: a
+    // thread's default (`set_default`) lost the debug and trace lines while other tests ran beside it.
     tracing::subscriber::set_global_default(claresia_api::logging::json_subscriber(
         tracing_subscriber::EnvFilter::new(filter),
         capture.clone(),

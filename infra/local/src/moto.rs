@@ -92,24 +92,46 @@ impl Moto {
         &self.endpoint
     }
 
-    /// One moto per test binary, started on first use and killed when the process exits.
-    pub fn shared() -> Result<&'static Moto, String> {
-        static SHARED: OnceLock<Result<Moto, String>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                let (tx, rx) = mpsc::channel();
-                // The spawning thread must outlive the tests: moto dies with it (PR_SET_PDEATHSIG).
+    /// The test binary's motos, started together on first use and killed when the process exits:
+    /// `$MOTO_SERVERS` of them (default: one per CPU, plus one). moto serves one request at a time
+    /// (Python's GIL), so tests spread over several use every core; each test's tables live in one.
+    pub fn pool() -> Result<&'static [Moto], String> {
+        static POOL: OnceLock<Result<Vec<Moto>, String>> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let n = std::env::var("MOTO_SERVERS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .or_else(|| {
+                    std::thread::available_parallelism()
+                        .ok()
+                        .map(|n| n.get() + 1)
+                })
+                .unwrap_or(1)
+                .max(1);
+            let (tx, rx) = mpsc::channel();
+            for _ in 0..n {
+                let tx = tx.clone();
+                // Each spawning thread must outlive the tests: its moto dies with it (PR_SET_PDEATHSIG).
                 std::thread::spawn(move || {
                     let _ = tx.send(Moto::start().map_err(|e| e.to_string()));
                     loop {
                         std::thread::park();
                     }
                 });
-                rx.recv()
-                    .unwrap_or_else(|_| Err("moto starter thread died".into()))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+            }
+            drop(tx);
+            rx.iter()
+                .take(n)
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|motos| {
+                    (motos.len() == n)
+                        .then_some(motos)
+                        .ok_or_else(|| "a moto starter thread died".to_owned())
+                })
+        })
+        .as_ref()
+        .map(Vec::as_slice)
+        .map_err(Clone::clone)
     }
 }
 

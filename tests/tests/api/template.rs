@@ -146,7 +146,7 @@ fn connection_routes_and_the_catch_all_are_in_the_template() {
 /// 405 before any I/O), behind the API's JWT authorizer like every route (it names no `Auth`, so SAM gives
 /// it `DefaultAuthorizer`), and nothing competes with it: no route takes several methods (`ANY`) or a
 /// subtree (`{proxy+}`), so API Gateway hands it exactly the requests no route matches
-/// (`tests/tests/openapi.rs` sends each of them through the handler).
+/// (`tests/tests/api/openapi.rs` sends each of them through the handler).
 #[test]
 fn the_catch_all_is_the_apis_default_route_behind_the_jwt_authorizer() {
     let d = doc();

@@ -8,7 +8,7 @@ use claresia_tests::contract::{contract, Operation};
 use claresia_tests::*;
 use serde_json::{json, Value};
 
-const TEMPLATE: &str = include_str!("../../template.yaml");
+const TEMPLATE: &str = include_str!("../../../template.yaml");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// The template's routes by API Gateway's route key (`GET /tenants/{tenant}/connection`), and `$default`
@@ -606,7 +606,7 @@ async fn every_operation_documents_its_conflicts_and_upstream_refusals() {
                 || op.path.ends_with("/telemetry")
                 || op.path.ends_with("/usage"));
         // The namespace routes are an operator's, and their 409s are the namespace's (held, in use):
-        // tests/tests/isolation.rs sees them.
+        // tests/tests/api/isolation.rs sees them.
         let namespace = op.path.ends_with("/top-level") || op.path.ends_with("/release");
         if readable || namespace {
             continue;
