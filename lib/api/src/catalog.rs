@@ -10,7 +10,7 @@ use claresia_domain::catalog::{
     check_grants, name_clashes, Archetype, InstallationPreference, WorkspaceMapping,
 };
 use claresia_domain::skill_ir::{check_slug, validate, Problem, SkillIr};
-use claresia_domain::{Surface, TenantSlug};
+use claresia_domain::TenantSlug;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,6 +18,7 @@ use crate::http::Reply;
 use crate::paging;
 use crate::precondition::{changed_meanwhile, Precondition};
 use crate::publish::anthropic_error;
+use crate::surface::MappingTarget;
 use crate::{ApiError, App};
 
 /// What absent workspace mappings read as (`GET` answers an empty list, with this text's ETag).
@@ -234,12 +235,11 @@ impl App {
                 "not_available would hide the skills from the groups granted them; use available, auto_install or required",
             ));
         }
-        let surface = App::live(self.hub.connection(hub).await?).map(|r| r.surface);
-        if surface == Some(Surface::Enterprise) && !archetype.workspace_ids.is_empty() {
-            problems.push(problem(
-                "$.workspace_ids",
-                "workspaces do not exist on Claude Enterprise (this tenant's connection uses the enterprise surface): grant RBAC group_ids instead",
-            ));
+        if let Some(record) = App::live(self.hub.connection(hub).await?) {
+            let surface = self.surfaces.get(record.surface);
+            for (path, reason) in surface.archetype_problems(&archetype) {
+                problems.push(problem(path, reason));
+            }
         }
         if let Some(sub) = &archetype.sub_tenant {
             let registered = self.active_sub_tenants(hub).await?;
@@ -402,38 +402,22 @@ impl App {
             .await?
             .ok_or_else(|| ApiError::NotConnected(hub.to_string()))?;
         // What a mapping names: workspaces on preview, RBAC groups on enterprise.
-        let (field, noun, other) = match record.surface {
-            Surface::Preview => ("workspace_id", "(non-archived) workspace", "group_id"),
-            Surface::Enterprise => ("group_id", "RBAC group", "workspace_id"),
-        };
-        let deadline = self.request_deadline();
-        let known: BTreeSet<String> = match record.surface {
-            Surface::Preview => self
-                .anthropic
-                .workspaces(&key, deadline)
-                .await
-                .map_err(anthropic_error)?
-                .into_iter()
-                .map(|w| w.id)
-                .collect(),
-            Surface::Enterprise => self
-                .surfaces
-                .enterprise
-                .groups(&key, deadline)
-                .await
-                .map_err(anthropic_error)?
-                .into_keys()
-                .collect(),
-        };
+        let surface = self.surfaces.get(record.surface);
+        let MappingTarget {
+            field,
+            other,
+            noun,
+            pick,
+        } = surface.mapping();
+        let known = surface
+            .mapping_targets(&key, self.request_deadline())
+            .await
+            .map_err(anthropic_error)?;
         let registered = self.active_sub_tenants(hub).await?;
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, m) in input.mappings.iter().enumerate() {
-            let (id, stray) = match record.surface {
-                Surface::Preview => (Some(m.workspace_id.as_str()), m.group_id.is_some()),
-                Surface::Enterprise => (m.group_id.as_deref(), !m.workspace_id.is_empty()),
-            };
-            let id = id.unwrap_or_default();
+            let (id, stray) = pick(m);
             if stray {
                 problems.push(problem(
                     format!("$.mappings[{i}].{other}"),
@@ -443,7 +427,7 @@ impl App {
                     ),
                 ));
             }
-            if !known.contains(id) {
+            if !known.contains_key(id) {
                 problems.push(problem(
                     format!("$.mappings[{i}].{field}"),
                     format!("{id:?} is not a {noun} of the connected organization"),

@@ -32,8 +32,7 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct App {
     pub config: Config,
-    pub anthropic: AnthropicClient,
-    /// The Anthropic port: one adapter per surface, chosen per connection.
+    /// The Anthropic port (the only way to Anthropic: services never hold the HTTP client): one adapter per surface, chosen per connection.
     pub surfaces: std::sync::Arc<surface::Surfaces>,
     pub hub: HubStore,
     pub keys: KeyStore,
@@ -97,10 +96,9 @@ impl App {
             keys: KeyStore::new(secrets, config.stage.clone())
                 .with_kms_key(config.secrets_kms_key_id.clone()),
             surfaces: std::sync::Arc::new(surface::Surfaces::new(
-                anthropic.clone(),
+                anthropic,
                 config.enterprise_limits,
             )),
-            anthropic,
             config,
         })
     }

@@ -933,14 +933,16 @@ impl App {
 
         // Name the workspaces a 403 was about, as the troubleshooting table tells the admin to fix them.
         if !missing_workspaces.is_empty() {
-            if let Ok(list) = self.anthropic.workspaces(&key, deadline).await {
+            let surface = self.surfaces.get(record.surface);
+            if let Ok(names) = surface.mapping_targets(&key, deadline).await {
                 for f in reports.iter_mut().flat_map(|r| r.failed.iter_mut()) {
-                    for ws in list.iter().filter(|w| missing_workspaces.contains(&w.id)) {
-                        if f.reason.ends_with(&ws.id) {
-                            f.reason = format!(
-                                "Add the Admin key's principal to workspace {} ({})",
-                                ws.name, ws.id
-                            );
+                    for (id, name) in names
+                        .iter()
+                        .filter(|(id, _)| missing_workspaces.contains(*id))
+                    {
+                        if f.reason.ends_with(id.as_str()) {
+                            f.reason =
+                                format!("Add the Admin key's principal to workspace {name} ({id})");
                         }
                     }
                 }

@@ -9,7 +9,9 @@ use claresia_anthropic::{
     AnthropicClient, AnthropicError, Body, Call, Deadline, ErrorKind, Pacer, Page,
 };
 use claresia_aws::LedgerEntry;
-use claresia_domain::catalog::{Acl, Action, DesiredSkill, InstallationPreference, RemoteSkill};
+use claresia_domain::catalog::{
+    Acl, Action, Archetype, DesiredSkill, InstallationPreference, RemoteSkill,
+};
 use claresia_domain::connection::Organization;
 use claresia_domain::enterprise_feed::LIFECYCLE_TYPES;
 use claresia_domain::transpile::MANAGED_BY;
@@ -25,7 +27,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     classify_scope, verdict_from_error, AnthropicSurface, EnterpriseLimits, Feed, FeedAt,
-    FeedSource, Ownership, Publisher,
+    FeedSource, MappingTarget, Ownership, Publisher,
 };
 
 pub const PLUGINS_BETA: &str = "ce-plugins-2026-09-01";
@@ -377,6 +379,33 @@ impl AnthropicSurface for EnterpriseSurface {
 
     fn feed<'a>(&'a self, source: FeedSource) -> Box<dyn Feed + 'a> {
         Box::new(self.compliance_feed(source))
+    }
+
+    fn mapping(&self) -> MappingTarget {
+        MappingTarget {
+            field: "group_id",
+            other: "workspace_id",
+            noun: "RBAC group",
+            pick: |m| {
+                let group = m.group_id.as_deref().unwrap_or_default();
+                (group, !m.workspace_id.is_empty())
+            },
+        }
+    }
+
+    async fn mapping_targets(
+        &self,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<BTreeMap<String, String>, AnthropicError> {
+        self.groups(key, deadline).await
+    }
+
+    fn archetype_problems(&self, archetype: &Archetype) -> Vec<(&'static str, &'static str)> {
+        if archetype.workspace_ids.is_empty() {
+            return Vec::new();
+        }
+        vec![("$.workspace_ids", "workspaces do not exist on Claude Enterprise (this tenant's connection uses the enterprise surface): grant RBAC group_ids instead")]
     }
 }
 

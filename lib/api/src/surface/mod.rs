@@ -4,7 +4,8 @@
 //! A connection's surface is stored on its record; a third surface is a new adapter here and one arm in
 //! [`Surfaces::get`], not an edit in every service.
 //!
-//! - `mod.rs` (here): the traits — [`AnthropicSurface`] (test a key, hand out the rest), [`Publisher`]
+//! - `mod.rs` (here): the traits — [`AnthropicSurface`] (test a key, what a workspace mapping names and
+//!   which exist, hand out the rest), [`Publisher`]
 //!   (a connection's published skills), [`Feed`] and [`UsageReport`] (what the poller reads).
 //! - `preview.rs`, `enterprise.rs`: each surface's key test and publisher.
 //! - `audit_log.rs`, `compliance_feed.rs`: each surface's feed (the page call, normalization and the
@@ -16,7 +17,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use claresia_anthropic::{AnthropicClient, AnthropicError, Deadline, ErrorKind, TokenPage};
 use claresia_aws::LedgerEntry;
-use claresia_domain::catalog::{Acl, Action, DesiredSkill, RemoteSkill};
+use claresia_domain::catalog::{
+    Acl, Action, Archetype, DesiredSkill, RemoteSkill, WorkspaceMapping,
+};
 use claresia_domain::enterprise_feed::DriftNote;
 use claresia_domain::telemetry::{Routing, TelemetryEvent};
 use claresia_domain::{
@@ -110,6 +113,31 @@ pub trait AnthropicSurface: Send + Sync {
     ) -> Box<dyn Publisher + 'a>;
     /// The connection's activity feed, for one poll.
     fn feed<'a>(&'a self, source: FeedSource) -> Box<dyn Feed + 'a>;
+    /// What a workspace mapping names on this surface (for its validation messages).
+    fn mapping(&self) -> MappingTarget;
+    /// Every target a mapping may name in the connected org: id → name.
+    async fn mapping_targets(
+        &self,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<BTreeMap<String, String>, AnthropicError>;
+    /// Why an archetype cannot be granted as written on this surface: (JSON path, reason).
+    fn archetype_problems(&self, _archetype: &Archetype) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+}
+
+/// What a workspace mapping names on a surface: workspaces (preview) or RBAC groups (enterprise).
+#[derive(Debug, Clone, Copy)]
+pub struct MappingTarget {
+    /// The mapping's field that names it.
+    pub field: &'static str,
+    /// The field that belongs to the other surface (a stray one is refused).
+    pub other: &'static str,
+    /// What it is, in a message ("RBAC group").
+    pub noun: &'static str,
+    /// The target a mapping names here (empty if none), and whether it also sets `other`.
+    pub pick: for<'m> fn(&'m WorkspaceMapping) -> (&'m str, bool),
 }
 
 /// Where a feed page is read from.

@@ -16,7 +16,8 @@ use http::Method;
 use serde_json::{json, Value};
 
 use super::{
-    classify_scope, verdict_from_error, AnthropicSurface, Feed, FeedSource, Ownership, Publisher,
+    classify_scope, verdict_from_error, AnthropicSurface, Feed, FeedSource, MappingTarget,
+    Ownership, Publisher,
 };
 
 /// An id no skill can have: deleting it proves `Skills:write` (404) without changing anything.
@@ -116,6 +117,25 @@ impl AnthropicSurface for PreviewSurface {
 
     fn feed<'a>(&'a self, source: FeedSource) -> Box<dyn Feed + 'a> {
         Box::new(self.audit_log(source))
+    }
+
+    fn mapping(&self) -> MappingTarget {
+        MappingTarget {
+            field: "workspace_id",
+            other: "group_id",
+            noun: "(non-archived) workspace",
+            pick: |m| (m.workspace_id.as_str(), m.group_id.is_some()),
+        }
+    }
+
+    /// The org's workspaces (archived ones excluded).
+    async fn mapping_targets(
+        &self,
+        key: &AdminKey,
+        deadline: Deadline,
+    ) -> Result<BTreeMap<String, String>, AnthropicError> {
+        let list = self.client.workspaces(key, deadline).await?;
+        Ok(list.into_iter().map(|w| (w.id, w.name)).collect())
     }
 }
 
