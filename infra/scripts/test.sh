@@ -10,7 +10,7 @@ step() { printf '\n==> %s (at %ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "Python tools (.venv, .venv-checkov from infra/requirements*.txt)"
 CHECKOV=1 source infra/scripts/venv.sh
-moto_server --help >/dev/null || { echo "moto_server is not runnable" >&2; exit 1; }
+python infra/local/moto_server.py --help >/dev/null || { echo "moto (infra/local/moto_server.py) is not runnable" >&2; exit 1; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -24,4 +24,3 @@ if [ "${CHECKOV:-0}" = 1 ]; then
   export CHECKOV_BIN="$root/.venv-checkov/bin/checkov"
 fi
 export PATH="$venv/bin:$PATH"
-export MOTO_SERVER="$venv/bin/moto_server"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MotoError {
-    #[error("moto_server not found (looked at $MOTO_SERVER, {0} and $PATH): run `make test` or `make dev`, which install it into .venv from infra/requirements.txt")]
+    #[error("moto not found (looked at $MOTO_SERVER and {0}): run `make test` or `make dev`, which install it into .venv from infra/requirements.txt")]
     NotInstalled(String),
     #[error("moto_server could not be started: {0}")]
     Spawn(String),
@@ -40,14 +40,15 @@ impl Moto {
     }
 
     pub fn start_on(port: u16) -> Result<Moto, MotoError> {
-        let bin = find_binary()?;
+        let (bin, launcher) = find_binary()?;
         let log = std::env::temp_dir().join(format!("moto-{port}-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).map_err(|e| MotoError::Spawn(e.to_string()))?;
         let log_err = log_file
             .try_clone()
             .map_err(|e| MotoError::Spawn(e.to_string()))?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        cmd.args(launcher)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
@@ -142,23 +143,19 @@ impl Drop for Moto {
     }
 }
 
-fn find_binary() -> Result<PathBuf, MotoError> {
+/// What runs moto: `$MOTO_SERVER` as given, else the project's launcher (`moto_server.py`: DynamoDB's
+/// writes atomic, as in AWS) on the virtualenv's Python.
+fn find_binary() -> Result<(PathBuf, Vec<String>), MotoError> {
     if let Some(p) = std::env::var_os("MOTO_SERVER") {
-        return Ok(PathBuf::from(p));
+        return Ok((PathBuf::from(p), Vec::new()));
     }
-    let venv = crate::workspace_root().join(".venv/bin/moto_server");
-    if venv.exists() {
-        return Ok(venv);
+    let root = crate::workspace_root();
+    let python = root.join(".venv/bin/python");
+    if python.exists() {
+        let launcher = root.join("infra/local/moto_server.py");
+        return Ok((python, vec![launcher.display().to_string()]));
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("moto_server");
-            if candidate.exists() {
-                return Ok(candidate);
-            }
-        }
-    }
-    Err(MotoError::NotInstalled(venv.display().to_string()))
+    Err(MotoError::NotInstalled(python.display().to_string()))
 }
 
 fn answers(port: u16) -> bool {
