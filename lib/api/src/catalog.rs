@@ -66,6 +66,60 @@ struct MappingsBody {
     mappings: Vec<WorkspaceMapping>,
 }
 
+/// What a tenant's workspace mappings are checked against: what they name on its surface, what the
+/// org has, and the registered sub-tenants.
+struct MappingCheck<'a> {
+    hub: &'a TenantSlug,
+    target: MappingTarget,
+    surface: &'a str,
+    known: &'a BTreeMap<String, String>,
+    registered: &'a BTreeSet<TenantSlug>,
+}
+
+impl MappingCheck<'_> {
+    /// A stray field of the other surface, a target the org does not have, one mapped twice, a
+    /// sub-tenant that is not registered.
+    fn problems(&self, mappings: &[WorkspaceMapping]) -> Vec<Problem> {
+        let MappingTarget {
+            field,
+            other,
+            noun,
+            pick,
+        } = self.target;
+        let mut problems = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, m) in mappings.iter().enumerate() {
+            let (id, stray) = pick(m);
+            if stray {
+                problems.push(problem(
+                    format!("$.mappings[{i}].{other}"),
+                    format!(
+                        "this tenant's connection uses the {} surface, where mappings name {field}",
+                        self.surface
+                    ),
+                ));
+            }
+            if !self.known.contains_key(id) {
+                problems.push(problem(
+                    format!("$.mappings[{i}].{field}"),
+                    format!("{id:?} is not a {noun} of the connected organization"),
+                ));
+            }
+            if !seen.insert(id) {
+                problems.push(problem(
+                    format!("$.mappings[{i}].{field}"),
+                    format!("{id} is mapped more than once"),
+                ));
+            }
+            if let Some(sub) = &m.sub_tenant {
+                let at = format!("$.mappings[{i}].sub_tenant");
+                check_sub_tenant(self.registered, self.hub, sub, at, &mut problems);
+            }
+        }
+        problems
+    }
+}
+
 impl App {
     pub async fn put_skill(
         &self,
@@ -103,7 +157,7 @@ impl App {
         let expect = pre.resolve(&what, current.as_deref(), None)?;
         let intent = self.begin_change(hub).await?;
         let value = serde_json::to_value(&ir).unwrap_or(doc);
-        let Some(stored) = self.hub.put_skill(hub, id, &value, &expect).await? else {
+        let Some(written) = self.hub.put_skill(hub, id, &value, &expect).await? else {
             self.abandon_change(hub, intent).await?;
             return Err(changed_meanwhile(&what));
         };
@@ -115,11 +169,12 @@ impl App {
                 Some(intent),
             )
             .await?;
-        let created = current.is_none();
+        // What the write replaced, not what was read before it: of two racing creates, one created.
+        let created = written.previous.is_none();
         Ok(
             Reply::json(json!({"skill": ir, "created": created, "publish": publish}))
                 .created(created, format!("/tenants/{hub}/skills/{id}"))
-                .etag(&stored),
+                .etag(&written.stored),
         )
     }
 
@@ -188,20 +243,14 @@ impl App {
         }))
     }
 
-    pub async fn put_archetype(
+    /// What is wrong with an archetype as `hub`'s catalog and connection stand: unknown or repeated
+    /// skills, empty ids, a preference that hides the skills, what the surface cannot grant, a sub-tenant
+    /// that is not registered or a grant it cannot hold.
+    async fn archetype_problems(
         &self,
         hub: &TenantSlug,
-        name: &str,
-        body: &[u8],
-        pre: &Precondition,
-    ) -> Result<Reply, ApiError> {
-        if let Err(e) = check_slug(name, 40) {
-            return Err(ApiError::InvalidDocument {
-                kind: "archetype",
-                problems: vec![problem("archetype", format!("name {name:?} {e}"))],
-            });
-        }
-        let archetype: Archetype = typed("archetype", parse_doc(body)?)?;
+        archetype: &Archetype,
+    ) -> Result<Vec<Problem>, ApiError> {
         let skills: BTreeMap<String, SkillIr> = self.hub.skills(hub).await?;
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();
@@ -237,7 +286,7 @@ impl App {
         }
         if let Some(record) = App::live(self.hub.connection(hub).await?) {
             let surface = self.surfaces.get(record.surface);
-            for (path, reason) in surface.archetype_problems(&archetype) {
+            for (path, reason) in surface.archetype_problems(archetype) {
                 problems.push(problem(path, reason));
             }
         }
@@ -248,6 +297,24 @@ impl App {
                 problems.push(problem("$.skills", format!("{id}: {reason}")));
             }
         }
+        Ok(problems)
+    }
+
+    pub async fn put_archetype(
+        &self,
+        hub: &TenantSlug,
+        name: &str,
+        body: &[u8],
+        pre: &Precondition,
+    ) -> Result<Reply, ApiError> {
+        if let Err(e) = check_slug(name, 40) {
+            return Err(ApiError::InvalidDocument {
+                kind: "archetype",
+                problems: vec![problem("archetype", format!("name {name:?} {e}"))],
+            });
+        }
+        let archetype: Archetype = typed("archetype", parse_doc(body)?)?;
+        let problems = self.archetype_problems(hub, &archetype).await?;
         if !problems.is_empty() {
             return Err(ApiError::InvalidDocument {
                 kind: "archetype",
@@ -261,13 +328,8 @@ impl App {
             .catalog_text(hub, CatalogDoc::Archetype(name))
             .await?;
         let expect = pre.resolve(&what, current.as_deref(), None)?;
-        let before: Option<Archetype> = current
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| ApiError::Store(claresia_aws::StoreError::Corrupt(e.to_string())))?;
         let intent = self.begin_change(hub).await?;
-        let Some(stored) = self
+        let Some(written) = self
             .hub
             .put_archetype(hub, name, &archetype, &expect)
             .await?
@@ -275,21 +337,26 @@ impl App {
             self.abandon_change(hub, intent).await?;
             return Err(changed_meanwhile(&what));
         };
-        let scope: BTreeSet<String> = archetype
-            .skills
-            .iter()
-            .chain(before.iter().flat_map(|b| b.skills.iter()))
-            .cloned()
-            .collect();
+        // What the write replaced (not what was read before it): its skills are in scope too. One that
+        // cannot be read any more is replaced all the same, and the whole catalog is published.
+        let before = written
+            .previous
+            .as_deref()
+            .map(serde_json::from_str::<Archetype>);
+        let scope: Option<BTreeSet<String>> = match &before {
+            Some(Err(_)) => None,
+            Some(Ok(b)) => Some(archetype.skills.iter().chain(&b.skills).cloned().collect()),
+            None => Some(archetype.skills.iter().cloned().collect()),
+        };
         let publish = self
-            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
+            .publish_after_change(hub, scope.as_ref(), self.request_deadline(), Some(intent))
             .await?;
-        let created = current.is_none();
+        let created = before.is_none();
         Ok(Reply::json(
             json!({"archetype": name, "definition": archetype, "created": created, "publish": publish}),
         )
         .created(created, format!("/tenants/{hub}/archetypes/{name}"))
-        .etag(&stored))
+        .etag(&written.stored))
     }
 
     /// Two targets of one Hub never publish under one name: a grant that would share a name with another
@@ -403,52 +470,19 @@ impl App {
             .ok_or_else(|| ApiError::NotConnected(hub.to_string()))?;
         // What a mapping names: workspaces on preview, RBAC groups on enterprise.
         let surface = self.surfaces.get(record.surface);
-        let MappingTarget {
-            field,
-            other,
-            noun,
-            pick,
-        } = surface.mapping();
         let known = surface
             .mapping_targets(&key, self.request_deadline())
             .await
             .map_err(anthropic_error)?;
         let registered = self.active_sub_tenants(hub).await?;
-        let mut problems = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (i, m) in input.mappings.iter().enumerate() {
-            let (id, stray) = pick(m);
-            if stray {
-                problems.push(problem(
-                    format!("$.mappings[{i}].{other}"),
-                    format!(
-                        "this tenant's connection uses the {} surface, where mappings name {field}",
-                        record.surface.as_str()
-                    ),
-                ));
-            }
-            if !known.contains_key(id) {
-                problems.push(problem(
-                    format!("$.mappings[{i}].{field}"),
-                    format!("{id:?} is not a {noun} of the connected organization"),
-                ));
-            }
-            if !seen.insert(id) {
-                problems.push(problem(
-                    format!("$.mappings[{i}].{field}"),
-                    format!("{id} is mapped more than once"),
-                ));
-            }
-            if let Some(sub) = &m.sub_tenant {
-                check_sub_tenant(
-                    &registered,
-                    hub,
-                    sub,
-                    format!("$.mappings[{i}].sub_tenant"),
-                    &mut problems,
-                );
-            }
-        }
+        let in_org = MappingCheck {
+            hub,
+            target: surface.mapping(),
+            surface: record.surface.as_str(),
+            known: &known,
+            registered: &registered,
+        };
+        let problems = in_org.problems(&input.mappings);
         if !problems.is_empty() {
             return Err(ApiError::InvalidDocument {
                 kind: "workspaces",

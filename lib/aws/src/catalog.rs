@@ -148,6 +148,14 @@ impl Expect {
     }
 }
 
+/// A catalog document written: the text stored (its ETag's source), and the one it replaced (`None`: the
+/// write created it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub stored: String,
+    pub previous: Option<String>,
+}
+
 impl HubStore {
     async fn put_doc(
         &self,
@@ -170,6 +178,42 @@ impl HubStore {
         extra: &[(&str, AttributeValue)],
         expect: &Expect,
     ) -> Result<bool, StoreError> {
+        let written = self
+            .put_doc_returning(pk, sk, doc, extra, expect, ReturnValue::None)
+            .await?;
+        Ok(written.is_some())
+    }
+
+    /// A catalog document written if `expect` holds (`None`: it did not), with the document it replaced
+    /// as the write itself saw it: two racing creates cannot both see "nothing there" (a read before the
+    /// write could).
+    async fn put_catalog_doc(
+        &self,
+        pk: String,
+        sk: String,
+        doc: String,
+        expect: &Expect,
+    ) -> Result<Option<Written>, StoreError> {
+        let previous = self
+            .put_doc_returning(pk, sk, doc.clone(), &[], expect, ReturnValue::AllOld)
+            .await?;
+        Ok(previous.map(|previous| Written {
+            stored: doc,
+            previous,
+        }))
+    }
+
+    /// `Some(old document)` if written (`returning` the old item, or `None` for it), `None` if `expect`
+    /// did not hold.
+    async fn put_doc_returning(
+        &self,
+        pk: String,
+        sk: String,
+        doc: String,
+        extra: &[(&str, AttributeValue)],
+        expect: &Expect,
+        returning: ReturnValue,
+    ) -> Result<Option<Option<String>>, StoreError> {
         let mut req = self
             .client()
             .put_item()
@@ -189,9 +233,9 @@ impl HubStore {
                 .set_expression_attribute_names(Some(c.names))
                 .set_expression_attribute_values(c.values);
         }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if crate::error::condition_failed(&e) => Ok(false),
+        match req.return_values(returning).send().await {
+            Ok(out) => Ok(Some(out.attributes.and_then(|i| doc_of(&i)))),
+            Err(e) if crate::error::condition_failed(&e) => Ok(None),
             Err(e) => Err(StoreError::dynamo("PutItem", e)),
         }
     }
@@ -295,18 +339,10 @@ impl HubStore {
         id: &str,
         ir: &serde_json::Value,
         expect: &Expect,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Written>, StoreError> {
         let doc = ir.to_string();
-        let written = self
-            .put_doc_if(
-                tenant_pk(tenant),
-                format!("SKILL#{id}"),
-                doc.clone(),
-                &[],
-                expect,
-            )
-            .await?;
-        Ok(written.then_some(doc))
+        self.put_catalog_doc(tenant_pk(tenant), format!("SKILL#{id}"), doc, expect)
+            .await
     }
 
     /// The stored text of a catalog document (`SKILL#…`, `ARCHETYPE#…`, `WORKSPACES`), exactly as a
@@ -420,18 +456,10 @@ impl HubStore {
         name: &str,
         a: &T,
         expect: &Expect,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Written>, StoreError> {
         let doc = to_json(a)?;
-        let written = self
-            .put_doc_if(
-                tenant_pk(tenant),
-                format!("ARCHETYPE#{name}"),
-                doc.clone(),
-                &[],
-                expect,
-            )
-            .await?;
-        Ok(written.then_some(doc))
+        self.put_catalog_doc(tenant_pk(tenant), format!("ARCHETYPE#{name}"), doc, expect)
+            .await
     }
 
     pub async fn archetype<T: DeserializeOwned>(

@@ -13,7 +13,9 @@ pub mod sdk;
 pub mod telemetry;
 pub mod tenants;
 
-pub use catalog::{AppliedAccess, CatalogDoc, DriftMark, Expect, LedgerEntry, PendingRetry};
+pub use catalog::{
+    AppliedAccess, CatalogDoc, DriftMark, Expect, LedgerEntry, PendingRetry, Written,
+};
 pub use error::StoreError;
 pub use hub::HubStore;
 pub use keys::KeyStore;
