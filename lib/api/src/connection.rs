@@ -12,7 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::auth::Grant;
-use crate::{ApiError, App};
+use crate::{ApiError, App, RecordError};
 
 tokio::task_local! {
     /// The deadline of the request this task is handling (see [`App::request_deadline`]).
@@ -187,26 +187,7 @@ impl App {
         // Everything refusable is refused before anything is sent or written.
         let surface = surface_for(&key, options.surface)?;
         let now = OffsetDateTime::now_utc();
-        let attested = match (options.attestation, surface) {
-            (None, _) => None,
-            (Some(_), Surface::Preview) => return Err(ApiError::InvalidBody(
-                "zero_retention_attestation applies to Claude Enterprise connections only: on the preview surface Anthropic reports zero retention itself".into(),
-            )),
-            (Some((reference, subject)), Surface::Enterprise) => {
-                let reference = reference.trim().to_owned();
-                if reference.is_empty() || reference.chars().count() > 500 {
-                    return Err(ApiError::InvalidBody(
-                        "zero_retention_attestation.reference: 1 to 500 characters naming the basis (e.g. a contract addendum id)".into(),
-                    ));
-                }
-                let Some(by) = subject else {
-                    return Err(ApiError::InvalidBody(
-                        "zero_retention_attestation needs the caller's identity, and the token carries no sub claim".into(),
-                    ));
-                };
-                Some(Attestation { by, at: now, reference })
-            }
-        };
+        let attested = attestation_of(options.attestation, surface, now)?;
         // One budget for the test and the publish that follows: API Gateway stops waiting at 30 s.
         let deadline = self.request_deadline();
         let stored = self.hub.connection(tenant).await?;
@@ -223,41 +204,12 @@ impl App {
         let outcome = self
             .test_key(&key, surface, attestation.as_ref(), deadline)
             .await?;
-        match outcome.code {
-            TestVerdict::AnthropicUnavailable => {
-                return Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
-            }
-            v if !v.key_accepted() => return Err(ApiError::KeyRejected(Box::new(outcome))),
-            _ => {}
-        }
-        let org = match (&outcome.organization, surface) {
-            (Some(org), _) => org.clone(),
-            // Enterprise keys may not learn their org's name: the record says why instead.
-            (None, Surface::Enterprise) => Organization {
-                id: String::new(),
-                name: String::new(),
-            },
-            (None, Surface::Preview) => return Err(ApiError::KeyRejected(Box::new(outcome))),
-        };
+        let org = accepted_org(&outcome, surface)?;
         let read_version = stored.as_ref().map_or(0, |r| r.version);
         let had_record = stored.is_some();
         let existing = stored.filter(|r| r.state != ConnectionState::Disconnected);
         if let Some(current) = &existing {
-            if current.surface != surface {
-                return Err(ApiError::Conflict(format!(
-                    "tenant {tenant} is connected on the {} surface; disconnect it first to connect {}",
-                    current.surface.as_str(),
-                    key.kind().describe()
-                )));
-            }
-            // An enterprise org may be unnamed (empty id): nothing to compare then.
-            if current.org_id != org.id && !(current.org_id.is_empty() || org.id.is_empty()) {
-                return Err(ApiError::OrganizationMismatch {
-                    tenant: tenant.to_string(),
-                    current_org: format!("{} ({})", current.org_name, current.org_id),
-                    new_org: format!("{} ({})", org.name, org.id),
-                });
-            }
+            may_replace(tenant, current, surface, &org, &key)?;
         }
         let fingerprint = key.fingerprint().to_string();
         let same_key = existing
@@ -313,32 +265,7 @@ impl App {
             attestation,
             version: read_version,
         };
-        // The key is stored; the record must say so. Another writer (a stored-key test, the poller) may
-        // have bumped the record since we read it: carry this connect onto what is there now.
-        let mut attempts = 0;
-        while !self.hub.save_connection(&record).await? {
-            attempts += 1;
-            let current = self.hub.connection(tenant).await?;
-            if current.is_none() {
-                // A first connect loses only to a registration of the slug that landed meanwhile.
-                self.check_may_connect(tenant).await?;
-            }
-            // A disconnect that landed meanwhile has scheduled the secret's deletion: this connect must not
-            // bring the record back on top of it.
-            let disconnected = current
-                .as_ref()
-                .is_some_and(|r| r.state == ConnectionState::Disconnected);
-            let live = current
-                .as_ref()
-                .filter(|r| r.state != ConnectionState::Disconnected);
-            if attempts >= 5 || disconnected || live.is_some_and(|r| r.org_id != org.id) {
-                return Err(ApiError::Conflict(format!(
-                    "the connection of {tenant} changed while this request ran (another admin connected, rotated or disconnected it); check the status, then retry"
-                )));
-            }
-            record.version = current.as_ref().map_or(0, |r| r.version);
-            record.connected_at = live.map_or(now, |r| r.connected_at);
-        }
+        self.save_connect(&mut record, now).await?;
         let rotated = existing.is_some() && !same_key;
         tracing::info!(
             tenant = %tenant,
@@ -366,6 +293,43 @@ impl App {
             test: outcome,
             publish,
         })
+    }
+
+    /// Saves a connect's record. The key is stored; the record must say so. Another writer (a stored-key
+    /// test, the poller) may have bumped the record since it was read: this connect is carried onto what
+    /// is there now, unless a disconnect or another org's connect landed meanwhile.
+    async fn save_connect(
+        &self,
+        record: &mut ConnectionRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        let tenant = &record.tenant.clone();
+        let org_id = record.org_id.clone();
+        let mut attempts = 0;
+        while !self.hub.save_connection(record).await? {
+            attempts += 1;
+            let current = self.hub.connection(tenant).await?;
+            if current.is_none() {
+                // A first connect loses only to a registration of the slug that landed meanwhile.
+                self.check_may_connect(tenant).await?;
+            }
+            // A disconnect that landed meanwhile has scheduled the secret's deletion: this connect must not
+            // bring the record back on top of it.
+            let disconnected = current
+                .as_ref()
+                .is_some_and(|r| r.state == ConnectionState::Disconnected);
+            let live = current
+                .as_ref()
+                .filter(|r| r.state != ConnectionState::Disconnected);
+            if attempts >= 5 || disconnected || live.is_some_and(|r| r.org_id != org_id) {
+                return Err(ApiError::Conflict(format!(
+                    "the connection of {tenant} changed while this request ran (another admin connected, rotated or disconnected it); check the status, then retry"
+                )));
+            }
+            record.version = current.as_ref().map_or(0, |r| r.version);
+            record.connected_at = live.map_or(now, |r| r.connected_at);
+        }
+        Ok(())
     }
 
     /// An Enterprise key that cannot name its org rotates in only if it reaches the org the tenant's
@@ -477,7 +441,7 @@ impl App {
         tenant: &TenantSlug,
         key: &AdminKey,
         reason: String,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), RecordError> {
         let refused = key.fingerprint().to_string();
         self.update_connection(tenant, |r| {
             if r.state == ConnectionState::Disconnected || r.key_fingerprint != refused {
@@ -497,7 +461,7 @@ impl App {
         &self,
         tenant: &TenantSlug,
         mut change: impl FnMut(&mut ConnectionRecord) -> bool,
-    ) -> Result<Option<ConnectionRecord>, ApiError> {
+    ) -> Result<Option<ConnectionRecord>, RecordError> {
         for _ in 0..5 {
             let Some(mut record) = self.hub.connection(tenant).await? else {
                 return Ok(None);
@@ -510,9 +474,7 @@ impl App {
                 return Ok(Some(record));
             }
         }
-        Err(ApiError::Conflict(format!(
-            "the connection of {tenant} kept changing while this request ran; retry"
-        )))
+        Err(RecordError::Contended(tenant.clone()))
     }
 
     /// `GET /tenants/{tenant}/connection`: the connection, the last publish per target, sub-tenants. On a
@@ -744,4 +706,82 @@ fn apply_test(record: &mut ConnectionRecord, outcome: &TestOutcome) {
         code: outcome.code,
         message: outcome.message.clone(),
     });
+}
+
+/// The zero-retention attestation a connect records: Claude Enterprise only, with a reference and the
+/// caller's identity.
+fn attestation_of(
+    given: Option<(String, Option<String>)>,
+    surface: Surface,
+    now: OffsetDateTime,
+) -> Result<Option<Attestation>, ApiError> {
+    let attested = match (given, surface) {
+        (None, _) => None,
+        (Some(_), Surface::Preview) => return Err(ApiError::InvalidBody(
+            "zero_retention_attestation applies to Claude Enterprise connections only: on the preview surface Anthropic reports zero retention itself".into(),
+        )),
+        (Some((reference, subject)), Surface::Enterprise) => {
+            let reference = reference.trim().to_owned();
+            if reference.is_empty() || reference.chars().count() > 500 {
+                return Err(ApiError::InvalidBody(
+                    "zero_retention_attestation.reference: 1 to 500 characters naming the basis (e.g. a contract addendum id)".into(),
+                ));
+            }
+            let Some(by) = subject else {
+                return Err(ApiError::InvalidBody(
+                    "zero_retention_attestation needs the caller's identity, and the token carries no sub claim".into(),
+                ));
+            };
+            Some(Attestation { by, at: now, reference })
+        }
+    };
+    Ok(attested)
+}
+
+/// The org a tested key reaches, if the test accepted it.
+fn accepted_org(outcome: &TestOutcome, surface: Surface) -> Result<Organization, ApiError> {
+    match outcome.code {
+        TestVerdict::AnthropicUnavailable => {
+            return Err(ApiError::AnthropicUnavailable(Box::new(outcome.clone())))
+        }
+        v if !v.key_accepted() => return Err(ApiError::KeyRejected(Box::new(outcome.clone()))),
+        _ => {}
+    }
+    let org = match (&outcome.organization, surface) {
+        (Some(org), _) => org.clone(),
+        // Enterprise keys may not learn their org's name: the record says why instead.
+        (None, Surface::Enterprise) => Organization {
+            id: String::new(),
+            name: String::new(),
+        },
+        (None, Surface::Preview) => return Err(ApiError::KeyRejected(Box::new(outcome.clone()))),
+    };
+    Ok(org)
+}
+
+/// Whether a key of `org` on `surface` may replace the live connection `current`: the same surface, and
+/// the same org where both are named.
+fn may_replace(
+    tenant: &TenantSlug,
+    current: &ConnectionRecord,
+    surface: Surface,
+    org: &Organization,
+    key: &AdminKey,
+) -> Result<(), ApiError> {
+    if current.surface != surface {
+        return Err(ApiError::Conflict(format!(
+            "tenant {tenant} is connected on the {} surface; disconnect it first to connect {}",
+            current.surface.as_str(),
+            key.kind().describe()
+        )));
+    }
+    // An enterprise org may be unnamed (empty id): nothing to compare then.
+    if current.org_id != org.id && !(current.org_id.is_empty() || org.id.is_empty()) {
+        return Err(ApiError::OrganizationMismatch {
+            tenant: tenant.to_string(),
+            current_org: format!("{} ({})", current.org_name, current.org_id),
+            new_org: format!("{} ({})", org.name, org.id),
+        });
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::config::ConfigError;
 use crate::metrics::Metrics;
-use crate::{ApiError, Config, StartupError};
+use crate::{Config, StartupError, WorkError};
 
 pub struct Dispatcher {
     pub config: Config,
@@ -77,7 +77,7 @@ impl Dispatcher {
     pub async fn handle(
         &self,
         event: &EventBridgeEvent<Value>,
-    ) -> Result<DispatchReport, ApiError> {
+    ) -> Result<DispatchReport, WorkError> {
         let scheduled = event
             .time
             .map(|t| t.timestamp())
@@ -94,7 +94,7 @@ impl Dispatcher {
         Ok(report)
     }
 
-    pub async fn dispatch(&self, scheduled_unix: i64) -> Result<DispatchReport, ApiError> {
+    pub async fn dispatch(&self, scheduled_unix: i64) -> Result<DispatchReport, WorkError> {
         let started = Instant::now();
         let (connected, idle): (Vec<_>, Vec<_>) = self
             .hub
@@ -143,7 +143,7 @@ pub(crate) async fn plan_polls(
     hub: &HubStore,
     connected: Vec<LiveConnection>,
     scheduled_at: i64,
-) -> Result<(PollPlan, HashMap<TenantSlug, LiveConnection>), ApiError> {
+) -> Result<(PollPlan, HashMap<TenantSlug, LiveConnection>), WorkError> {
     let tenants: Vec<TenantSlug> = connected.iter().map(|r| r.tenant.clone()).collect();
     let states = hub.poll_states(&tenants).await?;
     let rfc = &time::format_description::well_known::Rfc3339;

@@ -4,8 +4,58 @@ use claresia_anthropic::AnthropicError;
 use claresia_aws::StoreError;
 use claresia_domain::admin_key::redact_keys;
 use claresia_domain::skill_ir::Problem;
-use claresia_domain::{AdminKeyError, TenantSlugError, TestOutcome};
+use claresia_domain::{AdminKeyError, TenantSlug, TenantSlugError, TestOutcome};
 use serde_json::{json, Value};
+
+/// Why a scheduled or queued run (the dispatch, a tenant's poll, a Hub's sweep) could not finish. These
+/// runs answer no HTTP request: the error is logged and counted, and the queue delivers the item again.
+/// Only where an HTTP handler reaches one of them does it become an [`ApiError`].
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("tenant {0} has no stored key")]
+    NoKey(TenantSlug),
+    #[error("the connection of {0} kept changing while this run wrote to it")]
+    Contended(TenantSlug),
+}
+
+/// Why a connection record could not be updated (see `App::update_connection`).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the connection of {0} kept changing while this request ran; retry")]
+    Contended(TenantSlug),
+}
+
+impl From<RecordError> for WorkError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => WorkError::Store(e),
+            RecordError::Contended(t) => WorkError::Contended(t),
+        }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Store(e) => ApiError::Store(e),
+            contended @ RecordError::Contended(_) => ApiError::Conflict(contended.to_string()),
+        }
+    }
+}
+
+impl From<WorkError> for ApiError {
+    fn from(e: WorkError) -> Self {
+        match e {
+            WorkError::Store(e) => ApiError::Store(e),
+            WorkError::NoKey(t) => ApiError::NotConnected(t.to_string()),
+            contended @ WorkError::Contended(_) => ApiError::Conflict(contended.to_string()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod error;
 pub mod http;
 mod ingest;
+mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod namespace;
@@ -26,7 +27,7 @@ use claresia_anthropic::{AnthropicClient, ClientConfig};
 use claresia_aws::{HubStore, KeyStore, Lazy, TelemetryStore};
 
 pub use config::Config;
-pub use error::ApiError;
+pub use error::{ApiError, RecordError, WorkError};
 
 /// Everything a request needs, built once per Lambda sandbox (clients keep their connection pools).
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claresia_anthropic::Deadline;
-use claresia_aws::PollState;
+use claresia_aws::{PollState, StoreError};
 use claresia_domain::catalog::WorkspaceMapping;
 use claresia_domain::telemetry::{utc_millis, Routing};
 use claresia_domain::{AdminKey, ConnectionState, LiveConnection, TenantSlug};
@@ -16,7 +16,8 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{ApiError, App};
+use crate::lease::LeaseKind;
+use crate::{App, WorkError};
 
 /// The stored key, cached in memory so a tick does not call Secrets Manager for every tenant. A rotation
 /// is picked up within the TTL, and at once when Anthropic answers 401 to the cached key.
@@ -224,7 +225,7 @@ impl App {
         &self,
         record: &LiveConnection,
         fresh: bool,
-    ) -> Result<Option<AdminKey>, ApiError> {
+    ) -> Result<Option<AdminKey>, StoreError> {
         let tenant = &record.tenant;
         let ttl = self.config.key_cache_ttl;
         let named = |k: &AdminKey| {
@@ -251,7 +252,7 @@ impl App {
     /// per-tenant path a queue worker runs ([`App::poll_one`]), `POLL_CONCURRENCY` at a time. The deployed
     /// stack never runs this (its dispatcher enqueues one item per tenant for the workers); tests and
     /// benchmarks do, to drive many tenants without a queue.
-    pub async fn poll_all(&self, deadline: Deadline) -> Result<PollSummary, ApiError> {
+    pub async fn poll_all(&self, deadline: Deadline) -> Result<PollSummary, WorkError> {
         let records = self.hub.live_connections().await?;
         let (connected, idle): (Vec<_>, Vec<_>) = records
             .into_iter()
@@ -329,20 +330,8 @@ impl App {
         if record.state != ConnectionState::Connected {
             return TenantPoll::alone(&tenant, PollOutcome::Skipped, None);
         }
-        let owner = format!(
-            "poll-{}-{}",
-            OffsetDateTime::now_utc().unix_timestamp_nanos(),
-            std::process::id()
-        );
-        let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let until = now_ms
-            + deadline.remaining().as_millis() as i128
-            + self.config.poll_lease_slack.as_millis() as i128;
-        match self
-            .hub
-            .acquire_poll_lease(&tenant, &owner, now_ms, until)
-            .await
-        {
+        let lease = self.lease(&tenant, LeaseKind::Poll, "poll");
+        match lease.take(deadline).await {
             Ok(true) => {}
             Ok(false) => return TenantPoll::alone(&tenant, PollOutcome::Busy, None),
             Err(e) => return TenantPoll::unrun(&tenant, e),
@@ -358,10 +347,7 @@ impl App {
             }
             Err(e) => TenantPoll::unrun(&tenant, e),
         };
-        if let Err(e) = self.hub.release_poll_lease(&tenant, &owner).await {
-            // Not fatal: the lease lapses at its deadline, before the tenant's next item.
-            tracing::warn!(tenant = %tenant, error = %e, "could not release the poll lease");
-        }
+        lease.release().await;
         result
     }
 
@@ -431,7 +417,7 @@ impl App {
         &self,
         tenant: &TenantSlug,
         rev: Option<String>,
-    ) -> Result<Arc<Routing>, ApiError> {
+    ) -> Result<Arc<Routing>, StoreError> {
         if let Some(r) = self
             .routing_cache
             .get(tenant, &rev, self.config.key_cache_ttl)

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::poller::{PollOutcome, TenantPoll};
 use crate::surface::{Feed, FeedAt, FeedItem, FeedPage, FeedSource};
-use crate::{ApiError, App};
+use crate::{App, WorkError};
 
 mod usage;
 
@@ -85,7 +85,7 @@ impl App {
         state: PollState,
         deadline: Deadline,
         out: &mut TenantPoll,
-    ) -> Result<PollOutcome, ApiError> {
+    ) -> Result<PollOutcome, WorkError> {
         let mut run = Ingest::start(self, record, state, deadline).await?;
         let first_read = run.cursor.is_none();
         let mut end = run.catch_up(out).await?;
@@ -107,7 +107,7 @@ impl<'a> Ingest<'a> {
         record: &'a LiveConnection,
         state: PollState,
         deadline: Deadline,
-    ) -> Result<Ingest<'a>, ApiError> {
+    ) -> Result<Ingest<'a>, WorkError> {
         let tenant = &record.tenant;
         let mut status = state.status;
         status.last_poll_at = Some(utc_millis(OffsetDateTime::now_utc()));
@@ -116,7 +116,7 @@ impl<'a> Ingest<'a> {
         let key = app
             .cached_key(record, false)
             .await?
-            .ok_or_else(|| ApiError::NotConnected(tenant.to_string()))?;
+            .ok_or_else(|| WorkError::NoKey(tenant.clone()))?;
         let feed = app.surfaces.get(record.surface).feed(FeedSource {
             org_id: record.org_id.clone(),
             routing: routing.clone(),
@@ -148,7 +148,7 @@ impl<'a> Ingest<'a> {
 
     /// From the cursor to the end of the feed: each page stored, then the cursor moved past it (the last
     /// page's move is left to the finishing write).
-    async fn catch_up(&mut self, out: &mut TenantPoll) -> Result<ReadEnd, ApiError> {
+    async fn catch_up(&mut self, out: &mut TenantPoll) -> Result<ReadEnd, WorkError> {
         loop {
             if self.deadline.remaining() < LEAST_TIME_FOR_A_PAGE {
                 return Ok(ReadEnd::OutOfTime);
@@ -179,7 +179,7 @@ impl<'a> Ingest<'a> {
 
     /// One page request, its refusals sorted: a 401 tries the stored key once, then marks the connection;
     /// a refused cursor is forgotten (with the gap recorded); any other failure ends the read.
-    async fn request(&mut self, at: FeedAt<'_>) -> Result<Answer, ApiError> {
+    async fn request(&mut self, at: FeedAt<'_>) -> Result<Answer, WorkError> {
         let e = match self.feed.page(&self.key, at).await {
             Ok(page) => return Ok(Answer::Page(page)),
             Err(e) => e,
@@ -217,7 +217,7 @@ impl<'a> Ingest<'a> {
         &mut self,
         refused: &str,
         e: &AnthropicError,
-    ) -> Result<Answer, ApiError> {
+    ) -> Result<Answer, WorkError> {
         if !self.app.hub.reset_cursor(self.tenant, refused).await? {
             return Ok(Answer::End(ReadEnd::Busy));
         }
@@ -229,7 +229,7 @@ impl<'a> Ingest<'a> {
     }
 
     /// Moves the cursor from where this run last saw it; `false` when another run moved it first.
-    async fn advance(&mut self, to: &str) -> Result<bool, ApiError> {
+    async fn advance(&mut self, to: &str) -> Result<bool, WorkError> {
         let moved = self
             .app
             .hub
@@ -247,7 +247,7 @@ impl<'a> Ingest<'a> {
         &mut self,
         window: time::Duration,
         out: &mut TenantPoll,
-    ) -> Result<ReadEnd, ApiError> {
+    ) -> Result<ReadEnd, WorkError> {
         let since = OffsetDateTime::now_utc() - window;
         let mut from: Option<String> = None;
         loop {
@@ -289,7 +289,7 @@ impl<'a> Ingest<'a> {
         &mut self,
         items: Vec<(Option<String>, FeedItem)>,
         out: &mut TenantPoll,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), WorkError> {
         let mut events: Vec<TelemetryEvent> = Vec::new();
         let mut quarantined = Vec::new();
         let mut drift = Vec::new();
@@ -324,7 +324,7 @@ impl<'a> Ingest<'a> {
         self.mark_drift(drift).await
     }
 
-    async fn write_events(&self, events: &[TelemetryEvent]) -> Result<(), ApiError> {
+    async fn write_events(&self, events: &[TelemetryEvent]) -> Result<(), WorkError> {
         let chunks: Vec<&[TelemetryEvent]> = events.chunks(25).collect();
         let written = futures::future::join_all(chunks.iter().map(|c| async move {
             let _permit = self.app.telemetry_writes.acquire().await;
@@ -339,7 +339,7 @@ impl<'a> Ingest<'a> {
 
     /// Our skills changed outside Claresia: a reconcile is scheduled, and the ledger's record of their
     /// settings is no longer trusted (the reconcile reads them).
-    async fn mark_drift(&mut self, drift: Vec<DriftNote>) -> Result<(), ApiError> {
+    async fn mark_drift(&mut self, drift: Vec<DriftNote>) -> Result<(), WorkError> {
         if drift.is_empty() {
             return Ok(());
         }
@@ -358,7 +358,11 @@ impl<'a> Ingest<'a> {
     }
 
     /// The usage report, then the status, success or not, in one write with the last page's cursor move.
-    async fn finish(mut self, end: ReadEnd, out: &mut TenantPoll) -> Result<PollOutcome, ApiError> {
+    async fn finish(
+        mut self,
+        end: ReadEnd,
+        out: &mut TenantPoll,
+    ) -> Result<PollOutcome, WorkError> {
         self.keep_drift();
         if let Some(keys) = self.feed.connector_keys() {
             self.status.connector_api_key_ids = keys;
@@ -451,7 +455,7 @@ impl App {
         tenant: &TenantSlug,
         key: &AdminKey,
         e: &AnthropicError,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), WorkError> {
         self.key_cache.forget(tenant);
         let reason = format!("the audit poller got 401 from Anthropic ({})", e.summary());
         self.key_refused(tenant, key, reason).await?;

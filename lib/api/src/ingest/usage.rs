@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::LEAST_TIME_FOR_A_PAGE;
 use crate::surface::UsageReport;
-use crate::{ApiError, App};
+use crate::{App, WorkError};
 
 /// Complete days of usage re-read each time (Anthropic revises them for a few days).
 const USAGE_DAYS: u32 = 3;
@@ -50,7 +50,7 @@ impl App {
         routing: &Routing,
         deadline: Deadline,
         status: &mut PollStatus,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), WorkError> {
         let now = OffsetDateTime::now_utc();
         if !self.usage_due(status, now) {
             return Ok(());
@@ -127,7 +127,7 @@ impl App {
         pull: &Pull<'_>,
         names: &[&str],
         day: &str,
-    ) -> Result<DayUsage, ApiError> {
+    ) -> Result<DayUsage, WorkError> {
         let mut stored = 0u64;
         for (done, chunk) in names.chunks(pull.report.names_per_request()).enumerate() {
             let out_of_time = DayUsage::OutOfTime {
