@@ -348,15 +348,7 @@ impl AnthropicClient {
         call: Call<'_>,
         deadline: Deadline,
     ) -> Result<T, AnthropicError> {
-        let Call {
-            method,
-            path,
-            query,
-            body,
-            beta,
-            pacer,
-            slot,
-        } = call;
+        let (method, path) = (&call.method, call.path);
         let url = format!("{}{}", self.base_url, path);
         let mut key_header = HeaderValue::from_str(key.expose()).map_err(|_| {
             AnthropicError::Config("the admin key is not a valid header value".into())
@@ -366,58 +358,8 @@ impl AnthropicClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let reserved = slot.filter(|_| attempt == 1);
-            let own = pacer.filter(|_| reserved.is_none());
-            for p in self.pacer.as_deref().into_iter().chain(own) {
-                if !p.wait(deadline).await {
-                    return Err(AnthropicError::Transport {
-                        message: format!("deadline reached while pacing {method} {path}"),
-                        timeout: true,
-                        attempts: attempt - 1,
-                    });
-                }
-            }
-            if let Some(at) = reserved {
-                tokio::time::sleep_until(at.into()).await;
-            }
-            let remaining = deadline.remaining();
-            if remaining.is_zero() {
-                return Err(AnthropicError::Transport {
-                    message: format!("deadline reached before {method} {path} could be sent"),
-                    timeout: true,
-                    attempts: attempt - 1,
-                });
-            }
-            let http = self
-                .http
-                .get_or_init(|| self.http_config.build())
-                .as_ref()
-                .map_err(|e| AnthropicError::Config(format!("the HTTP client: {e}")))?;
-            let mut req = http
-                .request(method.clone(), &url)
-                .header("x-api-key", key_header.clone())
-                .timeout(remaining.min(self.attempt_timeout));
-            if !query.is_empty() {
-                req = req.query(query);
-            }
-            if let Some(b) = beta {
-                req = req.header("anthropic-beta", b);
-            }
-            match &body {
-                Body::None => {}
-                Body::Json(b) => req = req.json(b),
-                Body::Files(files) => {
-                    // A form cannot be cloned: each attempt builds its own.
-                    let mut form = reqwest::multipart::Form::new();
-                    for (path, content) in files.iter() {
-                        let part = reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
-                            .file_name(path.clone());
-                        form = form.part("files[]", part);
-                    }
-                    req = req.multipart(form);
-                }
-            }
-
+            self.wait_turn(&call, attempt, deadline).await?;
+            let req = self.request(&call, &url, &key_header, deadline.remaining())?;
             let (err, decision) = match self.attempt(req).await {
                 Ok(Answer::Ok { bytes, request_id }) => {
                     return serde_json::from_slice(&bytes).map_err(|e| AnthropicError::Decode {
@@ -458,6 +400,79 @@ impl AnthropicClient {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Waits for this attempt's turn: the first in its reserved slot if it has one, any other on the
+    /// client's pacer and the call's; an error if the deadline comes first.
+    async fn wait_turn(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        deadline: Deadline,
+    ) -> Result<(), AnthropicError> {
+        let (method, path) = (&call.method, call.path);
+        let reserved = call.slot.filter(|_| attempt == 1);
+        let own = call.pacer.filter(|_| reserved.is_none());
+        for p in self.pacer.as_deref().into_iter().chain(own) {
+            if !p.wait(deadline).await {
+                return Err(AnthropicError::Transport {
+                    message: format!("deadline reached while pacing {method} {path}"),
+                    timeout: true,
+                    attempts: attempt - 1,
+                });
+            }
+        }
+        if let Some(at) = reserved {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        if deadline.remaining().is_zero() {
+            return Err(AnthropicError::Transport {
+                message: format!("deadline reached before {method} {path} could be sent"),
+                timeout: true,
+                attempts: attempt - 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// One attempt's request, its timeout the smaller of the time left and the attempt timeout.
+    fn request(
+        &self,
+        call: &Call<'_>,
+        url: &str,
+        key_header: &HeaderValue,
+        remaining: Duration,
+    ) -> Result<reqwest::RequestBuilder, AnthropicError> {
+        let http = self
+            .http
+            .get_or_init(|| self.http_config.build())
+            .as_ref()
+            .map_err(|e| AnthropicError::Config(format!("the HTTP client: {e}")))?;
+        let mut req = http
+            .request(call.method.clone(), url)
+            .header("x-api-key", key_header.clone())
+            .timeout(remaining.min(self.attempt_timeout));
+        if !call.query.is_empty() {
+            req = req.query(call.query);
+        }
+        if let Some(b) = call.beta {
+            req = req.header("anthropic-beta", b);
+        }
+        match &call.body {
+            Body::None => {}
+            Body::Json(b) => req = req.json(b),
+            Body::Files(files) => {
+                // A form cannot be cloned: each attempt builds its own.
+                let mut form = reqwest::multipart::Form::new();
+                for (path, content) in files.iter() {
+                    let part = reqwest::multipart::Part::bytes(content.as_bytes().to_vec())
+                        .file_name(path.clone());
+                    form = form.part("files[]", part);
+                }
+                req = req.multipart(form);
+            }
+        }
+        Ok(req)
     }
 
     async fn attempt(&self, req: reqwest::RequestBuilder) -> Result<Answer, AnthropicError> {

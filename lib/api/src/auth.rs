@@ -73,7 +73,7 @@ pub struct Grant {
 }
 
 impl Caller {
-    pub fn from_claims(claims: &HashMap<String, String>) -> Caller {
+    pub(crate) fn from_claims(claims: &HashMap<String, String>) -> Caller {
         Caller {
             tenant: claims
                 .get(TENANT_CLAIM)
@@ -86,7 +86,7 @@ impl Caller {
     /// Pure and I/O-free: refuses a caller that is neither an operator, the path tenant, nor a possible
     /// parent of it (sub-tenant slugs are `{parent}-{suffix}`), and anyone but an operator on the
     /// namespace routes, so such a request reads nothing at all.
-    pub fn precheck(&self, path: &TenantSlug, access: Access) -> Result<(), ApiError> {
+    pub(crate) fn precheck(&self, path: &TenantSlug, access: Access) -> Result<(), ApiError> {
         if self.operator {
             return Ok(());
         }
@@ -110,7 +110,7 @@ impl Caller {
 }
 
 /// `parent` could be the parent of `sub`: `sub` is `{parent}-{suffix}`.
-pub fn is_prefix_parent(parent: &TenantSlug, sub: &TenantSlug) -> bool {
+pub(crate) fn is_prefix_parent(parent: &TenantSlug, sub: &TenantSlug) -> bool {
     claresia_domain::tenant::sub_tenant_name_problem(parent, sub).is_none()
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use claresia_anthropic::Deadline;
 use claresia_aws::CatalogDoc;
 use claresia_domain::admin_key::redact_keys;
 use claresia_domain::catalog::{
@@ -127,6 +128,7 @@ impl App {
         id: &str,
         body: &[u8],
         pre: &Precondition,
+        deadline: Deadline,
     ) -> Result<Reply, ApiError> {
         let doc = parse_doc(body)?;
         let ir = validate(&doc, hub, id).map_err(|problems| ApiError::InvalidDocument {
@@ -165,7 +167,7 @@ impl App {
             .publish_after_change(
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
-                self.request_deadline(),
+                deadline,
                 Some(intent),
             )
             .await?;
@@ -194,6 +196,7 @@ impl App {
         hub: &TenantSlug,
         id: &str,
         pre: &Precondition,
+        deadline: Deadline,
     ) -> Result<Reply, ApiError> {
         let what = format!("skill {id}");
         let Some(current) = self.hub.catalog_text(hub, CatalogDoc::Skill(id)).await? else {
@@ -211,7 +214,7 @@ impl App {
             .publish_after_change(
                 hub,
                 Some(&BTreeSet::from([id.to_owned()])),
-                self.request_deadline(),
+                deadline,
                 Some(intent),
             )
             .await?;
@@ -306,6 +309,7 @@ impl App {
         name: &str,
         body: &[u8],
         pre: &Precondition,
+        deadline: Deadline,
     ) -> Result<Reply, ApiError> {
         if let Err(e) = check_slug(name, 40) {
             return Err(ApiError::InvalidDocument {
@@ -349,7 +353,7 @@ impl App {
             None => Some(archetype.skills.iter().cloned().collect()),
         };
         let publish = self
-            .publish_after_change(hub, scope.as_ref(), self.request_deadline(), Some(intent))
+            .publish_after_change(hub, scope.as_ref(), deadline, Some(intent))
             .await?;
         let created = before.is_none();
         Ok(Reply::json(
@@ -383,7 +387,11 @@ impl App {
         )))
     }
 
-    pub async fn get_archetype(&self, hub: &TenantSlug, name: &str) -> Result<Reply, ApiError> {
+    pub(crate) async fn get_archetype(
+        &self,
+        hub: &TenantSlug,
+        name: &str,
+    ) -> Result<Reply, ApiError> {
         let text = self
             .hub
             .catalog_text(hub, CatalogDoc::Archetype(name))
@@ -399,6 +407,7 @@ impl App {
         hub: &TenantSlug,
         name: &str,
         pre: &Precondition,
+        deadline: Deadline,
     ) -> Result<Reply, ApiError> {
         let what = format!("archetype {name}");
         let Some(current) = self
@@ -425,13 +434,17 @@ impl App {
         };
         let scope: BTreeSet<String> = before.into_iter().flat_map(|b| b.skills).collect();
         let publish = self
-            .publish_after_change(hub, Some(&scope), self.request_deadline(), Some(intent))
+            .publish_after_change(hub, Some(&scope), deadline, Some(intent))
             .await?;
         Ok(Reply::json(json!({"deleted": name, "publish": publish})))
     }
 
     /// `GET /tenants/{tenant}/archetypes?limit=&cursor=`: in name order, paginated.
-    pub async fn list_archetypes(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
+    pub(crate) async fn list_archetypes(
+        &self,
+        hub: &TenantSlug,
+        query: &str,
+    ) -> Result<Value, ApiError> {
         let page = paging::page(query, hub, "archetypes", 100)?;
         let (archetypes, next) = self
             .hub
@@ -450,11 +463,12 @@ impl App {
 
     /// `PUT /tenants/{tenant}/workspaces`: each workspace must exist in the org (checked live) and map to
     /// at most one (sub-)tenant.
-    pub async fn put_workspaces(
+    pub(crate) async fn put_workspaces(
         &self,
         hub: &TenantSlug,
         body: &[u8],
         pre: &Precondition,
+        deadline: Deadline,
     ) -> Result<Reply, ApiError> {
         let input: MappingsBody = typed("workspaces", parse_doc(body)?)?;
         // The precondition first: a stale edit is refused before anything, Anthropic included, is asked.
@@ -471,7 +485,7 @@ impl App {
         // What a mapping names: workspaces on preview, RBAC groups on enterprise.
         let surface = self.surfaces.get(record.surface);
         let known = surface
-            .mapping_targets(&key, self.request_deadline())
+            .mapping_targets(&key, deadline)
             .await
             .map_err(anthropic_error)?;
         let registered = self.active_sub_tenants(hub).await?;
@@ -499,12 +513,12 @@ impl App {
             return Err(changed_meanwhile(&what));
         };
         let publish = self
-            .publish_after_change(hub, None, self.request_deadline(), Some(intent))
+            .publish_after_change(hub, None, deadline, Some(intent))
             .await?;
         Ok(Reply::json(json!({"mappings": input.mappings, "publish": publish})).etag(&stored))
     }
 
-    pub async fn get_workspaces(&self, hub: &TenantSlug) -> Result<Reply, ApiError> {
+    pub(crate) async fn get_workspaces(&self, hub: &TenantSlug) -> Result<Reply, ApiError> {
         let text = self.hub.catalog_text(hub, CatalogDoc::Workspaces).await?;
         let text = text.as_deref().unwrap_or(NO_MAPPINGS);
         let mappings: Vec<WorkspaceMapping> = serde_json::from_str(text)
@@ -515,7 +529,7 @@ impl App {
     /// `POST /tenants/{tenant}/republish`: a full reconcile, returning the report.
     /// Everything is checked, recorded settings included: they are read again by this publish and, where
     /// its time runs out, by the sweep (the mark outlives the request).
-    pub async fn republish(&self, hub: &TenantSlug) -> Result<Value, ApiError> {
+    pub async fn republish(&self, hub: &TenantSlug, deadline: Deadline) -> Result<Value, ApiError> {
         if let Some(reason) = crate::publish::refusal(self.hub.connection(hub).await?.as_ref()) {
             return Err(ApiError::PublishRefused(reason));
         }
@@ -523,7 +537,7 @@ impl App {
         self.hub
             .mark_drift(hub, claresia_aws::catalog::ALL_PLUGINS, now)
             .await?;
-        let report = self.publish(hub, None, self.request_deadline()).await?;
+        let report = self.publish(hub, None, deadline).await?;
         Ok(json!(report))
     }
 }

@@ -14,11 +14,6 @@ use time::OffsetDateTime;
 use crate::auth::Grant;
 use crate::{ApiError, App, RecordError};
 
-tokio::task_local! {
-    /// The deadline of the request this task is handling (see [`App::request_deadline`]).
-    pub(crate) static REQUEST_DEADLINE: Deadline;
-}
-
 /// The tenant's status lists the first page of `GET …/sub-tenants` (`sub_tenants_next_cursor` continues
 /// there) and only those targets' publish reports, each trimmed: about 2.5 MB at worst, whatever the number
 /// of sub-tenants, far under Lambda's 6 MB. A sub-tenant's whole report is on its own status.
@@ -82,7 +77,7 @@ pub struct ConnectOptions {
 /// The surface a key is used on: a Console Admin key speaks `preview`, a Claude Enterprise key
 /// `enterprise` (Anthropic's key table: neither reaches the other's APIs). An explicit surface that does
 /// not match the key is refused, naming the key that was recognized.
-pub fn surface_for(key: &AdminKey, requested: Option<Surface>) -> Result<Surface, ApiError> {
+pub(crate) fn surface_for(key: &AdminKey, requested: Option<Surface>) -> Result<Surface, ApiError> {
     let natural = match key.kind() {
         KeyKind::Console => Surface::Preview,
         KeyKind::Enterprise => Surface::Enterprise,
@@ -153,15 +148,6 @@ pub struct DisconnectResult {
 }
 
 impl App {
-    /// The deadline of the request being handled: one for every step of it (key test, listing, publish,
-    /// final poll), set by [`App::handle`] from the Lambda invocation's own deadline. Outside a request
-    /// (tests calling a service directly), a fresh budget.
-    pub fn request_deadline(&self) -> Deadline {
-        REQUEST_DEADLINE
-            .try_with(|d| *d)
-            .unwrap_or_else(|_| Deadline::after(self.config.request_budget))
-    }
-
     async fn test_key(
         &self,
         key: &AdminKey,
@@ -183,24 +169,14 @@ impl App {
         tenant: &TenantSlug,
         key: AdminKey,
         options: ConnectOptions,
+        deadline: Deadline,
     ) -> Result<ConnectResult, ApiError> {
         // Everything refusable is refused before anything is sent or written.
         let surface = surface_for(&key, options.surface)?;
         let now = OffsetDateTime::now_utc();
         let attested = attestation_of(options.attestation, surface, now)?;
         // One budget for the test and the publish that follows: API Gateway stops waiting at 30 s.
-        let deadline = self.request_deadline();
-        let stored = self.hub.connection(tenant).await?;
-        if stored.is_none() {
-            self.check_may_connect(tenant).await?;
-        }
-        // A reconnect with the same surface keeps the attestation already recorded.
-        let attestation = attested.or_else(|| {
-            stored
-                .as_ref()
-                .filter(|r| r.surface == surface && r.state != ConnectionState::Disconnected)
-                .and_then(|r| r.attestation.clone())
-        });
+        let (stored, attestation) = self.stored_for_connect(tenant, surface, attested).await?;
         let outcome = self
             .test_key(&key, surface, attestation.as_ref(), deadline)
             .await?;
@@ -216,6 +192,7 @@ impl App {
             .as_ref()
             .is_some_and(|r| r.key_fingerprint == fingerprint);
         if let Some(current) = existing.as_ref().filter(|_| !same_key) {
+            // An unnamed enterprise org is compared by what the new key can reach.
             if current.surface == Surface::Enterprise
                 && (current.org_id.is_empty() || org.id.is_empty())
             {
@@ -223,48 +200,25 @@ impl App {
                     .await?;
             }
         }
-        if had_record {
-            // The secret may be in its recovery window: offboarded, or an offboarding cut short between
-            // scheduling the deletion and recording it. Bring it back before using it or writing a new
-            // version (a secret that is not scheduled for deletion is left as it is).
-            self.keys.restore(tenant).await?;
+        let secret_version_id = self
+            .store_key(
+                tenant,
+                &key,
+                had_record,
+                existing.as_ref().filter(|_| same_key),
+            )
+            .await?;
+        let mut record = accepted_record(tenant, &outcome, org, surface, now);
+        record.key_fingerprint = fingerprint;
+        record.secret_version_id = secret_version_id;
+        record.attestation = attestation;
+        record.version = read_version;
+        if let Some(current) = &existing {
+            record.connected_at = current.connected_at;
+            if same_key {
+                record.key_created_at = current.key_created_at;
+            }
         }
-        // Reconnecting with the key already stored writes no new secret version.
-        let secret_version_id = if same_key {
-            existing.as_ref().and_then(|r| r.secret_version_id.clone())
-        } else {
-            Some(self.keys.put(tenant, &key).await?)
-        };
-        let mut record = ConnectionRecord {
-            tenant: tenant.clone(),
-            state: ConnectionState::Connected,
-            state_reason: None,
-            org_id: org.id.clone(),
-            org_name: org.name.clone(),
-            workspace_count: outcome.workspace_count.unwrap_or(0),
-            zero_retention: outcome.zero_retention,
-            scopes_verified: outcome.scopes.verified.clone(),
-            key_fingerprint: fingerprint.clone(),
-            key_created_at: match &existing {
-                Some(r) if same_key => r.key_created_at,
-                _ => now,
-            },
-            connected_at: existing.as_ref().map_or(now, |r| r.connected_at),
-            updated_at: now,
-            secret_version_id,
-            last_test: Some(LastTest {
-                at: now,
-                code: outcome.code,
-                message: outcome.message.clone(),
-            }),
-            disconnected_at: None,
-            secret_deletion_date: None,
-            surface,
-            group_count: outcome.group_count,
-            organization_note: outcome.organization_note.clone(),
-            attestation,
-            version: read_version,
-        };
         self.save_connect(&mut record, now).await?;
         let rotated = existing.is_some() && !same_key;
         tracing::info!(
@@ -275,15 +229,7 @@ impl App {
             zero_retention = ?record.zero_retention,
             "tenant connected"
         );
-        let publish = match self.publish_after_change(tenant, None, deadline, None).await {
-            // A disconnect landed between the save and the publish: it wins, and says so.
-            Err(ApiError::NotConnected(_)) => {
-                return Err(ApiError::Conflict(format!(
-                    "{tenant} was disconnected while this request ran; check the status, then connect again"
-                )))
-            }
-            other => other?,
-        };
+        let publish = self.publish_connected(tenant, deadline).await?;
         Ok(ConnectResult {
             tenant: tenant.clone(),
             connected: true,
@@ -293,6 +239,63 @@ impl App {
             test: outcome,
             publish,
         })
+    }
+
+    /// The record a connect replaces (a first connect must be allowed for the slug), and the attestation
+    /// it records: the one given, else the one recorded for a live connection on the same surface.
+    async fn stored_for_connect(
+        &self,
+        tenant: &TenantSlug,
+        surface: Surface,
+        attested: Option<Attestation>,
+    ) -> Result<(Option<ConnectionRecord>, Option<Attestation>), ApiError> {
+        let stored = self.hub.connection(tenant).await?;
+        if stored.is_none() {
+            self.check_may_connect(tenant).await?;
+        }
+        let attestation = attested.or_else(|| {
+            stored
+                .as_ref()
+                .filter(|r| r.surface == surface && r.state != ConnectionState::Disconnected)
+                .and_then(|r| r.attestation.clone())
+        });
+        Ok((stored, attestation))
+    }
+
+    /// The publish after a connect. A disconnect that landed between the save and the publish wins, and
+    /// says so.
+    async fn publish_connected(
+        &self,
+        tenant: &TenantSlug,
+        deadline: Deadline,
+    ) -> Result<serde_json::Value, ApiError> {
+        match self.publish_after_change(tenant, None, deadline, None).await {
+            Err(ApiError::NotConnected(_)) => Err(ApiError::Conflict(format!(
+                "{tenant} was disconnected while this request ran; check the status, then connect again"
+            ))),
+            other => other,
+        }
+    }
+
+    /// Stores a connect's key (or keeps the stored one, `same`, with no new secret version) and answers
+    /// the secret version the record names.
+    async fn store_key(
+        &self,
+        tenant: &TenantSlug,
+        key: &AdminKey,
+        had_record: bool,
+        same: Option<&ConnectionRecord>,
+    ) -> Result<Option<String>, ApiError> {
+        if had_record {
+            // The secret may be in its recovery window: offboarded, or an offboarding cut short between
+            // scheduling the deletion and recording it. Bring it back before using it or writing a new
+            // version (a secret that is not scheduled for deletion is left as it is).
+            self.keys.restore(tenant).await?;
+        }
+        match same {
+            Some(r) => Ok(r.secret_version_id.clone()),
+            None => Ok(Some(self.keys.put(tenant, key).await?)),
+        }
     }
 
     /// Saves a connect's record. The key is stored; the record must say so. Another writer (a stored-key
@@ -380,16 +383,15 @@ impl App {
 
     /// `POST /tenants/{tenant}/connection/test`: a candidate key (nothing stored) or the stored key (the
     /// record learns what the test saw: zero-retention, workspaces, a revoked key).
-    pub async fn test_connection(
+    pub(crate) async fn test_connection(
         &self,
         tenant: &TenantSlug,
         candidate: Option<(AdminKey, Option<Surface>)>,
+        deadline: Deadline,
     ) -> Result<TestOutcome, ApiError> {
         if let Some((key, surface)) = candidate {
             let surface = surface_for(&key, surface)?;
-            let outcome = self
-                .test_key(&key, surface, None, self.request_deadline())
-                .await?;
+            let outcome = self.test_key(&key, surface, None, deadline).await?;
             return match outcome.code {
                 TestVerdict::AnthropicUnavailable => {
                     Err(ApiError::AnthropicUnavailable(Box::new(outcome)))
@@ -410,12 +412,7 @@ impl App {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
         let outcome = self
-            .test_key(
-                &key,
-                record.surface,
-                record.attestation.as_ref(),
-                self.request_deadline(),
-            )
+            .test_key(&key, record.surface, record.attestation.as_ref(), deadline)
             .await?;
         if outcome.code == TestVerdict::AnthropicUnavailable {
             return Err(ApiError::AnthropicUnavailable(Box::new(outcome)));
@@ -599,9 +596,12 @@ impl App {
 
     /// `DELETE /tenants/{tenant}/connection`: stop using the key, schedule the secret's deletion after the
     /// recovery window, keep the telemetry. Repeating it answers the same result.
-    pub async fn disconnect(&self, tenant: &TenantSlug) -> Result<DisconnectResult, ApiError> {
+    pub async fn disconnect(
+        &self,
+        tenant: &TenantSlug,
+        deadline: Deadline,
+    ) -> Result<DisconnectResult, ApiError> {
         // One budget for every step: removing the skills, the last poll, the secret, the record.
-        let deadline = self.request_deadline();
         let Some(mut record) = self.hub.connection(tenant).await? else {
             return Err(ApiError::NotConnected(tenant.to_string()));
         };
@@ -706,6 +706,44 @@ fn apply_test(record: &mut ConnectionRecord, outcome: &TestOutcome) {
         code: outcome.code,
         message: outcome.message.clone(),
     });
+}
+
+/// The record of a connection whose key the test accepted, as a first connect writes it (a reconnect
+/// then keeps what it already had).
+fn accepted_record(
+    tenant: &TenantSlug,
+    outcome: &TestOutcome,
+    org: Organization,
+    surface: Surface,
+    now: OffsetDateTime,
+) -> ConnectionRecord {
+    ConnectionRecord {
+        tenant: tenant.clone(),
+        state: ConnectionState::Connected,
+        state_reason: None,
+        org_id: org.id,
+        org_name: org.name,
+        workspace_count: outcome.workspace_count.unwrap_or(0),
+        zero_retention: outcome.zero_retention,
+        scopes_verified: outcome.scopes.verified.clone(),
+        key_fingerprint: String::new(),
+        key_created_at: now,
+        connected_at: now,
+        updated_at: now,
+        secret_version_id: None,
+        last_test: Some(LastTest {
+            at: now,
+            code: outcome.code,
+            message: outcome.message.clone(),
+        }),
+        disconnected_at: None,
+        secret_deletion_date: None,
+        surface,
+        group_count: outcome.group_count,
+        organization_note: outcome.organization_note.clone(),
+        attestation: None,
+        version: 0,
+    }
 }
 
 /// The zero-retention attestation a connect records: Claude Enterprise only, with a reference and the

@@ -14,9 +14,10 @@ use serde_json::{json, Value};
 pub enum WorkError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("tenant {0} has no stored key")]
+    /// Its key is gone from the store: the status says so as a request would.
+    #[error("tenant {0} is not connected: connect an Anthropic Admin key first (PUT /tenants/{0}/connection)")]
     NoKey(TenantSlug),
-    #[error("the connection of {0} kept changing while this run wrote to it")]
+    #[error("the connection of {0} kept changing while this request ran; retry")]
     Contended(TenantSlug),
 }
 

@@ -111,7 +111,7 @@ impl App {
         let deadline = self.deadline_of(&req);
         let work = async move {
             // Boxed: the routes' futures are large, and a request must not need a large stack.
-            let reply = match Box::pin(self.route(req)).await {
+            let reply = match Box::pin(self.route(req, deadline)).await {
                 Ok(reply) => reply,
                 Err(err) => {
                     if err.status() >= 500 {
@@ -139,9 +139,7 @@ impl App {
             );
             reply.into_response(&request_id)
         };
-        crate::connection::REQUEST_DEADLINE
-            .scope(deadline, work.instrument(span))
-            .await
+        work.instrument(span).await
     }
 
     /// The budget of one request: `REQUEST_BUDGET_MS` (API Gateway stops waiting at 30 s), and never past
@@ -160,7 +158,9 @@ impl App {
         Deadline::after(left.map_or(budget, |l| l.min(budget)))
     }
 
-    async fn route(&self, req: Request) -> Result<Reply, ApiError> {
+    /// Routes and authorizes a request (nothing written before the decision), then runs its handler
+    /// within `deadline`.
+    async fn route(&self, req: Request, deadline: Deadline) -> Result<Reply, ApiError> {
         let path = req.uri().path().to_owned();
         let method = req.method().as_str().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -197,7 +197,7 @@ impl App {
         }
         // Pure until the caller is known to be one that could be allowed on this tenant.
         let tenant = TenantSlug::parse(raw_tenant)?;
-        let item = item.unwrap_or_default();
+        let item = item.unwrap_or_default().to_owned();
         let caller = auth::caller(&req)?;
         let access = route.access(&method);
         caller.precheck(&tenant, access)?;
@@ -221,36 +221,56 @@ impl App {
             .await
             .map_err(ApiError::StoreUnavailable)?;
         let grant = auth::decide(&caller, &tenant, link.as_ref(), access)?;
-        let hub = &grant.hub;
         let query = req.uri().query().unwrap_or_default();
+        let request = Authorized {
+            route,
+            method,
+            path,
+            allowed,
+            tenant,
+            item,
+            caller,
+            grant,
+            body,
+            pre,
+            query,
+        };
+        self.dispatch(request, deadline).await
+    }
 
+    /// Runs an authorized request's handler.
+    async fn dispatch(&self, r: Authorized<'_>, deadline: Deadline) -> Result<Reply, ApiError> {
+        let Authorized {
+            route,
+            method,
+            path,
+            allowed,
+            tenant,
+            item,
+            caller,
+            grant,
+            body,
+            pre,
+            query,
+        } = r;
+        let (hub, item) = (&grant.hub, item.as_str());
         match (route, method.as_str()) {
             (Route::Connection, "PUT") => {
-                let input: ConnectBody = parse_json(body)?;
-                let key = AdminKey::parse(&input.admin_api_key)?;
-                let options = ConnectOptions {
-                    surface: input.surface,
-                    attestation: input
-                        .zero_retention_attestation
-                        .map(|a| (a.reference, caller.subject.clone())),
-                };
-                let result = self.connect(&tenant, key, options).await?;
-                let created = result.created;
-                Ok(Reply::ok(result)?.created(created, format!("/tenants/{tenant}/connection")))
+                self.put_connection(&tenant, body, &caller, deadline).await
             }
             (Route::Connection, "GET") => Reply::ok(self.connection_status(&grant).await?),
-            (Route::Connection, "DELETE") => Reply::ok(self.disconnect(&tenant).await?),
+            (Route::Connection, "DELETE") => Reply::ok(self.disconnect(&tenant, deadline).await?),
             (Route::Skills, "GET") => Reply::ok(self.list_skills(hub, query).await?),
             (Route::Skill, "GET") => self.get_skill(hub, item).await,
-            (Route::Skill, "PUT") => self.put_skill(hub, item, body, &pre).await,
-            (Route::Skill, "DELETE") => self.delete_skill(hub, item, &pre).await,
+            (Route::Skill, "PUT") => self.put_skill(hub, item, body, &pre, deadline).await,
+            (Route::Skill, "DELETE") => self.delete_skill(hub, item, &pre, deadline).await,
             (Route::Archetypes, "GET") => Reply::ok(self.list_archetypes(hub, query).await?),
             (Route::Archetype, "GET") => self.get_archetype(hub, item).await,
-            (Route::Archetype, "PUT") => self.put_archetype(hub, item, body, &pre).await,
-            (Route::Archetype, "DELETE") => self.delete_archetype(hub, item, &pre).await,
+            (Route::Archetype, "PUT") => self.put_archetype(hub, item, body, &pre, deadline).await,
+            (Route::Archetype, "DELETE") => self.delete_archetype(hub, item, &pre, deadline).await,
             (Route::Workspaces, "GET") => self.get_workspaces(hub).await,
-            (Route::Workspaces, "PUT") => self.put_workspaces(hub, body, &pre).await,
-            (Route::Republish, "POST") => Reply::ok(self.republish(hub).await?),
+            (Route::Workspaces, "PUT") => self.put_workspaces(hub, body, &pre, deadline).await,
+            (Route::Republish, "POST") => Reply::ok(self.republish(hub, deadline).await?),
             (Route::SubTenants, "GET") => Reply::ok(self.list_sub_tenants(hub, query).await?),
             (Route::SubTenant, "GET") => Reply::ok(self.get_sub_tenant(hub, item).await?),
             (Route::SubTenant, "PUT") => {
@@ -278,13 +298,8 @@ impl App {
             // Usage too: a sub-tenant reads the usage routed to it.
             (Route::Usage, "GET") => Reply::ok(self.usage(&grant.tenant, query).await?),
             (Route::ConnectionTest, "POST") => {
-                let candidate = if body.iter().all(u8::is_ascii_whitespace) {
-                    None
-                } else {
-                    let input: KeyBody = parse_json(body)?;
-                    Some((AdminKey::parse(&input.admin_api_key)?, input.surface))
-                };
-                Reply::ok(self.test_connection(&tenant, candidate).await?)
+                let candidate = candidate_key(body)?;
+                Reply::ok(self.test_connection(&tenant, candidate, deadline).await?)
             }
             _ => Err(ApiError::MethodNotAllowed {
                 method,
@@ -293,6 +308,53 @@ impl App {
             }),
         }
     }
+    /// `PUT /tenants/{tenant}/connection`: the body read into a key and its options, then connect.
+    async fn put_connection(
+        &self,
+        tenant: &TenantSlug,
+        body: &[u8],
+        caller: &auth::Caller,
+        deadline: Deadline,
+    ) -> Result<Reply, ApiError> {
+        let input: ConnectBody = parse_json(body)?;
+        let key = AdminKey::parse(&input.admin_api_key)?;
+        let options = ConnectOptions {
+            surface: input.surface,
+            attestation: input
+                .zero_retention_attestation
+                .map(|a| (a.reference, caller.subject.clone())),
+        };
+        let result = self.connect(tenant, key, options, deadline).await?;
+        let created = result.created;
+        Ok(Reply::ok(result)?.created(created, format!("/tenants/{tenant}/connection")))
+    }
+}
+
+/// The key a connection test names: none (an empty body: the stored key), or a candidate and its surface.
+fn candidate_key(body: &[u8]) -> Result<Option<(AdminKey, Option<Surface>)>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let input: KeyBody = parse_json(body)?;
+    Ok(Some((
+        AdminKey::parse(&input.admin_api_key)?,
+        input.surface,
+    )))
+}
+
+/// A request past routing and authorization: what its handler is given.
+struct Authorized<'r> {
+    route: Route,
+    method: String,
+    path: String,
+    allowed: &'static str,
+    tenant: TenantSlug,
+    item: String,
+    caller: auth::Caller,
+    grant: auth::Grant,
+    body: &'r [u8],
+    pre: Precondition,
+    query: &'r str,
 }
 
 /// One answer: a status, a JSON body, and the headers a client acts on.

@@ -107,7 +107,7 @@ impl App {
 
 /// The time a scheduled tick may use: up to 5 s before the invocation's deadline (ms since the epoch), so
 /// a tick never runs into the next one.
-pub fn tick_budget(deadline_ms: u64) -> std::time::Duration {
+pub(crate) fn tick_budget(deadline_ms: u64) -> std::time::Duration {
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64;
     std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms).saturating_sub(5_000))
 }

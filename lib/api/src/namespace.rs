@@ -116,7 +116,7 @@ impl App {
     /// `POST /tenants/{tenant}/release`: takes the slug from the parent that holds it and provisions it
     /// as a top-level tenant. Refused while the parent's archetypes or mappings name it, or while it holds
     /// telemetry of the parent's org (whoever connects as the slug next would read it).
-    pub async fn release_slug(
+    pub(crate) async fn release_slug(
         &self,
         tenant: &TenantSlug,
         body: &[u8],

@@ -48,7 +48,7 @@ pub fn page(query: &str, hub: &TenantSlug, list: &str, max: i32) -> Result<Page,
 
 /// Where a `cursor` of `list` (bound to `hub`) says to continue; refused when it is another list's. The
 /// position is any text (the caller checks it), unlike the slug-keyed lists'.
-pub fn open_cursor(cursor: &str, hub: &TenantSlug, list: &str) -> Result<String, ApiError> {
+pub(crate) fn open_cursor(cursor: &str, hub: &TenantSlug, list: &str) -> Result<String, ApiError> {
     ListCursor::open_with(cursor, hub, list, |a| !a.is_empty() && a.len() <= 1024)
 }
 

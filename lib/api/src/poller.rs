@@ -320,7 +320,7 @@ impl App {
     /// One tenant's poll under its poll lease: another run polling it makes this one `busy` (a duplicated
     /// item is a no-op). With `scheduled_at`, a poll already made since that scheduled time is
     /// `superseded`: a late or repeated item does not poll twice.
-    pub async fn poll_one(
+    pub(crate) async fn poll_one(
         &self,
         record: LiveConnection,
         scheduled_at: Option<i64>,

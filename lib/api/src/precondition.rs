@@ -23,7 +23,7 @@ pub enum Precondition {
 }
 
 /// The strong ETag of a stored document text: 128 bits of its SHA-256, quoted.
-pub fn etag_of(text: &str) -> String {
+pub(crate) fn etag_of(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     format!(
         "\"{}\"",
@@ -34,7 +34,7 @@ pub fn etag_of(text: &str) -> String {
 impl Precondition {
     /// Reads `If-Match` / `If-None-Match`. Malformed values are refused rather than ignored: a client
     /// that believes it is protected must not silently be unprotected.
-    pub fn from_headers(headers: &http::HeaderMap) -> Result<Precondition, ApiError> {
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Result<Precondition, ApiError> {
         let value = |name: http::header::HeaderName| -> Result<Option<String>, ApiError> {
             let all: Vec<&str> = headers
                 .get_all(&name)
@@ -107,7 +107,7 @@ impl Precondition {
 }
 
 /// The error when the stored document changed between the check and the write.
-pub fn changed_meanwhile(what: &str) -> ApiError {
+pub(crate) fn changed_meanwhile(what: &str) -> ApiError {
     ApiError::PreconditionFailed(format!(
         "{what} changed while this request was being processed; GET it again, reapply your change and send the new ETag in If-Match"
     ))

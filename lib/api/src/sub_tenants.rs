@@ -24,7 +24,7 @@ struct CreateBody {}
 
 impl App {
     /// The slugs `hub` may name in archetypes and mappings.
-    pub async fn active_sub_tenants(
+    pub(crate) async fn active_sub_tenants(
         &self,
         hub: &TenantSlug,
     ) -> Result<BTreeSet<TenantSlug>, ApiError> {
@@ -70,7 +70,11 @@ impl App {
     }
 
     /// `GET /tenants/{tenant}/sub-tenants?limit=&cursor=`: in slug order, paginated.
-    pub async fn list_sub_tenants(&self, hub: &TenantSlug, query: &str) -> Result<Value, ApiError> {
+    pub(crate) async fn list_sub_tenants(
+        &self,
+        hub: &TenantSlug,
+        query: &str,
+    ) -> Result<Value, ApiError> {
         let page = crate::paging::page(query, hub, "sub-tenants", 100)?;
         let (views, last) = self
             .sub_tenant_views_page(
@@ -88,7 +92,11 @@ impl App {
     }
 
     /// `GET /tenants/{tenant}/sub-tenants/{sub}`.
-    pub async fn get_sub_tenant(&self, hub: &TenantSlug, raw: &str) -> Result<Value, ApiError> {
+    pub(crate) async fn get_sub_tenant(
+        &self,
+        hub: &TenantSlug,
+        raw: &str,
+    ) -> Result<Value, ApiError> {
         let sub = sub_slug(hub, raw)?;
         let record = self.owned_record(hub, &sub).await?;
         let (archetypes, mappings) = self.references(hub).await?;
@@ -154,7 +162,11 @@ impl App {
     }
 
     /// `DELETE /tenants/{tenant}/sub-tenants/{sub}`: refused while archetypes or mappings name it.
-    pub async fn delete_sub_tenant(&self, hub: &TenantSlug, raw: &str) -> Result<Value, ApiError> {
+    pub(crate) async fn delete_sub_tenant(
+        &self,
+        hub: &TenantSlug,
+        raw: &str,
+    ) -> Result<Value, ApiError> {
         let sub = sub_slug(hub, raw)?;
         let mut record = self.owned_record(hub, &sub).await?;
         if !record.active {

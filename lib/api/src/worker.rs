@@ -8,11 +8,11 @@
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use claresia_anthropic::Deadline;
 use claresia_domain::work::WorkItem;
-use claresia_domain::LiveConnection;
+use claresia_domain::{LiveConnection, TenantSlug};
 use serde::Serialize;
 
 use crate::poller::{PollOutcome, TenantPoll};
-use crate::publish::SweepOutcome;
+use crate::publish::{Sweep, SweepOutcome};
 use crate::App;
 
 /// What became of one item.
@@ -115,15 +115,12 @@ impl App {
         deadline: Deadline,
     ) -> (ItemReport, Option<TenantPoll>) {
         let message_id = message.message_id.unwrap_or_default();
-        let report = |tenant: Option<String>,
-                      outcome: ItemOutcome,
-                      error: Option<String>,
-                      retry| ItemReport {
+        let report = |tenant: Option<String>, ran: Ran| ItemReport {
             message_id: message_id.clone(),
             tenant,
-            outcome,
-            error,
-            retry,
+            outcome: ran.outcome,
+            error: ran.error,
+            retry: ran.retry,
             seconds: 0.0,
         };
         let item = match WorkItem::parse(message.body.as_deref().unwrap_or_default()) {
@@ -131,68 +128,85 @@ impl App {
             Err(e) => {
                 // Delivered again until SQS moves it to the dead-letter queue, for an operator to read.
                 tracing::error!(message_id = %message_id, error = %e, "unreadable work item");
-                return (
-                    report(
-                        None,
-                        ItemOutcome::Unreadable(Unreadable::Malformed),
-                        Some(e.to_string()),
-                        true,
-                    ),
-                    None,
-                );
+                let unreadable = ItemOutcome::Unreadable(Unreadable::Malformed);
+                return (report(None, Ran::again(unreadable, e)), None);
             }
         };
         let tenant = Some(item.tenant().to_string());
-        match item {
+        let (ran, poll) = match item {
             WorkItem::Poll {
-                tenant: slug,
+                tenant,
                 scheduled_at,
-            } => match self.hub.connection(&slug).await {
-                Ok(Some(record)) => {
-                    let poll = self
-                        .poll_one(LiveConnection::from(&record), Some(scheduled_at), deadline)
-                        .await;
-                    let outcome = ItemOutcome::Poll(poll.outcome);
-                    let r = report(tenant, outcome, poll.error.clone(), poll.retry);
-                    (r, Some(poll))
-                }
-                // Disconnected since it was enqueued: nothing to poll.
-                Ok(None) => (
-                    report(tenant, ItemOutcome::Poll(PollOutcome::Skipped), None, false),
-                    None,
-                ),
-                Err(e) => (
-                    report(
-                        tenant,
-                        ItemOutcome::Poll(PollOutcome::Error),
-                        Some(e.to_string()),
-                        true,
-                    ),
-                    None,
-                ),
-            },
-            WorkItem::Sweep { hub, .. } => {
-                match self.sweep_hub(&hub, self.sweep_slice(deadline)).await {
-                    Ok(sweep) => {
-                        let error = match &sweep {
-                            crate::publish::Sweep::Refused(why)
-                            | crate::publish::Sweep::Failed(why) => Some(why.clone()),
-                            _ => None,
-                        };
-                        let outcome = ItemOutcome::Sweep(sweep.outcome());
-                        (report(tenant, outcome, error, false), None)
-                    }
-                    Err(e) => (
-                        report(
-                            tenant,
-                            ItemOutcome::Sweep(SweepOutcome::Failed),
-                            Some(e.to_string()),
-                            true,
-                        ),
-                        None,
-                    ),
-                }
+            } => self.poll_item(&tenant, scheduled_at, deadline).await,
+            WorkItem::Sweep { hub, .. } => (self.sweep_item(&hub, deadline).await, None),
+        };
+        (report(tenant, ran), poll)
+    }
+
+    /// A poll item: the tenant's poll, if it is still connected.
+    async fn poll_item(
+        &self,
+        tenant: &TenantSlug,
+        scheduled_at: i64,
+        deadline: Deadline,
+    ) -> (Ran, Option<TenantPoll>) {
+        match self.hub.connection(tenant).await {
+            Ok(Some(record)) => {
+                let poll = self
+                    .poll_one(LiveConnection::from(&record), Some(scheduled_at), deadline)
+                    .await;
+                let ran = Ran {
+                    outcome: ItemOutcome::Poll(poll.outcome),
+                    error: poll.error.clone(),
+                    retry: poll.retry,
+                };
+                (ran, Some(poll))
             }
+            // Disconnected since it was enqueued: nothing to poll.
+            Ok(None) => (
+                Ran::done(ItemOutcome::Poll(PollOutcome::Skipped), None),
+                None,
+            ),
+            Err(e) => (Ran::again(ItemOutcome::Poll(PollOutcome::Error), e), None),
+        }
+    }
+
+    /// A sweep item: the Hub's next slice of its pending publish.
+    async fn sweep_item(&self, hub: &TenantSlug, deadline: Deadline) -> Ran {
+        match self.sweep_hub(hub, self.sweep_slice(deadline)).await {
+            Ok(sweep) => {
+                let error = match &sweep {
+                    Sweep::Refused(why) | Sweep::Failed(why) => Some(why.clone()),
+                    _ => None,
+                };
+                Ran::done(ItemOutcome::Sweep(sweep.outcome()), error)
+            }
+            Err(e) => Ran::again(ItemOutcome::Sweep(SweepOutcome::Failed), e),
+        }
+    }
+}
+
+/// What one item's run came to, and whether it is delivered again.
+struct Ran {
+    outcome: ItemOutcome,
+    error: Option<String>,
+    retry: bool,
+}
+
+impl Ran {
+    fn done(outcome: ItemOutcome, error: Option<String>) -> Ran {
+        Ran {
+            outcome,
+            error,
+            retry: false,
+        }
+    }
+
+    fn again(outcome: ItemOutcome, error: impl std::fmt::Display) -> Ran {
+        Ran {
+            outcome,
+            error: Some(error.to_string()),
+            retry: true,
         }
     }
 }

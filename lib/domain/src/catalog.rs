@@ -123,26 +123,7 @@ pub fn desired_state(
     mappings: &[WorkspaceMapping],
 ) -> BTreeMap<TenantSlug, TargetState> {
     let target_of = |sub: &Option<TenantSlug>| sub.clone().unwrap_or_else(|| hub_tenant.clone());
-    let mut grants: BTreeMap<TenantSlug, BTreeMap<String, Acl>> = BTreeMap::new();
-    grants.insert(hub_tenant.clone(), BTreeMap::new());
-    for m in mappings {
-        grants.entry(target_of(&m.sub_tenant)).or_default();
-    }
-    for a in archetypes.values() {
-        let per_target = grants.entry(target_of(&a.sub_tenant)).or_default();
-        for s in &a.skills {
-            let acl = per_target.entry(s.clone()).or_default();
-            acl.group_ids.extend(a.group_ids.iter().cloned());
-            acl.workspace_ids.extend(a.workspace_ids.iter().cloned());
-            if let Some(p) = a.installation_preference {
-                // Two archetypes granting one group: the most permissive preference wins.
-                for g in &a.group_ids {
-                    let slot = acl.preferences.entry(g.clone()).or_insert(p);
-                    *slot = (*slot).max(p);
-                }
-            }
-        }
-    }
+    let grants = grants_by_target(hub_tenant, archetypes, mappings);
     let mut out = BTreeMap::new();
     for (target, granted) in grants {
         let of_target = || {
@@ -179,8 +160,44 @@ pub fn desired_state(
         }
         out.insert(target, state);
     }
-    // Two targets never publish one name: where stored grants clash (the API refuses new clashes), the
-    // first target in slug order keeps it and the other reports why it did not publish.
+    settle_name_clashes(&mut out);
+    out
+}
+
+/// Each target's granted skills with their ACLs (groups, workspaces, the most permissive preference per
+/// group); every target a mapping or archetype names is present, the hub always.
+fn grants_by_target(
+    hub_tenant: &TenantSlug,
+    archetypes: &BTreeMap<String, Archetype>,
+    mappings: &[WorkspaceMapping],
+) -> BTreeMap<TenantSlug, BTreeMap<String, Acl>> {
+    let target_of = |sub: &Option<TenantSlug>| sub.clone().unwrap_or_else(|| hub_tenant.clone());
+    let mut grants: BTreeMap<TenantSlug, BTreeMap<String, Acl>> = BTreeMap::new();
+    grants.insert(hub_tenant.clone(), BTreeMap::new());
+    for m in mappings {
+        grants.entry(target_of(&m.sub_tenant)).or_default();
+    }
+    for a in archetypes.values() {
+        let per_target = grants.entry(target_of(&a.sub_tenant)).or_default();
+        for s in &a.skills {
+            let acl = per_target.entry(s.clone()).or_default();
+            acl.group_ids.extend(a.group_ids.iter().cloned());
+            acl.workspace_ids.extend(a.workspace_ids.iter().cloned());
+            if let Some(p) = a.installation_preference {
+                // Two archetypes granting one group: the most permissive preference wins.
+                for g in &a.group_ids {
+                    let slot = acl.preferences.entry(g.clone()).or_insert(p);
+                    *slot = (*slot).max(p);
+                }
+            }
+        }
+    }
+    grants
+}
+
+/// Two targets never publish one name: where stored grants clash (the API refuses new clashes), the
+/// first target in slug order keeps it and the other reports why it did not publish.
+fn settle_name_clashes(out: &mut BTreeMap<TenantSlug, TargetState>) {
     let mut owner: BTreeMap<String, TenantSlug> = BTreeMap::new();
     for (target, state) in out.iter_mut() {
         let names: Vec<String> = state.skills.keys().cloned().collect();
@@ -200,7 +217,6 @@ pub fn desired_state(
             }
         }
     }
-    out
 }
 
 /// Two grants of one Hub that would publish under one name: the tenant `acme`'s skill `eng-standup` and

@@ -207,12 +207,28 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
         )]);
     };
     unknown_fields(obj, TOP_FIELDS, "$", &mut out);
+    check_identity(obj, tenant, path_id, &mut out);
+    check_texts(obj, &mut out);
+    check_shape(obj, &mut out);
+    if !out.is_empty() {
+        return Err(out);
+    }
+    serde_json::from_value(doc.clone()).map_err(|e| vec![problem("$", e.to_string())])
+}
+
+/// `ir_version`, and the `id` (the URL's, publishable for the tenant) and `owner` slugs.
+fn check_identity(
+    obj: &serde_json::Map<String, Value>,
+    tenant: &TenantSlug,
+    path_id: &str,
+    out: &mut Vec<Problem>,
+) {
     match obj.get("ir_version") {
         Some(v) if v.as_u64() == Some(1) => {}
         Some(_) => out.push(problem("$.ir_version", "must be 1 (the only IR version)")),
         None => out.push(problem("$.ir_version", "is required")),
     }
-    if let Some(id) = req_str(obj, "id", &mut out) {
+    if let Some(id) = req_str(obj, "id", out) {
         match check_slug(id, 40) {
             Err(e) => out.push(problem("$.id", e)),
             Ok(()) => {
@@ -228,12 +244,16 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
             }
         }
     }
-    if let Some(owner) = req_str(obj, "owner", &mut out) {
+    if let Some(owner) = req_str(obj, "owner", out) {
         if let Err(e) = check_slug(owner, 40) {
             out.push(problem("$.owner", e));
         }
     }
-    if let Some(t) = req_str(obj, "title", &mut out) {
+}
+
+/// `title`, `description` and `instructions`: present, within their lengths.
+fn check_texts(obj: &serde_json::Map<String, Value>, out: &mut Vec<Problem>) {
+    if let Some(t) = req_str(obj, "title", out) {
         let n = t.chars().count();
         if n == 0 || n > 80 || t.trim().is_empty() {
             out.push(problem("$.title", "must be 1–80 characters"));
@@ -242,7 +262,7 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
             out.push(problem("$.title", "must be a single line"));
         }
     }
-    if let Some(d) = req_str(obj, "description", &mut out) {
+    if let Some(d) = req_str(obj, "description", out) {
         let n = d.chars().count();
         if n == 0 || n > 1024 || d.trim().is_empty() {
             out.push(problem("$.description", "must be 1–1024 characters"));
@@ -251,7 +271,7 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
             out.push(problem("$.description", "must not contain '<' or '>'"));
         }
     }
-    if let Some(i) = req_str(obj, "instructions", &mut out) {
+    if let Some(i) = req_str(obj, "instructions", out) {
         if i.trim().is_empty() {
             out.push(problem("$.instructions", "must not be empty"));
         }
@@ -262,12 +282,16 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
             ));
         }
     }
+}
+
+/// The optional parts: `parameters`, `output`, `cost_hint_usd`, `tags`, `version`.
+fn check_shape(obj: &serde_json::Map<String, Value>, out: &mut Vec<Problem>) {
     match obj.get("parameters") {
         None => {}
         Some(Value::Array(params)) => {
             let mut seen = BTreeSet::new();
             for (i, p) in params.iter().enumerate() {
-                validate_param(p, &format!("$.parameters[{i}]"), &mut seen, &mut out);
+                validate_param(p, &format!("$.parameters[{i}]"), &mut seen, out);
             }
         }
         Some(_) => out.push(problem("$.parameters", "must be an array")),
@@ -275,7 +299,7 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
     match obj.get("output") {
         None => {}
         Some(Value::Object(o)) => {
-            unknown_fields(o, OUTPUT_FIELDS, "$.output", &mut out);
+            unknown_fields(o, OUTPUT_FIELDS, "$.output", out);
             match o.get("format") {
                 None => {}
                 Some(Value::String(f)) if f == "markdown" || f == "text" => {}
@@ -312,10 +336,6 @@ pub fn validate(doc: &Value, tenant: &TenantSlug, path_id: &str) -> Result<Skill
     if obj.get("version").is_some_and(|v| !v.is_string()) {
         out.push(problem("$.version", "must be a string"));
     }
-    if !out.is_empty() {
-        return Err(out);
-    }
-    serde_json::from_value(doc.clone()).map_err(|e| vec![problem("$", e.to_string())])
 }
 
 fn validate_param(p: &Value, at: &str, seen: &mut BTreeSet<String>, out: &mut Vec<Problem>) {

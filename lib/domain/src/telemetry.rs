@@ -146,15 +146,6 @@ fn normalize_inner(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or("the event has no id")?;
-    let id_field = |name: &str, v: Option<&str>| -> Result<(), String> {
-        match v {
-            Some(v) if v.len() > MAX_ID_BYTES => Err(format!(
-                "{name} is {} bytes long; ids longer than {MAX_ID_BYTES} are not stored",
-                v.len()
-            )),
-            _ => Ok(()),
-        }
-    };
     id_field("id", Some(event_id))?;
     let event_type = obj
         .get("type")
@@ -196,8 +187,54 @@ fn normalize_inner(
         .map(str::to_owned);
     id_field("workspace_id", workspace_id.as_deref())?;
     id_field("actor id", actor_id.as_deref())?;
+    let details = details_of(obj.get("details"), status == "failed", &hub)?;
+    Ok(Normalized::Event(Box::new(TelemetryEvent {
+        event_id: event_id.to_owned(),
+        tenant,
+        skill_id: skill_id.clone(),
+        event_type: event_type.to_owned(),
+        status: status.to_owned(),
+        occurred_at: utc_millis(occurred),
+        ingested_at: utc_millis(now),
+        workspace_id,
+        actor_id,
+        duration_ms: details.duration_ms,
+        cost_usd: details.cost_usd,
+        input_tokens: details.input_tokens,
+        output_tokens: details.output_tokens,
+        error_type: details.error_type,
+        error_message: details.error_message,
+        detail: None,
+        record_url: details.record_url,
+    })))
+}
+
+/// An id too long to key a stored item is refused (the event is quarantined, not cut).
+fn id_field(name: &str, v: Option<&str>) -> Result<(), String> {
+    match v {
+        Some(v) if v.len() > MAX_ID_BYTES => Err(format!(
+            "{name} is {} bytes long; ids longer than {MAX_ID_BYTES} are not stored",
+            v.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What a run event's `details` say: cost, tokens, duration, a failure's type and message (bounded), and
+/// the Claresia record it produced (a link into the Hub, only for a well-formed id).
+struct Details {
+    duration_ms: Option<u64>,
+    cost_usd: Option<f64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    record_url: Option<String>,
+}
+
+fn details_of(details: Option<&Value>, failed: bool, hub: &TenantSlug) -> Result<Details, String> {
     let empty = Value::Null;
-    let details = obj.get("details").unwrap_or(&empty);
+    let details = details.unwrap_or(&empty);
     if !(details.is_object() || details.is_null()) {
         return Err("details is not an object".into());
     }
@@ -205,7 +242,7 @@ fn normalize_inner(
         None | Some(Value::Null) => None,
         Some(c) => Some(c.as_f64().ok_or("details.cost_usd is not a number")?),
     };
-    let (error_type, error_message) = if status == "failed" {
+    let (error_type, error_message) = if failed {
         let err = details.get("error");
         (
             err.and_then(|e| e.get("type"))
@@ -228,25 +265,15 @@ fn normalize_inner(
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         })
         .map(|r| format!("https://hub.{hub}.claresia.com/records/{r}"));
-    Ok(Normalized::Event(Box::new(TelemetryEvent {
-        event_id: event_id.to_owned(),
-        tenant,
-        skill_id: skill_id.clone(),
-        event_type: event_type.to_owned(),
-        status: status.to_owned(),
-        occurred_at: utc_millis(occurred),
-        ingested_at: utc_millis(now),
-        workspace_id,
-        actor_id,
+    Ok(Details {
         duration_ms: opt_u64(details, "duration_ms")?,
         cost_usd,
         input_tokens: opt_u64(details, "input_tokens")?,
         output_tokens: opt_u64(details, "output_tokens")?,
         error_type,
         error_message,
-        detail: None,
         record_url,
-    })))
+    })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl App {
 
     /// Publishes after a change (`intent`: the marker [`App::begin_change`] left before it, or one made
     /// now) if publishing is allowed; otherwise says why it was skipped.
-    pub async fn publish_after_change(
+    pub(crate) async fn publish_after_change(
         &self,
         hub: &TenantSlug,
         scope: Option<&BTreeSet<String>>,

@@ -45,7 +45,7 @@ impl App {
 
     /// Finishes `hub`'s pending publish within `deadline`. A Hub backing off waits its turn; a publish
     /// lease held by another run is skipped, not waited on (that run plans from the catalog as it is).
-    pub async fn sweep_hub(
+    pub(crate) async fn sweep_hub(
         &self,
         hub: &TenantSlug,
         deadline: Deadline,

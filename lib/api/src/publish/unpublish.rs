@@ -17,7 +17,7 @@ use crate::{ApiError, App};
 impl App {
     /// Removes every skill Claresia published for `hub` and its sub-tenants (offboarding). Zero-retention
     /// does not matter here: cleaning up must work even when publishing is refused.
-    pub async fn unpublish_all(
+    pub(crate) async fn unpublish_all(
         &self,
         hub: &TenantSlug,
         record: &ConnectionRecord,

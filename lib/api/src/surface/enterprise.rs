@@ -89,7 +89,7 @@ impl EnterpriseSurface {
     }
 
     /// The pacers of `key`'s org, shared by every request this sandbox sends for it.
-    pub fn pacers(&self, key: &AdminKey) -> Arc<OrgPacers> {
+    pub(crate) fn pacers(&self, key: &AdminKey) -> Arc<OrgPacers> {
         let mut map = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.fingerprint().to_string())
             .or_insert_with(|| {
@@ -145,7 +145,7 @@ impl EnterpriseSurface {
     }
 
     /// Whether `key` reaches the plugin (`false`: 404, it belongs to another org or is gone).
-    pub async fn reaches_plugin(
+    pub(crate) async fn reaches_plugin(
         &self,
         key: &AdminKey,
         plugin_id: &str,
@@ -275,79 +275,17 @@ impl AnthropicSurface for EnterpriseSurface {
             ),
             self.groups(key, deadline),
         );
-        // The Plugins API reads as nonexistent (404) where the beta is not enabled for the org.
-        if let Err(mut refused) = plugins_read.clone() {
-            if let AnthropicError::Api {
-                status: 404,
-                message,
-                ..
-            } = &mut refused
-            {
-                *message = format!(
-                    "the Plugins API (beta {PLUGINS_BETA}) is not enabled for this Claude Enterprise organization; ask Anthropic to enable it ({message})"
-                );
-                return Err(refused);
-            }
+        if let Some(refused) = plugins_beta_refusal(&plugins_read) {
+            return Err(refused);
         }
-        let mut scopes = ScopeReport::default();
-        let mut group_count = None;
-        let groups = groups.map(|g| group_count = Some(g.len() as u32));
-        // The analytics probe asks for yesterday; a 400 naming the latest day still proves the scope.
-        let analytics = match analytics {
-            Err(e) if e.kind() == ErrorKind::InvalidRequest => Ok(Value::Null),
-            other => other,
-        };
-        let fatal = [
-            classify_scope(
-                &mut scopes,
-                Scope::PluginsWrite,
-                plugins_write.map(|_| ()),
-                true,
-            ),
-            classify_scope(
-                &mut scopes,
-                Scope::PluginsRead,
-                plugins_read.map(|_| ()),
-                false,
-            ),
-            classify_scope(
-                &mut scopes,
-                Scope::AnalyticsRead,
-                analytics.map(|_| ()),
-                false,
-            ),
-            classify_scope(
-                &mut scopes,
-                Scope::ComplianceActivitiesRead,
-                compliance.map(|_| ()),
-                false,
-            ),
-            classify_scope(&mut scopes, Scope::RbacGroupsRead, groups, false),
-        ]
-        .into_iter()
-        .flatten()
-        .next();
+        let (scopes, group_count, fatal) =
+            scope_report(plugins_write, plugins_read, analytics, compliance, groups);
         if let Some(e) = fatal {
             return verdict_from_error(e, Surface::Enterprise);
         }
-        let (organization, note) = match me {
-            Ok(org) => (
-                Some(Organization {
-                    id: org.id,
-                    name: org.name,
-                }),
-                None,
-            ),
-            Err(e) if e.kind() == ErrorKind::Authentication => {
-                return verdict_from_error(e, Surface::Enterprise)
-            }
-            Err(e) => (
-                None,
-                Some(format!(
-                    "unknown: Anthropic did not name the organization to this Enterprise key (GET /v1/organizations/me: {})",
-                    e.summary()
-                )),
-            ),
+        let (organization, note) = match named_org(me) {
+            Ok(named) => named,
+            Err(e) => return verdict_from_error(e, Surface::Enterprise),
         };
         Ok(TestOutcome::decide_enterprise(
             organization,
@@ -464,7 +402,7 @@ struct SettingTarget {
 
 /// The manifest `version` of a bundle: the content hash's first 12 hex digits, so a listed plugin says
 /// which content it serves.
-pub fn bundle_version(content_hash: &str) -> String {
+pub(crate) fn bundle_version(content_hash: &str) -> String {
     content_hash
         .trim_start_matches("sha256:")
         .chars()
@@ -614,6 +552,28 @@ impl EnterprisePublisher<'_> {
 }
 
 impl EnterprisePublisher<'_> {
+    /// A plugin's installation settings read back, with the mark the listing carries for the plan: when
+    /// they were read, or that they could not be (the time left is kept for the writes; a read that timed
+    /// out is not an error), in which case `unknown` stands for them.
+    async fn read_access(
+        &self,
+        id: &str,
+        unknown: Acl,
+    ) -> Result<(Acl, (&'static str, String)), AnthropicError> {
+        let at = OffsetDateTime::now_utc().unix_timestamp();
+        let floor = READ_FLOOR.min(self.budget / 3);
+        let left = self.deadline.remaining().saturating_sub(floor);
+        let not_read = (ACCESS_UNKNOWN, "true".to_owned());
+        if left.is_zero() {
+            return Ok((unknown, not_read));
+        }
+        match self.access(id, Deadline::after(left)).await {
+            Ok(acl) => Ok((acl, (ACCESS_READ_AT, at.to_string()))),
+            Err(e) if e.is_timeout() => Ok((unknown, not_read)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One plugin of ours as the plan reads it. Its settings are read when the scope asks for them or
     /// nothing is known of them, and only while time is left for writes (else `ACCESS_UNKNOWN`).
     async fn owned(
@@ -642,29 +602,9 @@ impl EnterprisePublisher<'_> {
             acl.organization = exposure.clone().flatten();
             acl
         } else {
-            let at = OffsetDateTime::now_utc().unix_timestamp();
-            let floor = READ_FLOOR.min(self.budget / 3);
-            let left = self.deadline.remaining().saturating_sub(floor);
-            let answer = if left.is_zero() {
-                None
-            } else {
-                Some(self.access(&p.id, Deadline::after(left)).await)
-            };
-            match answer {
-                None => {
-                    metadata.insert(ACCESS_UNKNOWN.to_owned(), "true".into());
-                    unknown
-                }
-                Some(Ok(acl)) => {
-                    metadata.insert(ACCESS_READ_AT.to_owned(), at.to_string());
-                    acl
-                }
-                Some(Err(e)) if e.is_timeout() => {
-                    metadata.insert(ACCESS_UNKNOWN.to_owned(), "true".into());
-                    unknown
-                }
-                Some(Err(e)) => return Err(e),
-            }
+            let (acl, mark) = self.read_access(&p.id, unknown).await?;
+            metadata.insert(mark.0.to_owned(), mark.1);
+            acl
         };
         match &exposure {
             Some(Some(how)) => {
@@ -741,6 +681,109 @@ fn claimed_by(entry: &LedgerEntry, plugin: &PluginItem) -> bool {
     }
 }
 
+/// A plugin's creation: two write slots (the create, then hiding it org-wide), the create, the hide.
+impl EnterprisePublisher<'_> {
+    /// Two write slots, the second far enough after the first for the create to finish and the hide
+    /// to fit before the deadline; none if the deadline is too close.
+    async fn reserve_create(
+        &self,
+        create_attempt: std::time::Duration,
+        hide_budget: std::time::Duration,
+    ) -> Result<Vec<std::time::Instant>, AnthropicError> {
+        let deadline = self.deadline;
+        let fits = |slots: &[std::time::Instant]| {
+            let hide_at = slots[1].max(slots[0] + create_attempt);
+            hide_at + hide_budget <= std::time::Instant::now() + deadline.remaining()
+        };
+        self.pacers
+            .writes
+            .reserve(2, fits)
+            .await
+            .ok_or_else(|| AnthropicError::Transport {
+                message:
+                    "deadline too close to create a plugin and hide it org-wide; left for the sweep"
+                        .into(),
+                timeout: true,
+                attempts: 0,
+            })
+    }
+
+    /// Creates the plugin in the first slot: its id, and the slot left for hiding it (`None` when the
+    /// second slot went to uploading a version instead).
+    async fn register(
+        &self,
+        files: &[(String, String)],
+        slots: Vec<std::time::Instant>,
+        create_attempt: std::time::Duration,
+    ) -> Result<(String, Option<std::time::Instant>), AnthropicError> {
+        let call = Call::new(Method::POST, PLUGINS, Body::Files(files))
+            .beta(PLUGINS_BETA)
+            .in_slot(&self.pacers.writes, slots[0]);
+        let create_deadline = Deadline::at(slots[0] + create_attempt);
+        let mut hide_slot = Some(slots[1]);
+        let created: Value = match self
+            .surface
+            .client
+            .call(self.key, call, create_deadline)
+            .await
+        {
+            Ok(created) => created,
+            // Stored but not registered: never resend the create; the same files go up as a version.
+            Err(e) if e.error_code() == Some("registration_pending") => {
+                let Some(id) = e.plugin_id().map(str::to_owned) else {
+                    return Err(e);
+                };
+                let path = format!("{PLUGINS}/{id}/versions");
+                let upload = Call::new(Method::POST, &path, Body::Files(files))
+                    .beta(PLUGINS_BETA)
+                    .in_slot(&self.pacers.writes, slots[1]);
+                hide_slot = None;
+                self.surface
+                    .client
+                    .call::<Value>(self.key, upload, self.deadline)
+                    .await?;
+                json!({ "id": id })
+            }
+            Err(e) => return Err(e),
+        };
+        match created["id"].as_str() {
+            Some(id) if id.starts_with("plugin_") => Ok((id.to_owned(), hide_slot)),
+            _ => Err(AnthropicError::Decode {
+                message: "POST /v1/organizations/plugins: the created plugin has no id".into(),
+                request_id: None,
+            }),
+        }
+    }
+
+    /// Hides a new plugin org-wide (in its slot, else paced). A failure is left to `set_access`, which
+    /// sends it again; every publish contains it first anyway.
+    async fn hide_new(&self, id: &str, slot: Option<std::time::Instant>) {
+        let path = format!("{PLUGINS}/{id}/installation_settings/organization");
+        let body = json!({"installation_preference": "not_available"});
+        let hide = Call::new(Method::POST, &path, Body::Json(&body)).beta(PLUGINS_BETA);
+        let hide = match slot {
+            Some(at) => hide.in_slot(&self.pacers.writes, at),
+            None => hide.paced(&self.pacers.writes),
+        };
+        match self
+            .surface
+            .client
+            .call::<Value>(self.key, hide, self.deadline)
+            .await
+        {
+            Ok(_) => {
+                self.hidden
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_owned());
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %id, error = %e, "a new plugin could not be hidden org-wide yet")
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Publisher for EnterprisePublisher<'_> {
     async fn list(
@@ -785,87 +828,14 @@ impl Publisher for EnterprisePublisher<'_> {
     /// organization-level `not_available` is booked with the create and sent right after it, and the
     /// create does not start unless both fit before the deadline.
     async fn create(&self, desired: &DesiredSkill) -> Result<String, AnthropicError> {
-        let deadline = self.deadline;
         let attempt = self.surface.client.attempt_timeout().min(self.budget / 4);
         let create_attempt = CREATE_ATTEMPT.min(attempt);
-        let hide_budget = HIDE_BUDGET.min(attempt);
-        let fits = |slots: &[std::time::Instant]| {
-            let hide_at = slots[1].max(slots[0] + create_attempt);
-            hide_at + hide_budget <= std::time::Instant::now() + deadline.remaining()
-        };
-        let Some(slots) = self.pacers.writes.reserve(2, fits).await else {
-            return Err(AnthropicError::Transport {
-                message:
-                    "deadline too close to create a plugin and hide it org-wide; left for the sweep"
-                        .into(),
-                timeout: true,
-                attempts: 0,
-            });
-        };
+        let slots = self
+            .reserve_create(create_attempt, HIDE_BUDGET.min(attempt))
+            .await?;
         let files = bundle(desired);
-        let call = Call::new(Method::POST, PLUGINS, Body::Files(&files))
-            .beta(PLUGINS_BETA)
-            .in_slot(&self.pacers.writes, slots[0]);
-        let create_deadline = Deadline::at(slots[0] + create_attempt);
-        let mut hide_slot = Some(slots[1]);
-        let created: Value = match self
-            .surface
-            .client
-            .call(self.key, call, create_deadline)
-            .await
-        {
-            Ok(created) => created,
-            // Stored but not registered: never resend the create; the same files go up as a version.
-            Err(e) if e.error_code() == Some("registration_pending") => {
-                let Some(id) = e.plugin_id().map(str::to_owned) else {
-                    return Err(e);
-                };
-                let path = format!("{PLUGINS}/{id}/versions");
-                let upload = Call::new(Method::POST, &path, Body::Files(&files))
-                    .beta(PLUGINS_BETA)
-                    .in_slot(&self.pacers.writes, slots[1]);
-                hide_slot = None;
-                self.surface
-                    .client
-                    .call::<Value>(self.key, upload, deadline)
-                    .await?;
-                json!({ "id": id })
-            }
-            Err(e) => return Err(e),
-        };
-        let id = match created["id"].as_str() {
-            Some(id) if id.starts_with("plugin_") => id.to_owned(),
-            _ => {
-                return Err(AnthropicError::Decode {
-                    message: "POST /v1/organizations/plugins: the created plugin has no id".into(),
-                    request_id: None,
-                })
-            }
-        };
-        let path = format!("{PLUGINS}/{id}/installation_settings/organization");
-        let body = json!({"installation_preference": "not_available"});
-        let hide = Call::new(Method::POST, &path, Body::Json(&body)).beta(PLUGINS_BETA);
-        let hide = match hide_slot {
-            Some(at) => hide.in_slot(&self.pacers.writes, at),
-            None => hide.paced(&self.pacers.writes),
-        };
-        match self
-            .surface
-            .client
-            .call::<Value>(self.key, hide, deadline)
-            .await
-        {
-            Ok(_) => {
-                self.hidden
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.clone());
-            }
-            // Reported by `set_access`, which sends it again; every publish contains it first anyway.
-            Err(e) => {
-                tracing::warn!(plugin = %id, error = %e, "a new plugin could not be hidden org-wide yet")
-            }
-        }
+        let (id, hide_slot) = self.register(&files, slots, create_attempt).await?;
+        self.hide_new(&id, hide_slot).await;
         Ok(id)
     }
 
@@ -1021,6 +991,100 @@ impl Publisher for EnterprisePublisher<'_> {
             Action::Delete { .. } => 1,
         }
     }
+}
+
+/// The Plugins API reads as nonexistent (404) where the beta is not enabled for the org: that refusal,
+/// named for the admin.
+fn plugins_beta_refusal(plugins_read: &Result<Value, AnthropicError>) -> Option<AnthropicError> {
+    let Err(mut refused) = plugins_read.clone() else {
+        return None;
+    };
+    if let AnthropicError::Api {
+        status: 404,
+        message,
+        ..
+    } = &mut refused
+    {
+        *message = format!(
+            "the Plugins API (beta {PLUGINS_BETA}) is not enabled for this Claude Enterprise organization; ask Anthropic to enable it ({message})"
+        );
+        return Some(refused);
+    }
+    None
+}
+
+/// Each required scope as its probe answered: the report, the org's group count, and the first answer
+/// that is a verdict on the key rather than on one scope.
+fn scope_report(
+    plugins_write: Result<Value, AnthropicError>,
+    plugins_read: Result<Value, AnthropicError>,
+    analytics: Result<Value, AnthropicError>,
+    compliance: Result<Value, AnthropicError>,
+    groups: Result<BTreeMap<String, String>, AnthropicError>,
+) -> (ScopeReport, Option<u32>, Option<AnthropicError>) {
+    let mut scopes = ScopeReport::default();
+    let mut group_count = None;
+    let groups = groups.map(|g| group_count = Some(g.len() as u32));
+    // The analytics probe asks for yesterday; a 400 naming the latest day still proves the scope.
+    let analytics = match analytics {
+        Err(e) if e.kind() == ErrorKind::InvalidRequest => Ok(Value::Null),
+        other => other,
+    };
+    let fatal = [
+        classify_scope(
+            &mut scopes,
+            Scope::PluginsWrite,
+            plugins_write.map(|_| ()),
+            true,
+        ),
+        classify_scope(
+            &mut scopes,
+            Scope::PluginsRead,
+            plugins_read.map(|_| ()),
+            false,
+        ),
+        classify_scope(
+            &mut scopes,
+            Scope::AnalyticsRead,
+            analytics.map(|_| ()),
+            false,
+        ),
+        classify_scope(
+            &mut scopes,
+            Scope::ComplianceActivitiesRead,
+            compliance.map(|_| ()),
+            false,
+        ),
+        classify_scope(&mut scopes, Scope::RbacGroupsRead, groups, false),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    (scopes, group_count, fatal)
+}
+
+/// The org the key names, or the note saying why it names none; `Err`: the key itself was refused.
+fn named_org(
+    me: Result<claresia_anthropic::Organization, AnthropicError>,
+) -> Result<(Option<Organization>, Option<String>), AnthropicError> {
+    let named = match me {
+        Ok(org) => (
+            Some(Organization {
+                id: org.id,
+                name: org.name,
+            }),
+            None,
+        ),
+        Err(e) if e.kind() == ErrorKind::Authentication => return Err(e),
+        Err(e) => (
+            None,
+            Some(format!(
+                "unknown: Anthropic did not name the organization to this Enterprise key (GET /v1/organizations/me: {})",
+                e.summary()
+            )),
+        ),
+    };
+    Ok(named)
 }
 
 #[cfg(test)]
