@@ -48,7 +48,8 @@ step "OpenAPI coverage (every documented status and field seen in some test's re
 python infra/scripts/contract_coverage.py lib/api/openapi.yaml "$CLARESIA_CONTRACT_LOG" | tee -a "$log.sum"
 
 step "API fuzz run (schemathesis against the dev gateway; no 5xx, documented answers, refusals write nothing)"
-cargo build --locked --quiet -p claresia-local --bin claresia-dev
+# target/debug/claresia-dev is the cold-start step's build (`--workspace --all-targets`): building it
+# alone (`-p claresia-local`) would resolve other features and rebuild the SDK (3.5 minutes in CI).
 python infra/fuzz/fuzz.py --seed "${FUZZ_SEED:-20261125}" | tee -a "$log.sum"
 
 step "README walkthroughs, every command pasted as printed against the dev stack (2-second tick)"
